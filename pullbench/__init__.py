@@ -1,0 +1,80 @@
+"""pullbench: measure, explain and decide whether a change to how an image pull copies bytes is faster.
+
+Public API by topic
+-------------------
+Errors
+    PullbenchError and its subclasses (see ``pullbench._errors``).
+Media types and digests
+    OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, ..., sha256_digest, is_valid_digest.
+Registries (servers to pull from) -- ``pullbench.servers``
+    EmbeddedRegistry, DistributionRegistry, Misbehavior.
+Fixture images
+    build_image, push_image, catalog.
+Puller and copy strategies
+    parse_reference, RegistryClient, pull, PullResult, strategies.
+Statistics
+    compare, verdicts, power and planning.
+Experiments
+    ExperimentSpec, run_experiment, load_results.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._errors import (
+    AuthenticationError,
+    BenchmarkError,
+    BlobError,
+    DigestMismatch,
+    ImageBuildError,
+    ImageNotFound,
+    InvalidReference,
+    ManifestError,
+    PullbenchError,
+    RegistryError,
+    RegistryUnavailable,
+    ResultSchemaError,
+    ServerError,
+    SizeMismatch,
+    StatsInputError,
+    StrategyError,
+)
+from ._media import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    MANIFEST_ACCEPT,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_TAR,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    is_valid_digest,
+    sha256_digest,
+)
+
+# --- section: images (issue 2) ---
+# --- end section: images ---
+
+# --- section: puller (issue 3) ---
+# --- end section: puller ---
+
+# --- section: stats (issue 4) ---
+# --- end section: stats ---
+
+# --- section: experiments (issue 5) ---
+# --- end section: experiments ---
+
+# --- section: remote (issue 6) ---
+# --- end section: remote ---
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = sorted(
+    name for name in dir() if not name.startswith("_") and name not in {"annotations", "logging"}
+)

@@ -1,0 +1,7 @@
+"""CLI commands for the images area (registered by pullbench.cli)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,133 @@
+"""The one exception tree of pullbench.
+
+::
+
+    PullbenchError
+    ├── ReferenceError_ (InvalidReference, also ValueError)
+    ├── RegistryError                  (context: registry, image_ref)
+    │   ├── RegistryUnavailable        (cannot connect / 5xx)
+    │   ├── AuthenticationError        (401/403 without usable credentials; names the realm)
+    │   ├── ImageNotFound              (404 on a manifest or blob; names the reference)
+    │   ├── ManifestError              (malformed JSON, unknown media type, no matching platform)
+    │   └── BlobError
+    │       ├── DigestMismatch         (bytes do not hash to the descriptor's digest)
+    │       └── SizeMismatch           (short or long body vs the descriptor's size)
+    ├── StrategyError                  (unknown strategy or parameter; also ValueError)
+    ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool, no root)
+    ├── ServerError                    (a server pullbench starts could not start; names the fix)
+    ├── BenchmarkError                 (experiment spec / runner problems)
+    ├── ResultSchemaError              (results files; also ValueError)
+    └── StatsInputError                (degenerate statistical input; also ValueError)
+
+Every error carries its context as attributes and a message that says what, where, and how to
+fix it. No error message ever contains a credential.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BenchmarkError",
+    "BlobError",
+    "DigestMismatch",
+    "ImageBuildError",
+    "ImageNotFound",
+    "InvalidReference",
+    "ManifestError",
+    "PullbenchError",
+    "RegistryError",
+    "RegistryUnavailable",
+    "ResultSchemaError",
+    "ServerError",
+    "SizeMismatch",
+    "StatsInputError",
+    "StrategyError",
+]
+
+
+class PullbenchError(Exception):
+    """Root of every error pullbench raises on purpose."""
+
+
+class InvalidReference(PullbenchError, ValueError):
+    """An image reference could not be parsed or violates the distribution-spec grammar."""
+
+
+class RegistryError(PullbenchError):
+    """A registry answered in a way the puller cannot use.
+
+    Attributes
+    ----------
+    registry : str or None
+        ``host[:port]`` of the registry.
+    image_ref : str or None
+        The reference being pulled.
+    """
+
+    def __init__(self, message: str, *, registry: str | None = None,
+                 image_ref: str | None = None) -> None:
+        super().__init__(message)
+        self.registry = registry
+        self.image_ref = image_ref
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached, or answered with a server error."""
+
+
+class AuthenticationError(RegistryError):
+    """The registry asked for credentials that pullbench does not have or that were refused."""
+
+
+class ImageNotFound(RegistryError):
+    """The manifest or blob named by a reference does not exist (HTTP 404)."""
+
+
+class ManifestError(RegistryError):
+    """A manifest or index is malformed, of an unknown media type, or has no matching platform."""
+
+
+class BlobError(RegistryError):
+    """A blob body could not be stored."""
+
+
+class DigestMismatch(BlobError):
+    """The bytes received do not hash to the digest that was asked for."""
+
+    def __init__(self, message: str, *, expected: str, actual: str, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.expected = expected
+        self.actual = actual
+
+
+class SizeMismatch(BlobError):
+    """The number of bytes received differs from the descriptor's ``size``."""
+
+    def __init__(self, message: str, *, expected: int, actual: int, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.expected = expected
+        self.actual = actual
+
+
+class StrategyError(PullbenchError, ValueError):
+    """Unknown copy strategy, or a parameter it does not take or cannot accept."""
+
+
+class ImageBuildError(PullbenchError):
+    """A fixture image could not be built, imported or pushed."""
+
+
+class ServerError(PullbenchError):
+    """A server pullbench starts (embedded registry, Distribution, proxy, token server) failed."""
+
+
+class BenchmarkError(PullbenchError):
+    """An experiment spec is invalid or an experiment cannot run."""
+
+
+class ResultSchemaError(PullbenchError, ValueError):
+    """A results file does not match the results schema."""
+
+
+class StatsInputError(PullbenchError, ValueError):
+    """Statistical input is degenerate (too few values, NaN, negative durations, ...)."""

@@ -1,0 +1,53 @@
+"""The ``pullbench`` command line: thin click commands over the library.
+
+Library raises, CLI exits: a :class:`~pullbench.PullbenchError` becomes a ``click.ClickException``
+(exit 1); invalid input becomes ``click.BadParameter`` (exit 2). Each area registers its commands
+in its own ``pullbench/_cli_<area>.py`` module as a list ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from ._errors import PullbenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Decorate a click command so that a PullbenchError exits 1 with its message."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PullbenchError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pullbench")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """pullbench: does a change to how an image pull copies bytes make it faster, and why?"""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from . import _cli_bench, _cli_images, _cli_pull, _cli_remote, _cli_stats
+
+    for module in (_cli_images, _cli_pull, _cli_stats, _cli_bench, _cli_remote):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register()

@@ -1,0 +1,17 @@
+"""Servers pullbench pulls FROM: never imported by the puller.
+
+EmbeddedRegistry, DistributionRegistry, Misbehavior (fault seam); later the shaping proxy,
+TLS material, token server and blob host.
+"""
+
+from __future__ import annotations
+
+from ._faults import Misbehavior
+
+# --- section: registries (issue 2) ---
+# --- end section: registries ---
+
+# --- section: remote (issue 6) ---
+# --- end section: remote ---
+
+__all__ = sorted(name for name in dir() if not name.startswith("_") and name != "annotations")
