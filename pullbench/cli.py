@@ -2,35 +2,20 @@
 
 Library raises, CLI exits: a :class:`~pullbench.PullbenchError` becomes a ``click.ClickException``
 (exit 1); invalid input becomes ``click.BadParameter`` (exit 2). Each area registers its commands
-in its own ``pullbench/_cli_<area>.py`` module as a list ``COMMANDS``.
+in its own ``pullbench/_cli_<area>.py`` module as a list ``COMMANDS``, wrapping each with
+:func:`pullbench._cli_common.handle_errors`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 
 from . import __version__
-from ._errors import PullbenchError
+from ._cli_common import handle_errors
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handle_errors(func: F) -> F:
-    """Decorate a click command so that a PullbenchError exits 1 with its message."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PullbenchError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-
-    return wrapper  # type: ignore[return-value]
+__all__ = ["handle_errors", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
