@@ -1,0 +1,102 @@
+"""Results store: crash-safe append, partial-line repair, consolidation, loading, environment."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pullbench._env import capture_environment, filesystem_type
+from pullbench._errors import ResultSchemaError
+from pullbench._results import (
+    RESULTS_SCHEMA_VERSION,
+    ResultsStore,
+    consolidate_results,
+    load_results,
+)
+
+
+def _row(i: int, **kw):
+    row = {
+        "schema_version": RESULTS_SCHEMA_VERSION, "experiment": "t", "run_index": i,
+        "run_id": f"r{i}", "block": i // 2 - 1, "order_in_block": i % 2, "warmup": i < 2,
+        "arm": "ab"[i % 2], "strategy": "s", "params": {"buffer_bytes": 32768}, "image": "img",
+        "cache_state": "warm", "network_profile": "loopback", "tls": False, "status": "ok",
+        "error": None, "duration_s": 1.0 + i / 10, "total_bytes": 1_000_000,
+        "cpu_user_s": 0.01, "cpu_sys_s": 0.02,
+        "write_size_hist": {"32768": 30, "4096": 2}, "throughput_mb_s": float("nan"),
+    }
+    row.update(kw)
+    return row
+
+
+def test_append_read_consolidate_load(tmp_path):
+    store = ResultsStore(tmp_path / "res").create()
+    for i in range(6):
+        store.append(_row(i))
+    store.append(_row(6, status="error", error="RegistryUnavailable: boom", duration_s=None))
+    rows = store.read_rows()
+    assert [r["run_index"] for r in rows] == list(range(7))
+    assert rows[0]["throughput_mb_s"] is None  # NaN is not valid JSON: stored as null
+    parquet, csv = consolidate_results(store.directory)
+    for source in (store.directory, parquet, csv, store.rows_path):
+        df = load_results(source)
+        assert list(df["run_index"]) == [2, 3, 4, 5, 6], source
+        assert df.loc[0, "write_size_hist"] == {"32768": 30, "4096": 2}, source
+        assert df.loc[0, "cpu_ns_per_byte"] == pytest.approx(0.03 * 1e9 / 1_000_000)
+        assert df.loc[0, "bytes"] == 1_000_000
+    ok = load_results(store.directory, include_warmup=True, include_errors=False)
+    assert list(ok["run_index"]) == [0, 1, 2, 3, 4, 5]
+    assert pd.isna(load_results(csv).loc[4, "duration_s"])
+
+
+def test_partial_last_line_is_dropped_and_repaired(tmp_path):
+    store = ResultsStore(tmp_path).create()
+    store.append(_row(0))
+    store.append(_row(1))
+    with store.rows_path.open("ab") as fh:  # a crash in the middle of a write
+        fh.write(json.dumps(_row(2)).encode()[:40])
+    assert len(store.read_rows()) == 2
+    store.read_rows(repair=True)
+    store.append(_row(2))
+    assert [r["run_index"] for r in store.read_rows()] == [0, 1, 2]
+
+
+def test_corruption_in_the_middle_and_wrong_schema_are_errors(tmp_path):
+    store = ResultsStore(tmp_path).create()
+    store.append(_row(0))
+    with store.rows_path.open("a") as fh:
+        fh.write("{not json}\n")
+    store.append(_row(1))
+    with pytest.raises(ResultSchemaError, match="line 2 is not valid JSON"):
+        store.read_rows()
+    other = ResultsStore(tmp_path / "o").create()
+    other.append(_row(0, schema_version=99))
+    with pytest.raises(ResultSchemaError, match="schema_version 99"):
+        other.read_rows()
+    with pytest.raises(ResultSchemaError, match="not a results folder"):
+        load_results(tmp_path / "nothing-here" if (tmp_path / "nothing-here").mkdir() is None
+                     else tmp_path)
+
+
+def test_unwritable_results_folder(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(ResultSchemaError, match="not writable"):
+        ResultsStore(target / "sub").create()
+
+
+def test_environment_capture(tmp_path):
+    env = capture_environment(
+        spec={"seed": 3, "network_profile": "loopback"},
+        registry={"kind": "embedded", "version": "x", "network_profile": "loopback"},
+        images=[{"name": "i", "digest": "sha256:" + "0" * 64}], dest_dir=tmp_path,
+    )
+    assert env["schema_version"] == RESULTS_SCHEMA_VERSION
+    assert env["seed"] == 3 and env["network_profile"] == "loopback"
+    assert env["host"]["cpu_count"] >= 1 and env["host"]["kernel"]
+    assert env["packages"]["requests"]
+    assert env["pullbench"]["version"]
+    assert env["destination"]["fstype"] == filesystem_type(tmp_path)["fstype"] != ""
+    json.dumps(env)  # JSON-able
