@@ -1,0 +1,230 @@
+"""Probes cheap enough to leave on: wall time, CPU, syscall/byte counters, read/write sizes.
+
+- Wall time: :func:`time.perf_counter_ns`.
+- CPU: ``getrusage(RUSAGE_THREAD)`` in the thread that does the work (Linux), so a registry serving
+  from the same process (the embedded registry's threads) is not counted; ``RUSAGE_SELF`` for the
+  process and ``ru_maxrss`` for peak RSS.
+- Syscalls and bytes: ``/proc/thread-self/io`` deltas (``syscr``, ``syscw``, ``rchar``, ``wchar``)
+  taken in the same threads. Note the kernel's task I/O accounting counts ``read``/``write``-family
+  calls (fs/read_write.c): socket ``recv``/``recv_into`` and ``splice`` are *not* in ``syscr``; the
+  read-size histogram, counted by the strategy itself, is the count of reads as the strategy saw them.
+- Read and write sizes: :class:`Meter` keeps exact sizes and reports power-of-two histograms
+  (bucket = smallest power of two ≥ size, so a 32,768-byte write lands in bucket 32768 and a
+  32,769-byte one in 65536).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "IoCounters",
+    "Meter",
+    "ProbeSample",
+    "ThreadProbe",
+    "bucket_of",
+    "median_of_counts",
+    "power_of_two_histogram",
+    "read_io_counters",
+]
+
+_IO_FIELDS = ("syscr", "syscw", "rchar", "wchar")
+
+
+def bucket_of(size: int) -> int:
+    """The power-of-two bucket (upper bound, bytes) that ``size`` falls in; 0 for 0."""
+    return 0 if size <= 0 else 1 << (size - 1).bit_length()
+
+
+def power_of_two_histogram(sizes: Mapping[int, int]) -> dict[int, int]:
+    """Fold exact ``{size: count}`` into ``{power-of-two upper bound: count}`` sorted by bucket."""
+    out: Counter[int] = Counter()
+    for size, count in sizes.items():
+        out[bucket_of(size)] += count
+    return dict(sorted(out.items()))
+
+
+def median_of_counts(sizes: Mapping[int, int]) -> float:
+    """Median of a multiset given as ``{value: count}``; 0.0 when empty."""
+    total = sum(sizes.values())
+    if total == 0:
+        return 0.0
+    ordered = sorted(sizes.items())
+    lo_rank, hi_rank = (total - 1) // 2, total // 2
+    seen = 0
+    lo = hi = None
+    for value, count in ordered:
+        nxt = seen + count
+        if lo is None and lo_rank < nxt:
+            lo = value
+        if hi_rank < nxt:
+            hi = value
+            break
+        seen = nxt
+    assert lo is not None and hi is not None
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class IoCounters:
+    """Counters from ``/proc/<self|thread-self>/io`` (zeros where the file is missing)."""
+
+    syscr: int = 0
+    syscw: int = 0
+    rchar: int = 0
+    wchar: int = 0
+
+    def __sub__(self, other: IoCounters) -> IoCounters:
+        return IoCounters(
+            self.syscr - other.syscr,
+            self.syscw - other.syscw,
+            self.rchar - other.rchar,
+            self.wchar - other.wchar,
+        )
+
+    def __add__(self, other: IoCounters) -> IoCounters:
+        return IoCounters(
+            self.syscr + other.syscr,
+            self.syscw + other.syscw,
+            self.rchar + other.rchar,
+            self.wchar + other.wchar,
+        )
+
+
+def read_io_counters(scope: str = "thread-self") -> IoCounters:
+    """Read ``/proc/<scope>/io`` (``scope`` is ``thread-self`` or ``self``)."""
+    values: dict[str, int] = {}
+    try:
+        with open(f"/proc/{scope}/io", encoding="ascii") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in _IO_FIELDS:
+                    values[key] = int(value)
+    except OSError:
+        return IoCounters()
+    return IoCounters(**values)
+
+
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSample:
+    """What one thread (or the sum of several) spent between two snapshots.
+
+    Attributes
+    ----------
+    wall_s, cpu_user_s, cpu_sys_s : float
+        Seconds.
+    io : IoCounters
+    """
+
+    wall_s: float = 0.0
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+    io: IoCounters = IoCounters()
+
+    def __add__(self, other: ProbeSample) -> ProbeSample:
+        return ProbeSample(
+            self.wall_s + other.wall_s,
+            self.cpu_user_s + other.cpu_user_s,
+            self.cpu_sys_s + other.cpu_sys_s,
+            self.io + other.io,
+        )
+
+
+class ThreadProbe:
+    """Snapshot the calling thread's CPU and I/O counters; :meth:`stop` returns the delta.
+
+    Must be started and stopped in the same thread.
+    """
+
+    __slots__ = ("_io", "_ru", "_t0")
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter_ns()
+        self._ru = resource.getrusage(_RUSAGE_THREAD)
+        self._io = read_io_counters("thread-self")
+
+    def stop(self) -> ProbeSample:
+        io = read_io_counters("thread-self") - self._io
+        ru = resource.getrusage(_RUSAGE_THREAD)
+        wall = (time.perf_counter_ns() - self._t0) / 1e9
+        return ProbeSample(
+            wall, ru.ru_utime - self._ru.ru_utime, ru.ru_stime - self._ru.ru_stime, io
+        )
+
+
+class Meter:
+    """Counts what a copy strategy does, as the strategy itself sees it.
+
+    A strategy calls :meth:`read` with the size of each read it made and :meth:`write` /
+    :meth:`wrote` for each write to the destination file; :meth:`hold` declares the bytes it keeps
+    in buffers; :meth:`add_cpu` adds the CPU of a helper thread (e.g. a hashing thread).
+    Thread-safe for the helper-thread case.
+    """
+
+    def __init__(self) -> None:
+        self.reads: Counter[int] = Counter()
+        self.writes: Counter[int] = Counter()
+        self.buffer_bytes = 0
+        self.helper = ProbeSample()
+        self._lock = threading.Lock()
+
+    def read(self, size: int) -> None:
+        """Record one read that returned ``size`` bytes (0-byte EOF reads are not recorded)."""
+        if size > 0:
+            self.reads[size] += 1
+
+    def wrote(self, size: int) -> None:
+        """Record one write system call that wrote ``size`` bytes."""
+        if size > 0:
+            self.writes[size] += 1
+
+    def write(self, fd: int, data: memoryview | bytes) -> int:
+        """``os.write`` all of ``data`` to ``fd`` (looping on partial writes), recording each call."""
+        view = memoryview(data)
+        total = len(view)
+        done = 0
+        while done < total:
+            n = os.write(fd, view[done:])
+            self.wrote(n)
+            done += n
+        return total
+
+    def hold(self, nbytes: int) -> None:
+        """Declare ``nbytes`` more bytes of buffers held by the strategy during the copy."""
+        self.buffer_bytes += nbytes
+
+    def add_cpu(self, sample: ProbeSample) -> None:
+        """Add a helper thread's CPU/IO (measured inside that thread) to this copy."""
+        with self._lock:
+            self.helper = self.helper + sample
+
+    @property
+    def read_count(self) -> int:
+        return sum(self.reads.values())
+
+    @property
+    def write_count(self) -> int:
+        return sum(self.writes.values())
+
+
+def merge_counts(counters: Iterable[Mapping[int, int]]) -> Counter[int]:
+    """Sum several ``{size: count}`` mappings."""
+    out: Counter[int] = Counter()
+    for c in counters:
+        out.update(c)
+    return out
+
+
+def process_rusage() -> tuple[float, float, int]:
+    """``(user_s, sys_s, peak_rss_bytes)`` of this process (``ru_maxrss`` is KiB on Linux)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime, ru.ru_stime, ru.ru_maxrss * 1024
