@@ -1,0 +1,382 @@
+"""Analysis of an experiment's rows, the verdict table, and the HTML report.
+
+:func:`analyze_results` runs :func:`pullbench.analyze_grid` per image and per metric (wall time and
+CPU time per byte by default) on the successful, non-warm-up runs, and counts the failed runs it
+excluded. :func:`verdict_table` joins the statistics with what explains them (median write size,
+throughput, memory held in buffers). :func:`render_report` writes a self-contained HTML page with
+the plots embedded as base64 PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._errors import ResultSchemaError, StatsInputError
+from ._results import (
+    ANALYSIS_JSON,
+    ENVIRONMENT_JSON,
+    REPORT_HTML,
+    RESULTS_SCHEMA_VERSION,
+    SPEC_JSON,
+    ResultsStore,
+    load_results,
+)
+
+__all__ = ["analyze_results", "format_verdict_table", "render_report", "verdict_table"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_LABELS = {
+    "duration_s": "wall time of the pull (s)",
+    "cpu_ns_per_byte": "CPU time (user + sys) per byte (ns/B)",
+    "cpu_s": "CPU time, user + sys (s)",
+    "throughput_mb_s": "throughput (MB/s)",
+    "peak_rss_bytes": "peak RSS (bytes)",
+}
+
+#: Per-arm descriptive columns joined into the verdict table (median over runs).
+_EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "peak_rss_bytes")
+
+
+def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
+    if "warmup" in df.columns:
+        df = df[~df["warmup"].astype(bool)]
+    ok = df[df["status"] == "ok"]
+    failed = df[df["status"] != "ok"]
+    return ok.reset_index(drop=True), failed.reset_index(drop=True)
+
+
+def analyze_results(
+    df: pd.DataFrame,
+    *,
+    baseline: str,
+    metrics: Sequence[str] = ("duration_s", "cpu_ns_per_byte"),
+    margin: float = 0.02,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_resamples: int = 9999,
+) -> dict[str, Any]:
+    """Verdicts of every arm against ``baseline``, per image and metric.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows as returned by :func:`pullbench.load_results` (warm-up and failed runs may be
+        included: they are excluded here and counted).
+    baseline : str
+        Arm name of the baseline.
+    metrics : sequence of str
+        Columns to analyse (lower is better for each).
+    margin : float
+        Equivalence margin (fraction of the baseline).
+    alpha : float
+        Significance level.
+    seed : int
+        Seed of the bootstrap generator.
+    n_resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    dict
+        JSON-able: ``schema_version``, ``baseline``, ``margin``, ``alpha``, ``n_runs``,
+        ``n_failed``, ``failed_by_arm``, ``images`` -> image -> {``metrics`` -> metric ->
+        {``table``: list of records, ``summary``: str}, ``arms`` -> per-arm descriptive records}.
+
+    Raises
+    ------
+    StatsInputError
+        The baseline has no successful runs, or a metric column is missing.
+    """
+    from . import analyze_grid
+
+    ok, failed = _analysis_frame(df)
+    out: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "analyzed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "baseline": baseline,
+        "margin": margin,
+        "alpha": alpha,
+        "seed": seed,
+        "n_runs": int(len(ok)),
+        "n_failed": int(len(failed)),
+        "failed_by_arm": {str(k): int(v) for k, v in failed.groupby("arm").size().items()}
+        if len(failed) else {},
+        "failed_messages": sorted({str(m) for m in failed.get("error", pd.Series()).dropna()})[:10],
+        "images": {},
+    }
+    images = sorted(ok["image"].unique()) if len(ok) else []
+    if not images:
+        raise StatsInputError(
+            f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
+        )
+    for image in images:
+        sub = ok[ok["image"] == image]
+        if baseline not in set(sub["arm"]):
+            raise StatsInputError(
+                f"baseline arm {baseline!r} has no successful runs for image {image!r}; arms with "
+                f"runs: {sorted(set(sub['arm']))}"
+            )
+        per_metric: dict[str, Any] = {}
+        for metric in metrics:
+            if metric not in sub.columns:
+                raise StatsInputError(
+                    f"metric {metric!r} is not a column of the results; columns: "
+                    f"{sorted(c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c]))}"
+                )
+            data = sub[["arm", "block", metric]].dropna()
+            data = data.astype({metric: float})
+            data, dropped = _complete_blocks(data)
+            grid = analyze_grid(
+                data, metric=metric, arm="arm", baseline=baseline, block="block",
+                margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
+                n_resamples=n_resamples,
+            )
+            table = grid.table.replace({np.nan: None})
+            per_metric[metric] = {
+                "table": json.loads(table.to_json(orient="records")),
+                "summary": grid.summary(),
+                "paired": bool(grid.paired),
+                "incomplete_blocks_dropped": dropped,
+                "diagnostics": [d.to_dict() for d in grid.diagnostics],
+            }
+        out["images"][str(image)] = {"metrics": per_metric, "arms": _arm_descriptives(sub)}
+    return out
+
+
+def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
+    """Keep the blocks that hold exactly one run of every arm (a failed run breaks its block).
+
+    The paired (blocked) analysis needs complete blocks; if fewer than two remain, every run is
+    kept and the statistics fall back to independent runs (Welch).
+    """
+    arms = data["arm"].nunique()
+    counts = data.groupby("block")["arm"].agg(["count", "nunique"])
+    complete = counts[(counts["count"] == arms) & (counts["nunique"] == arms)].index
+    dropped = sorted(set(data["block"]) - set(complete))
+    if not dropped or len(complete) < 2:
+        return data, []
+    return data[data["block"].isin(complete)], [int(b) for b in dropped]
+
+
+def _arm_descriptives(sub: pd.DataFrame) -> list[dict[str, Any]]:
+    cols = [c for c in _EXPLAIN_COLUMNS if c in sub.columns]
+    rows = []
+    for arm, group in sub.groupby("arm", sort=False):
+        first = group.iloc[0]
+        record: dict[str, Any] = {"arm": str(arm), "strategy": str(first.get("strategy", "")),
+                                  "n": int(len(group))}
+        for col in cols:
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            record[col] = float(values.median()) if len(values) else None
+        rows.append(record)
+    return rows
+
+
+def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
+                  metric: str = "duration_s") -> pd.DataFrame:
+    """The verdict table of one image and metric, joined with per-arm explanations.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per arm: arm, n, median, ratio, ratio_ci_low, ratio_ci_high, p_holm, verdict,
+        median_write_bytes, throughput_mb_s, buffer_bytes, peak_rss_bytes (those present).
+    """
+    images = analysis["images"]
+    if image is None:
+        image = next(iter(images))
+    if image not in images:
+        raise ResultSchemaError(f"no image {image!r} in the analysis; images: {list(images)}")
+    block = images[image]
+    if metric not in block["metrics"]:
+        raise ResultSchemaError(
+            f"metric {metric!r} was not analysed; analysed: {list(block['metrics'])}"
+        )
+    table = pd.DataFrame(block["metrics"][metric]["table"])
+    arms = pd.DataFrame(block["arms"]).drop(columns=["n"], errors="ignore")
+    return table.merge(arms, on="arm", how="left")
+
+
+def _fmt_bytes(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    value = float(value)
+    for unit, factor in (("MiB", 2**20), ("KiB", 2**10)):
+        if value >= factor:
+            return f"{value / factor:.4g} {unit}"
+    return f"{value:.0f} B"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
+                         metric: str = "duration_s") -> str:
+    """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print)."""
+    table = verdict_table(analysis, image, metric)
+    header = ["arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
+              "MB/s"]
+    lines = []
+    for rec in table.to_dict(orient="records"):
+        ratio = rec.get("ratio")
+        ci = f"{_fmt(ratio, '.3f')} [{_fmt(rec.get('ratio_ci_low'), '.3f')}, " \
+             f"{_fmt(rec.get('ratio_ci_high'), '.3f')}]"
+        verdict = str(rec.get("verdict") or "-")
+        if rec.get("significant_but_small"):
+            verdict += " (significant but < margin)"
+        lines.append([
+            str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
+            _fmt(rec.get("p_holm"), ".3g"), verdict, _fmt_bytes(rec.get("median_write_bytes")),
+            _fmt(rec.get("throughput_mb_s"), ".0f"),
+        ])
+    widths = [max(len(header[i]), *(len(r[i]) for r in lines)) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    image = image or next(iter(analysis["images"]))
+    title = (f"{image}: {METRIC_LABELS.get(metric, metric)} vs baseline {analysis['baseline']} "
+             f"(ratio < 1 is better; equivalence margin ±{analysis['margin']:.0%})")
+    return title + "\n" + "\n".join(out)
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+def _figure_to_img(fig: Any, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from . import plots
+
+    sub = df[df["image"] == image]
+    blocks = []
+    for metric in analysis["images"][image]["metrics"]:
+        try:
+            table = verdict_table(analysis, image, metric)
+            blocks.append(_figure_to_img(
+                plots.plot_arm_distributions(sub, table, metric=metric,
+                                             baseline=analysis["baseline"]),
+                f"per-arm distribution of {metric}"))
+        except Exception as exc:  # noqa: BLE001 - a plot never breaks the report
+            logger.warning("plot of %s failed: %s", metric, exc)
+    for name, func in (("write sizes", "plot_write_size_histograms"),
+                       ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
+                       ("speed vs memory", "plot_speed_vs_memory")):
+        try:
+            blocks.append(_figure_to_img(getattr(plots, func)(sub), name))
+        except Exception as exc:  # noqa: BLE001 - a plot never breaks the report
+            logger.warning("plot %s failed: %s", name, exc)
+    return blocks
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for col in shown.columns:
+        if col.endswith("bytes"):
+            shown[col] = shown[col].map(_fmt_bytes)
+        elif pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: _fmt(v, ".4g"))
+    return shown.to_html(index=False, border=0, classes="verdicts", na_rep="-")
+
+
+def render_report(directory: str | Path, output: str | Path | None = None) -> Path:
+    """Render ``report.html`` for a results folder (plots embedded as base64 PNG).
+
+    Parameters
+    ----------
+    directory : path
+        Results folder. ``analysis.json`` is used if present, else computed from the rows and
+        ``spec.json`` (and saved).
+    output : path, optional
+        Where to write the HTML; default ``<directory>/report.html``.
+
+    Returns
+    -------
+    Path
+        The HTML file.
+
+    Raises
+    ------
+    ResultSchemaError
+        Not a results folder.
+    """
+    store = ResultsStore(Path(directory))
+    df = load_results(store.directory, include_warmup=True)
+    env = store.read_json(ENVIRONMENT_JSON) or {}
+    analysis = store.read_json(ANALYSIS_JSON)
+    if analysis is None:
+        spec = store.read_json(SPEC_JSON) or env.get("spec") or {}
+        baseline = spec.get("baseline") or str(df["arm"].iloc[0])
+        analysis = analyze_results(
+            df, baseline=baseline, metrics=tuple(spec.get("metrics", ("duration_s",))),
+            margin=float(spec.get("margin", 0.02)), alpha=float(spec.get("alpha", 0.05)),
+            seed=int(spec.get("seed", 0)),
+        )
+        store.write_json(ANALYSIS_JSON, analysis)
+    ok, _ = _analysis_frame(df)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>pullbench report: {html.escape(store.directory.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table.verdicts{border-collapse:collapse;font-size:90%}"
+        "table.verdicts td,table.verdicts th{padding:3px 8px;border-bottom:1px solid #ddd}"
+        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
+        "</head><body>",
+        f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",
+        f"<p>{analysis['n_runs']} runs analysed against baseline "
+        f"<b>{html.escape(analysis['baseline'])}</b>; {analysis['n_failed']} failed run(s) "
+        f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis['margin']:.0%}, "
+        f"alpha {analysis['alpha']}.</p>",
+    ]
+    for image, block in analysis["images"].items():
+        parts.append(f"<h2>Image {html.escape(image)}</h2>")
+        for metric, result in block["metrics"].items():
+            parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
+            parts.append(_table_html(verdict_table(analysis, image, metric)))
+            parts.append(f"<pre>{html.escape(str(result.get('summary', '')))}</pre>")
+        parts.append("<h3>Plots</h3>")
+        parts.extend(_report_figures(ok, analysis, image))
+    parts.append("<h2>Environment</h2>")
+    parts.append(f"<pre>{html.escape(json.dumps(_env_summary(env), indent=2))}</pre>")
+    parts.append("</body></html>")
+    path = Path(output) if output is not None else store.directory / REPORT_HTML
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _failed_note(analysis: Mapping[str, Any]) -> str:
+    if not analysis["n_failed"]:
+        return ""
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
+    return f" ({html.escape(arms)})"
+
+
+def _env_summary(env: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("captured_at", "host", "python", "pullbench", "destination", "registry", "images",
+            "network_profile", "seed", "extra")
+    return {k: env.get(k) for k in keys if k in env}

@@ -1,0 +1,825 @@
+"""Run an experiment: preflight checks, registry and images, randomized blocks, worker processes.
+
+Flow of :func:`run_experiment`::
+
+    preflight (strategies, cache policy, writable folders)       -- errors before any run
+    registry  (registry factory -> Endpoint, wrapped by the network-profile / TLS layers)
+    images    (build if not cached, push, digest)  -> disk-space check
+    environment.json, spec.json
+    for each planned run not yet in rows.jsonl:
+        empty the destination store; drop the page cache (cache_policy="drop", root)
+        pull in a fresh worker process (spawn) -- time measured inside it, around the pull only
+        append the row (fsync) -> progress bar
+    rows.parquet, rows.csv
+
+The seams for other network set-ups: a *registry factory* makes the base registry from the spec;
+*endpoint layers* (:func:`register_network_profile`, :func:`register_tls_layer`) wrap the endpoint
+(a shaping proxy, a TLS terminator) and say what the puller must connect to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import BenchmarkError, ImageNotFound, RegistryUnavailable, StrategyError
+from ._results import (
+    ENVIRONMENT_JSON,
+    RESULTS_SCHEMA_VERSION,
+    SPEC_JSON,
+    ResultsStore,
+    consolidate_results,
+)
+from ._spec import ExperimentSpec, PlannedRun, design
+
+__all__ = [
+    "Endpoint",
+    "ExperimentResult",
+    "ImageInfo",
+    "RegistryFactory",
+    "default_registry_factory",
+    "drop_page_cache",
+    "register_network_profile",
+    "register_tls_layer",
+    "run_experiment",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PULL_FUNCTION = "pullbench:pull"
+#: A single run taking longer than this is stopped and recorded as an error.
+DEFAULT_RUN_TIMEOUT_S = 900.0
+_DISK_HEADROOM = 1.10
+_DISK_SLACK_BYTES = 64 * 1024 * 1024
+
+
+class ExperimentInterrupted(BenchmarkError):
+    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``)."""
+
+    def __init__(self, message: str, *, result: ExperimentResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the puller connects, and what to record about it.
+
+    Attributes
+    ----------
+    host : str
+        ``host:port`` used in image references.
+    url : str
+        Base URL (``http://127.0.0.1:5000``).
+    plain_http : bool
+        True for HTTP, False for HTTPS.
+    ca_bundle : str or None
+        CA bundle the puller must trust (TLS layers set it).
+    kind : str
+        ``embedded``, ``distribution`` or ``external``.
+    version : str
+        Registry version string.
+    network_profile : str
+        Profile name between puller and registry (``loopback`` unless a layer changed it).
+    tls : bool
+        Whether the puller speaks TLS.
+    details : dict
+        Anything else a layer wants recorded in ``environment.json`` (shaping parameters...).
+    """
+
+    host: str
+    url: str
+    plain_http: bool = True
+    ca_bundle: str | None = None
+    kind: str = "external"
+    version: str = "unknown"
+    network_profile: str = "loopback"
+    tls: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for ``environment.json``."""
+        return {
+            "host": self.host, "url": self.url, "plain_http": self.plain_http,
+            "ca_bundle": self.ca_bundle, "kind": self.kind, "version": self.version,
+            "network_profile": self.network_profile, "tls": self.tls, "details": dict(self.details),
+        }
+
+
+#: ``(spec, work_dir) -> context manager yielding the base Endpoint``.
+RegistryFactory = Callable[[ExperimentSpec, Path], AbstractContextManager[Endpoint]]
+#: ``(spec, endpoint) -> context manager yielding the Endpoint the puller uses``.
+EndpointLayer = Callable[[ExperimentSpec, Endpoint], AbstractContextManager[Endpoint]]
+
+_NETWORK_PROFILES: dict[str, EndpointLayer] = {}
+_TLS_LAYER: list[EndpointLayer] = []
+
+
+def register_network_profile(name: str, layer: EndpointLayer) -> None:
+    """Make ``network_profile=name`` usable in specs.
+
+    Parameters
+    ----------
+    name : str
+        Profile name (``loopback`` is built in and cannot be replaced).
+    layer : callable
+        ``layer(spec, endpoint)`` returns a context manager yielding the endpoint the puller must
+        use (e.g. a shaping proxy in front of ``endpoint``) with ``network_profile=name``.
+    """
+    if name == "loopback":
+        raise BenchmarkError("the 'loopback' network profile is built in")
+    _NETWORK_PROFILES[name] = layer
+
+
+def register_tls_layer(layer: EndpointLayer) -> None:
+    """Make ``tls=True`` usable: ``layer(spec, endpoint)`` yields a TLS endpoint (sets ca_bundle)."""
+    _TLS_LAYER[:] = [layer]
+
+
+def network_profiles() -> list[str]:
+    """Names of the usable network profiles."""
+    return ["loopback", *sorted(_NETWORK_PROFILES)]
+
+
+def _check_reachable(url: str, timeout_s: float = 5.0, ca_bundle: str | None = None) -> None:
+    import requests
+
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.get(f"{url.rstrip('/')}/v2/", timeout=timeout_s,
+                                   verify=ca_bundle if ca_bundle else True)
+    except requests.RequestException as exc:
+        raise RegistryUnavailable(
+            f"registry {url} is not reachable ({type(exc).__name__}: {exc}); "
+            "start it, or use --registry embedded", registry=url,
+        ) from exc
+    if response.status_code not in (200, 401):
+        raise RegistryUnavailable(
+            f"registry {url} answered GET /v2/ with HTTP {response.status_code}; "
+            "is this an OCI distribution registry?", registry=url,
+        )
+
+
+@contextlib.contextmanager
+def default_registry_factory(spec: ExperimentSpec, work_dir: Path) -> Iterator[Endpoint]:
+    """Start (or reach) the registry named by ``spec.registry``.
+
+    ``embedded``: :class:`pullbench.servers.EmbeddedRegistry` with its storage under ``work_dir``;
+    ``distribution``: :class:`pullbench.servers.DistributionRegistry` (Debian's docker-registry);
+    a URL: an already running registry, checked with ``GET /v2/``.
+
+    Raises
+    ------
+    RegistryUnavailable
+        The URL cannot be reached.
+    ServerError
+        The registry could not be started (the message names the fix).
+    """
+    if spec.registry in ("embedded", "distribution"):
+        from . import servers
+
+        cls = servers.EmbeddedRegistry if spec.registry == "embedded" else servers.DistributionRegistry
+        root = work_dir / f"{spec.registry}-storage"
+        root.mkdir(parents=True, exist_ok=True)
+        with cls(root) as reg:
+            yield Endpoint(
+                host=reg.host, url=reg.url, plain_http=reg.url.startswith("http://"),
+                kind=str(getattr(reg, "kind", spec.registry)),
+                version=str(getattr(reg, "version", "unknown")),
+            )
+        return
+    url = spec.registry.rstrip("/")
+    _check_reachable(url)
+    host = url.split("://", 1)[1].split("/", 1)[0]
+    yield Endpoint(host=host, url=url, plain_http=url.startswith("http://"), kind="external")
+
+
+@contextlib.contextmanager
+def _endpoint_for(spec: ExperimentSpec, factory: RegistryFactory, work_dir: Path) -> Iterator[Endpoint]:
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(factory(spec, work_dir))
+        if spec.tls and not endpoint.tls:
+            if not _TLS_LAYER:
+                raise BenchmarkError(
+                    "tls=True needs a TLS layer (pullbench.register_tls_layer); none is registered"
+                )
+            endpoint = stack.enter_context(_TLS_LAYER[0](spec, endpoint))
+        if spec.network_profile != "loopback":
+            layer = _NETWORK_PROFILES.get(spec.network_profile)
+            if layer is None:
+                raise BenchmarkError(
+                    f"unknown network profile {spec.network_profile!r}; choose one of "
+                    f"{network_profiles()}"
+                )
+            endpoint = stack.enter_context(layer(spec, endpoint))
+        yield endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """An image ready to pull: name in the spec, reference at the endpoint, digest, size."""
+
+    name: str
+    reference: str
+    digest: str | None
+    size_bytes: int | None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for ``environment.json``."""
+        return {"name": self.name, "reference": self.reference, "digest": self.digest,
+                "size_bytes": self.size_bytes}
+
+
+def _catalog_names() -> list[str]:
+    import pullbench
+
+    catalog = getattr(pullbench, "catalog", None)
+    if catalog is None:
+        return []
+    names = catalog() if callable(catalog) else catalog
+    if isinstance(names, Mapping):
+        return sorted(names)
+    return sorted(str(getattr(n, "name", n)) for n in names)
+
+
+def _layout_size(layout: Any) -> int | None:
+    for attr in ("total_bytes", "size_bytes", "compressed_bytes", "total_size_bytes"):
+        value = getattr(layout, attr, None)
+        if isinstance(value, int):
+            return value
+    layers = getattr(layout, "layers", None)
+    if layers:
+        sizes = [getattr(layer, "size", getattr(layer, "size_bytes", None)) for layer in layers]
+        if all(isinstance(s, int) for s in sizes):
+            return int(sum(sizes))
+    return None
+
+
+def _check_images(spec: ExperimentSpec) -> None:
+    if spec.registry not in ("embedded", "distribution"):
+        return  # references in an external registry are checked once it is reachable
+    names = _catalog_names()
+    unknown = [i for i in spec.images if i not in names]
+    if names and unknown:
+        raise ImageNotFound(
+            f"unknown image(s) {unknown}: with a registry pullbench starts, images come from the "
+            f"fixture catalog: {names}", image_ref=unknown[0],
+        )
+
+
+def _prepare_images(spec: ExperimentSpec, endpoint: Endpoint, cache_dir: Path | None) -> list[ImageInfo]:
+    import pullbench
+
+    catalog = set(_catalog_names())
+    infos = []
+    for name in spec.images:
+        if name in catalog:
+            logger.info("building (or reusing) fixture image %s", name)
+            layout = pullbench.build_image(name, cache_dir=cache_dir)
+            repo = f"pullbench/{name}"
+            reference = f"{endpoint.host}/{repo}:latest"
+            push_kw: dict[str, Any] = {"plain_http": endpoint.plain_http}
+            if endpoint.ca_bundle:
+                push_kw["ca_bundle"] = endpoint.ca_bundle
+            digest = pullbench.push_image(layout, reference, **push_kw)
+            infos.append(ImageInfo(name, reference, str(digest), _layout_size(layout)))
+        else:
+            reference = name if name.startswith(endpoint.host) else f"{endpoint.host}/{name}"
+            infos.append(ImageInfo(name, reference, _resolve_digest(reference, endpoint), None))
+    return infos
+
+
+def _resolve_digest(reference: str, endpoint: Endpoint) -> str | None:
+    """HEAD the manifest of a reference in an external registry; ImageNotFound on 404."""
+    import requests
+
+    from ._media import MANIFEST_ACCEPT
+
+    path = reference[len(endpoint.host) + 1:]
+    repo, _, tag = path.rpartition(":") if "@" not in path else path.partition("@")
+    if not repo or "/" in tag:
+        repo, tag = path, "latest"
+    url = f"{endpoint.url}/v2/{repo}/manifests/{tag}"
+    with requests.Session() as session:
+        session.trust_env = False
+        try:
+            response = session.head(url, headers={"Accept": MANIFEST_ACCEPT}, timeout=10,
+                                    verify=endpoint.ca_bundle or True)
+        except requests.RequestException as exc:
+            raise RegistryUnavailable(f"{endpoint.url}: {exc}", registry=endpoint.host) from exc
+    if response.status_code == 404:
+        raise ImageNotFound(
+            f"image {reference} does not exist in {endpoint.url}; push it first or use a catalog "
+            "name with --registry embedded/distribution", registry=endpoint.host, image_ref=reference,
+        )
+    return response.headers.get("Docker-Content-Digest")
+
+
+def _validate_strategies(spec: ExperimentSpec) -> None:
+    import pullbench
+
+    get_strategy = getattr(pullbench, "get_strategy", None)
+    if get_strategy is None:
+        raise BenchmarkError("this pullbench has no puller (pullbench.get_strategy is missing)")
+    choices = list(pullbench.list_strategies()) if hasattr(pullbench, "list_strategies") else []
+    choice_names = [str(getattr(c, "name", c)) for c in choices]
+    for arm in spec.arms:
+        try:
+            get_strategy(arm.strategy, **arm.params_dict)
+        except StrategyError as exc:
+            hint = f" (strategies: {', '.join(choice_names)})" if choice_names and \
+                arm.strategy not in choice_names else ""
+            raise StrategyError(f"arm {arm.name!r}: {exc}{hint}") from exc
+        except TypeError as exc:
+            raise StrategyError(f"arm {arm.name!r}: {exc}") from exc
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".pullbench-write-test"):
+            pass
+    except OSError as exc:
+        raise BenchmarkError(
+            f"{what} {directory} is not writable ({exc.strerror or exc}); choose another location"
+        ) from exc
+
+
+def _check_disk(store_root: Path, images: list[ImageInfo], spec: ExperimentSpec) -> None:
+    """One content store exists at a time (runs are sequential): need the largest image + slack."""
+    sizes = [i.size_bytes for i in images if i.size_bytes]
+    if not sizes:
+        return
+    concurrent_stores = 1
+    needed = int(max(sizes) * concurrent_stores * _DISK_HEADROOM) + _DISK_SLACK_BYTES
+    free = shutil.disk_usage(store_root).free
+    if free < needed:
+        raise BenchmarkError(
+            f"too little disk for the planned runs at {store_root}: {free / 2**20:.0f} MiB free, "
+            f"need about {needed / 2**20:.0f} MiB (largest image {max(sizes) / 2**20:.0f} MiB x "
+            f"{concurrent_stores} store + headroom); free space or use --dest elsewhere"
+        )
+
+
+def drop_page_cache() -> None:
+    """``sync; echo 1 > /proc/sys/vm/drop_caches`` (Linux, root only).
+
+    Raises
+    ------
+    BenchmarkError
+        Not root, or the kernel refused.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        raise BenchmarkError(
+            "dropping the page cache needs root (cache_policy='drop' / --drop-caches); "
+            "run as root or leave the cache warm"
+        )
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as exc:
+        raise BenchmarkError(f"could not drop the page cache: {exc}") from exc
+
+
+# -- one run --------------------------------------------------------------------------------------
+def _load_function(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one pull as described by ``task``; time it around the pull call only."""
+    pull = _load_function(task["pull_function"])
+    import pullbench
+
+    get_strategy = getattr(pullbench, "get_strategy", None)
+    strategy: Any = task["strategy"]
+    if get_strategy is not None:
+        strategy = get_strategy(task["strategy"], **task["params"])
+    kwargs: dict[str, Any] = {
+        "concurrency": task["concurrency"], "plain_http": task["plain_http"],
+        "probes": task["probes"],
+    }
+    if task.get("ca_bundle"):
+        kwargs["ca_bundle"] = task["ca_bundle"]
+    dest = Path(task["dest"])
+    started = time.perf_counter()
+    result = pull(task["reference"], strategy, dest, **kwargs)
+    pull_wall_s = time.perf_counter() - started
+    row = result.to_row() if hasattr(result, "to_row") else dict(result)
+    row["pull_wall_s"] = pull_wall_s
+    row["worker_pid"] = os.getpid()
+    return row
+
+
+def _worker_main(conn: Any, task: dict[str, Any]) -> None:
+    """Entry point of a worker process: one pull, one message back, exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    try:
+        row = _execute_pull(task)
+        conn.send(("ok", row))
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5)))
+    finally:
+        conn.close()
+
+
+def _worker_context() -> Any:
+    """A fresh process per run: forked from a pristine fork server that has imported pullbench.
+
+    The fork server (``multiprocessing`` ``forkserver``) is started once and imports pullbench
+    and its dependencies once; each worker is a fork of it, so it starts in milliseconds with no
+    state from earlier runs or from the parent (no registry threads, no caches). Falls back to
+    ``spawn`` where fork servers are unavailable.
+    """
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(["pullbench", "requests"])
+    return ctx
+
+
+def _run_in_worker(task: dict[str, Any], timeout_s: float) -> tuple[str, Any]:
+    ctx = _worker_context()
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker_main, args=(child_conn, task), daemon=True,
+                       name=f"pullbench-run-{task['run_index']}")
+    proc.start()
+    child_conn.close()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if parent_conn.poll(0.2):
+                try:
+                    message = parent_conn.recv()
+                except EOFError:
+                    message = None
+                break
+            if not proc.is_alive():
+                message = parent_conn.recv() if parent_conn.poll(0.5) else None
+                break
+            if time.monotonic() > deadline:
+                message = ("error", f"run exceeded the {timeout_s:.0f} s timeout and was stopped", "")
+                break
+        proc.join(timeout=10)
+        if message is None:
+            return ("error", f"worker process exited with code {proc.exitcode} before reporting")
+        return message[0], message[1]
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        parent_conn.close()
+
+
+def _run_inprocess(task: dict[str, Any]) -> tuple[str, Any]:
+    try:
+        return "ok", _execute_pull(task)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded as an error row
+        logger.debug("run %s failed", task["run_index"], exc_info=True)
+        return "error", f"{type(exc).__name__}: {exc}"
+
+
+#: Puller row keys renamed in results rows (the harness's ``params`` are the arm's overrides).
+_RENAMED = {"params": "effective_params"}
+_JSON_TEXT_KEYS = ("effective_params", "read_size_hist", "write_size_hist")
+
+
+def _merge_rows(base: dict[str, Any], pulled: Mapping[str, Any]) -> dict[str, Any]:
+    row = dict(base)
+    for key, value in pulled.items():
+        key = _RENAMED.get(key, key)
+        if key in _JSON_TEXT_KEYS and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        if key in row and row[key] != value:
+            row[f"pull_{key}"] = value
+        else:
+            row[key] = value
+    if "bytes" not in row and "total_bytes" in row:
+        row["bytes"] = row["total_bytes"]
+    return row
+
+
+# -- the experiment -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ExperimentResult:
+    """What :func:`run_experiment` did.
+
+    Attributes
+    ----------
+    directory : Path
+        The results folder.
+    spec : ExperimentSpec
+    planned_runs : int
+        Runs in the plan (warm-up included).
+    completed_runs : int
+        Rows in ``rows.jsonl`` now (from this and earlier sessions).
+    ok_runs, error_runs : int
+        Completed runs by status.
+    resumed_runs : int
+        Runs skipped because an earlier session had finished them.
+    interrupted : bool
+        True when Ctrl-C stopped the experiment.
+    """
+
+    directory: Path
+    spec: ExperimentSpec
+    planned_runs: int
+    completed_runs: int
+    ok_runs: int
+    error_runs: int
+    resumed_runs: int
+    interrupted: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Every planned run has a row."""
+        return self.completed_runs >= self.planned_runs
+
+
+def default_results_dir(spec: ExperimentSpec, base: str | Path = "results") -> Path:
+    """``<base>/<UTC timestamp>-<spec.name>`` (e.g. ``results/20261129T084400Z-bench``)."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Path(base) / f"{stamp}-{spec.name}"
+
+
+def _load_resume_spec(store: ResultsStore, spec: ExperimentSpec | None) -> ExperimentSpec:
+    saved = store.read_json(SPEC_JSON)
+    if saved is None:
+        raise BenchmarkError(
+            f"cannot resume: {store.directory} has no {SPEC_JSON} (not a pullbench results folder)"
+        )
+    saved_spec = ExperimentSpec.from_mapping(saved)
+    if spec is not None and spec != saved_spec:
+        raise BenchmarkError(
+            f"cannot resume {store.directory} with a different spec; drop the spec options to "
+            "continue the saved one, or use a new --out"
+        )
+    return saved_spec
+
+
+def run_experiment(
+    spec: ExperimentSpec | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    registry_factory: RegistryFactory | None = None,
+    pull_function: str = DEFAULT_PULL_FUNCTION,
+    image_cache_dir: str | Path | None = None,
+    run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
+    notes: Mapping[str, Any] | None = None,
+    max_runs: int | None = None,
+) -> ExperimentResult:
+    """Run (or continue) an experiment and write its results folder.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec, optional
+        What to run. With ``resume=True`` it may be omitted (the saved ``spec.json`` is used);
+        if given, it must equal the saved one.
+    out_dir : path, optional
+        Results folder; default ``results/<timestamp>-<name>`` in the current directory.
+    resume : bool
+        Continue the experiment in ``out_dir``: runs that already have a row (ok or error) are
+        not repeated; a partial last row left by a crash is dropped and that run is redone.
+    progress : bool
+        Show a tqdm progress bar with ETA on stderr.
+    registry_factory : callable, optional
+        ``(spec, work_dir) -> context manager yielding an Endpoint``; default
+        :func:`default_registry_factory`.
+    pull_function : str
+        ``"module:function"`` with :func:`pullbench.pull`'s signature (the default).
+    image_cache_dir : path, optional
+        Fixture-image build cache (``build_image``'s default when None).
+    run_timeout_s : float
+        A run taking longer is stopped and recorded as an error.
+    notes : Mapping, optional
+        Recorded under ``extra`` in ``environment.json``.
+    max_runs : int, optional
+        Stop after this many new runs (the rest can be resumed).
+
+    Returns
+    -------
+    ExperimentResult
+
+    Raises
+    ------
+    StrategyError
+        Unknown strategy or parameter (before any run).
+    BenchmarkError
+        Invalid set-up (not root for ``drop``, folder not writable, too little disk, resume
+        mismatch), raised before any run; :class:`ExperimentInterrupted` after Ctrl-C (its
+        ``result`` tells what was kept).
+    RegistryUnavailable, ImageNotFound, ServerError, ImageBuildError
+        Registry or image problems, before any run.
+    """
+    if resume:
+        if out_dir is None:
+            raise BenchmarkError("resume needs the results folder of the interrupted experiment")
+        store = ResultsStore(Path(out_dir))
+        spec = _load_resume_spec(store, spec)
+    else:
+        spec = spec or ExperimentSpec()
+        out = Path(out_dir) if out_dir is not None else default_results_dir(spec)
+        store = ResultsStore(out)
+        if store.rows_path.exists() and store.rows_path.stat().st_size > 0:
+            raise BenchmarkError(
+                f"{out} already holds results; use --resume to continue them or another --out"
+            )
+    assert spec is not None
+
+    # -- preflight: everything that can fail before a registry starts ---------------------------
+    _validate_strategies(spec)
+    if spec.cache_policy == "drop" and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+        raise BenchmarkError(
+            "--drop-caches / cache_policy='drop' needs root to write /proc/sys/vm/drop_caches; "
+            "run as root or leave the cache warm"
+        )
+    _check_images(spec)
+    store.create()
+    store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
+    _check_writable(store_root, "destination folder")
+    rows = store.read_rows(repair=True)
+    done = {int(r["run_index"]) for r in rows}
+    plan = design(spec)
+    if resume and rows:
+        planned = {p.run_index: p.run_id for p in plan}
+        bad = [r["run_index"] for r in rows if planned.get(int(r["run_index"])) != r["run_id"]]
+        if bad:
+            raise BenchmarkError(f"rows {bad[:5]} do not match the saved plan; the folder is corrupt")
+    todo = [p for p in plan if p.run_index not in done]
+    factory = registry_factory or default_registry_factory
+    cache_state = "cold" if spec.cache_policy == "drop" else "warm"
+
+    work_dir = Path(tempfile.mkdtemp(prefix="pullbench-registry-"))
+    ok = sum(1 for r in rows if r.get("status") == "ok")
+    err = len(rows) - ok
+    new = 0
+    interrupted = False
+    try:
+        with _endpoint_for(spec, factory, work_dir) as endpoint:
+            images = _prepare_images(spec, endpoint,
+                                     Path(image_cache_dir) if image_cache_dir else None)
+            _check_disk(store_root, images, spec)
+            by_name = {i.name: i for i in images}
+            store.write_json(SPEC_JSON, spec.to_dict())
+            if not resume or store.read_json(ENVIRONMENT_JSON) is None:
+                from ._env import capture_environment
+
+                store.write_json(ENVIRONMENT_JSON, capture_environment(
+                    spec=spec.to_dict(), registry=endpoint.describe(),
+                    images=[i.describe() for i in images], dest_dir=store_root,
+                    extra={"cache_policy": spec.cache_policy, "isolation": spec.isolation,
+                           "pull_function": pull_function, **(notes or {})},
+                ))
+            else:
+                _record_resume(store, endpoint, images)
+            bar = _progress_bar(len(plan), len(plan) - len(todo), progress)
+            try:
+                for planned in todo:
+                    if max_runs is not None and new >= max_runs:
+                        break
+                    bar.set_postfix_str(f"block {planned.block} {planned.arm}", refresh=False)
+                    row = _one_run(spec, planned, by_name[planned.image], endpoint, store_root,
+                                   cache_state, pull_function, run_timeout_s)
+                    store.append(row)
+                    new += 1
+                    if row["status"] == "ok":
+                        ok += 1
+                    else:
+                        err += 1
+                        logger.warning("run %d (%s) failed: %s", planned.run_index, planned.arm,
+                                       row["error"])
+                    bar.update(1)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                bar.close()
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if not spec.dest_dir:
+            shutil.rmtree(store_root, ignore_errors=True)
+    if store.rows_path.exists():
+        consolidate_results(store.directory)
+    result = ExperimentResult(
+        directory=store.directory, spec=spec, planned_runs=len(plan),
+        completed_runs=len(rows) + new, ok_runs=ok, error_runs=err,
+        resumed_runs=len(plan) - len(todo), interrupted=interrupted,
+    )
+    if interrupted:
+        raise ExperimentInterrupted(
+            f"interrupted: {result.completed_runs} of {result.planned_runs} runs kept in "
+            f"{store.directory}; continue with: pullbench bench --resume {store.directory}",
+            result=result,
+        )
+    return result
+
+
+def _record_resume(store: ResultsStore, endpoint: Endpoint, images: list[ImageInfo]) -> None:
+    env = store.read_json(ENVIRONMENT_JSON) or {}
+    sessions = env.setdefault("resumed_sessions", [])
+    sessions.append({
+        "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "registry": endpoint.describe(),
+        "images": [i.describe() for i in images],
+    })
+    old = {i.get("name"): i.get("digest") for i in env.get("images", [])}
+    changed = [i.name for i in images if old.get(i.name) not in (None, i.digest)]
+    if changed:
+        logger.warning("image digests changed since the experiment started: %s", changed)
+        sessions[-1]["digest_changed"] = changed
+    store.write_json(ENVIRONMENT_JSON, env)
+
+
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="run", file=sys.stderr,
+                dynamic_ncols=True, desc="pullbench")
+
+
+def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoint: Endpoint,
+             store_root: Path, cache_state: str, pull_function: str,
+             run_timeout_s: float) -> dict[str, Any]:
+    arm = spec.arm(planned.arm)
+    dest = store_root / f"run-{planned.run_index:05d}"
+    if store_root.exists():  # the store is always emptied between runs (also after a crash)
+        for leftover in store_root.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    dest.mkdir(parents=True)
+    base: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "experiment": spec.name,
+        "run_index": planned.run_index,
+        "run_id": planned.run_id,
+        "block": planned.block,
+        "order_in_block": planned.order_in_block,
+        "warmup": planned.warmup,
+        "arm": arm.name,
+        "strategy": arm.strategy,
+        "params": arm.params_dict,
+        "image": image.name,
+        "image_ref": image.reference,
+        "image_digest": image.digest,
+        "registry_kind": endpoint.kind,
+        "registry_version": endpoint.version,
+        "network_profile": endpoint.network_profile,
+        "tls": endpoint.tls,
+        "cache_state": cache_state,
+        "isolation": spec.isolation,
+        "concurrency": spec.concurrency,
+        "probes": spec.probes,
+        "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
+        "status": "ok",
+        "error": None,
+    }
+    task = {
+        "run_index": planned.run_index, "pull_function": pull_function,
+        "reference": image.reference, "strategy": arm.strategy, "params": arm.params_dict,
+        "dest": str(dest), "concurrency": spec.concurrency, "plain_http": endpoint.plain_http,
+        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes,
+    }
+    try:
+        if spec.cache_policy == "drop":
+            drop_page_cache()
+        started = time.perf_counter()
+        if spec.isolation == "process":
+            status, payload = _run_in_worker(task, run_timeout_s)
+        else:
+            status, payload = _run_inprocess(task)
+        base["harness_wall_s"] = time.perf_counter() - started
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    if status == "ok":
+        return _merge_rows(base, payload)
+    base["status"] = "error"
+    base["error"] = str(payload)
+    return base
