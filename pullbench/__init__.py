@@ -57,6 +57,18 @@ from ._media import (
 )
 
 # --- section: images (issue 2) ---
+from ._images import (
+    CatalogEntry,
+    SyntheticImageSpec,
+    build_image,
+    catalog,
+    default_cache_dir,
+    image_from_directory,
+    list_catalog,
+    tar_directory,
+)
+from ._oci import ImageLayout, LayoutDescriptor, import_image, push_image
+
 # --- end section: images ---
 
 # --- section: puller (issue 3) ---

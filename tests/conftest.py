@@ -19,6 +19,113 @@ def is_root() -> bool:
 
 
 # --- section: registries and images (issue 2) ---
+# Fixtures (all real servers on 127.0.0.1):
+#   embedded_registry       session  EmbeddedRegistry (shared: never set .misbehavior on it)
+#   distribution_registry   session  DistributionRegistry (docker-registry 2.8.2); skipped only
+#                                    when the binary is missing and CI is not set
+#   small_image             session  ImageLayout of catalog "synthetic-small" (3 layers, 3.5 MiB)
+#   multiarch_image         session  ImageLayout of catalog "multiarch-small" (amd64 + arm64 index)
+#   pushed_image            session  PushedImage: small_image in embedded_registry at fixtures/small:latest
+#   pushed_multiarch_image  session  PushedImage: multiarch_image in embedded_registry at fixtures/multi:latest
+#   distribution_pushed_image session PushedImage: small_image in distribution_registry
+#   fresh_pushed_image      function PushedImage in a private EmbeddedRegistry: set
+#                                    .registry.misbehavior freely (faults, latency)
+import shutil as _shutil
+from dataclasses import dataclass as _dataclass
+from pathlib import Path as _Path
+
+
+@_dataclass(frozen=True, slots=True)
+class PushedImage:
+    """An image pushed into a running registry (test fixture record)."""
+
+    registry: object  # EmbeddedRegistry | DistributionRegistry
+    repository: str  # "fixtures/small"
+    tag: str
+    digest: str  # top manifest digest
+    layout: object  # pullbench.ImageLayout
+
+    @property
+    def reference(self) -> str:
+        """``127.0.0.1:PORT/fixtures/small:latest``."""
+        return f"{self.registry.host}/{self.repository}:{self.tag}"  # type: ignore[attr-defined]
+
+
+def _tool_or_skip(name: str) -> str:
+    path = _shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI but not installed")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedded_registry(tmp_path_factory: pytest.TempPathFactory):
+    from pullbench.servers import EmbeddedRegistry
+
+    with EmbeddedRegistry(tmp_path_factory.mktemp("embedded-registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def distribution_registry(tmp_path_factory: pytest.TempPathFactory):
+    from pullbench.servers import DistributionRegistry
+
+    if _shutil.which("docker-registry") is None and _shutil.which("registry") is None:
+        _tool_or_skip("docker-registry")
+    with DistributionRegistry(tmp_path_factory.mktemp("distribution-registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def small_image():
+    from pullbench import build_image
+
+    return build_image("synthetic-small")
+
+
+@pytest.fixture(scope="session")
+def multiarch_image():
+    from pullbench import build_image
+
+    return build_image("multiarch-small")
+
+
+@pytest.fixture(scope="session")
+def pushed_image(embedded_registry, small_image) -> PushedImage:
+    from pullbench import push_image
+
+    digest = push_image(small_image, f"{embedded_registry.host}/fixtures/small:latest")
+    return PushedImage(embedded_registry, "fixtures/small", "latest", digest, small_image)
+
+
+@pytest.fixture(scope="session")
+def pushed_multiarch_image(embedded_registry, multiarch_image) -> PushedImage:
+    from pullbench import push_image
+
+    digest = push_image(multiarch_image, f"{embedded_registry.host}/fixtures/multi:latest")
+    return PushedImage(embedded_registry, "fixtures/multi", "latest", digest, multiarch_image)
+
+
+@pytest.fixture(scope="session")
+def distribution_pushed_image(distribution_registry, small_image) -> PushedImage:
+    from pullbench import push_image
+
+    digest = push_image(small_image, f"{distribution_registry.host}/fixtures/small:latest")
+    return PushedImage(distribution_registry, "fixtures/small", "latest", digest, small_image)
+
+
+@pytest.fixture
+def fresh_pushed_image(tmp_path: _Path, small_image):
+    from pullbench import push_image
+    from pullbench.servers import EmbeddedRegistry
+
+    with EmbeddedRegistry(tmp_path / "registry") as reg:
+        digest = push_image(small_image, f"{reg.host}/fixtures/small:latest")
+        yield PushedImage(reg, "fixtures/small", "latest", digest, small_image)
+
+
 # --- end section: registries and images ---
 
 # --- section: puller (issue 3) ---

@@ -9,6 +9,8 @@ from __future__ import annotations
 from ._faults import Misbehavior
 
 # --- section: registries (issue 2) ---
+from ._embedded import EmbeddedRegistry  # noqa: I001
+
 # --- end section: registries ---
 
 # --- section: remote (issue 6) ---

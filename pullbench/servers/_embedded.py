@@ -1,0 +1,993 @@
+"""An embedded OCI Distribution registry in pure Python (no install, starts in-process).
+
+Pull side (complete): ``GET /v2/``, ``GET``/``HEAD`` manifests by tag or digest with ``Accept``
+negotiation, ``GET``/``HEAD`` blobs with ``Range`` (closed, open-ended, suffix), tags list with
+``n``/``last`` pagination, ``/v2/_catalog``. Blob bodies leave through ``socket.sendfile``
+(zero-copy on plain HTTP; the ``ssl`` module falls back to a send loop under TLS).
+
+Push side (enough to load fixtures and be a ``skopeo copy`` destination): ``POST`` upload
+(optionally monolithic with ``?digest=``, or a cross-repository mount), ``PATCH`` chunks (with or
+without ``Content-Range``; out-of-order → 416), ``PUT ?digest=``, upload status/cancel, manifest
+``PUT``, ``DELETE`` of manifests, tags and blob links.
+
+Storage under ``root`` (content-addressed; an upload becomes visible only after its digest was
+verified, by temp file + ``os.replace``)::
+
+    blobs/sha256/<hex>                       every blob and manifest, by content
+    uploads/<uuid>                           upload sessions in progress
+    repositories/<name>/_layers/<hex>        empty marker: blob linked into the repository
+    repositories/<name>/_manifests/revisions/<hex>   the manifest's media type (text)
+    repositories/<name>/_manifests/tags/<tag>        the tagged manifest digest (text)
+
+Every path component that reaches the filesystem was first validated against the
+distribution-spec grammar (repository name, tag, sha256 digest, upload UUID), so no request can
+reach outside ``root``.
+
+Behaviour mirrors opencontainers/distribution-spec:spec.md@v1.1.1 where the spec is explicit, and
+distribution/distribution@v2.8.2 (registry/handlers/*.go) where it is silent, except where 2.8.2
+is wrong (its 416 carries a stale ``Content-Length``; ours is correct).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from .._errors import ServerError
+from .._media import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_MEDIA_TYPES,
+    MANIFEST_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    is_valid_digest,
+)
+from ._faults import Misbehavior
+
+__all__ = ["Authorizer", "BlobRedirect", "EmbeddedRegistry"]
+
+logger = logging.getLogger(__name__)
+
+#: ``(method, path, headers) -> None`` (allow) or ``(status, extra_headers)`` (deny).
+#: ``path`` is the URL path without the query string, as sent (not percent-decoded).
+Authorizer = Callable[[str, str, Mapping[str, str]], "tuple[int, dict[str, str]] | None"]
+#: ``(repository_name, digest) -> URL or None``; a URL makes blob GET/HEAD answer 307 to it.
+BlobRedirect = Callable[[str, str], "str | None"]
+
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+_UUID_RE = re.compile(r"^[0-9a-f]{32}$")
+_ROUTE_RE = re.compile(
+    r"^/v2/(?P<name>.+?)/(?P<kind>blobs/uploads|blobs|manifests|tags)(?:/(?P<rest>.*))?$"
+)
+_CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_COPY_CHUNK = 1 << 20
+_API_VERSION = "registry/2.0"
+_MANIFEST_TYPES = MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES
+
+
+class _RegistryHTTPError(Exception):
+    """Internal: an error answer (status, spec error code, message, detail, extra headers)."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+
+@dataclass(slots=True)
+class _Upload:
+    name: str
+    path: Path
+    offset: int
+    hasher: Any
+    lock: threading.Lock
+
+
+class _Storage:
+    """Content-addressed storage below ``root``; all inputs already validated by the caller."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs" / "sha256"
+        self.uploads_dir = root / "uploads"
+        self.repos = root / "repositories"
+        for d in (self.blobs, self.uploads_dir, self.repos):
+            d.mkdir(parents=True, exist_ok=True)
+        self._uploads: dict[str, _Upload] = {}
+        self._lock = threading.Lock()
+
+    # --- blobs ---------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest[len("sha256:"):]
+
+    def has_blob(self, digest: str) -> bool:
+        return digest.startswith("sha256:") and self.blob_path(digest).is_file()
+
+    def repo_dir(self, name: str) -> Path:
+        return self.repos / name
+
+    def repo_exists(self, name: str) -> bool:
+        return (self.repo_dir(name) / "_manifests").is_dir() or (
+            self.repo_dir(name) / "_layers").is_dir()
+
+    def blob_linked(self, name: str, digest: str) -> bool:
+        if not self.has_blob(digest):
+            return False
+        hexpart = digest[len("sha256:"):]
+        return ((self.repo_dir(name) / "_layers" / hexpart).exists()
+                or (self.repo_dir(name) / "_manifests" / "revisions" / hexpart).exists())
+
+    def link_blob(self, name: str, digest: str) -> None:
+        d = self.repo_dir(name) / "_layers"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / digest[len("sha256:"):]).touch()
+
+    def unlink_blob(self, name: str, digest: str) -> bool:
+        p = self.repo_dir(name) / "_layers" / digest[len("sha256:"):]
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def store_bytes(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        target = self.blob_path(digest)
+        if not target.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.uploads_dir, prefix="put-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return digest
+
+    # --- manifests -----------------------------------------------------------------------
+    def resolve(self, name: str, reference: str) -> str | None:
+        """Return the manifest digest for a tag or digest reference in ``name``, or None."""
+        mdir = self.repo_dir(name) / "_manifests"
+        if reference.startswith("sha256:"):
+            return reference if (mdir / "revisions" / reference[7:]).is_file() else None
+        try:
+            digest = (mdir / "tags" / reference).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return digest if self.has_blob(digest) else None
+
+    def manifest_media_type(self, name: str, digest: str) -> str:
+        return (self.repo_dir(name) / "_manifests" / "revisions" / digest[7:]).read_text().strip()
+
+    def put_manifest(self, name: str, data: bytes, media_type: str, tag: str | None) -> str:
+        digest = self.store_bytes(data)
+        rev = self.repo_dir(name) / "_manifests" / "revisions"
+        rev.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(rev / digest[7:], media_type)
+        if tag is not None:
+            tags = self.repo_dir(name) / "_manifests" / "tags"
+            tags.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(tags / tag, digest)
+        return digest
+
+    def tags(self, name: str) -> list[str]:
+        tdir = self.repo_dir(name) / "_manifests" / "tags"
+        if not tdir.is_dir():
+            return []
+        return sorted(p.name for p in tdir.iterdir() if not p.name.startswith("."))
+
+    def delete_manifest(self, name: str, reference: str) -> bool:
+        mdir = self.repo_dir(name) / "_manifests"
+        if not reference.startswith("sha256:"):
+            try:
+                (mdir / "tags" / reference).unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        rev = mdir / "revisions" / reference[7:]
+        if not rev.exists():
+            return False
+        rev.unlink()
+        for tag in self.tags(name):
+            with contextlib.suppress(FileNotFoundError):
+                if (mdir / "tags" / tag).read_text().strip() == reference:
+                    (mdir / "tags" / tag).unlink()
+        return True
+
+    def catalog(self) -> list[str]:
+        names = []
+        for mdir in self.repos.rglob("_manifests"):
+            names.append(mdir.parent.relative_to(self.repos).as_posix())
+        return sorted(names)
+
+    # --- uploads -------------------------------------------------------------------------
+    def new_upload(self, name: str) -> _Upload:
+        upload_id = uuid.uuid4().hex
+        path = self.uploads_dir / upload_id
+        path.touch()
+        up = _Upload(name, path, 0, hashlib.sha256(), threading.Lock())
+        with self._lock:
+            self._uploads[upload_id] = up
+        return up
+
+    def get_upload(self, name: str, upload_id: str) -> _Upload | None:
+        with self._lock:
+            up = self._uploads.get(upload_id)
+        if up is None or up.name != name:
+            return None
+        return up
+
+    def drop_upload(self, upload_id: str) -> None:
+        with self._lock:
+            up = self._uploads.pop(upload_id, None)
+        if up is not None:
+            with contextlib.suppress(FileNotFoundError):
+                up.path.unlink()
+
+    def commit_upload(self, upload_id: str, digest: str) -> None:
+        """Move a verified upload into the blob store (atomic rename)."""
+        with self._lock:
+            up = self._uploads.pop(upload_id)
+        target = self.blob_path(digest)
+        if target.exists():
+            up.path.unlink()
+        else:
+            os.replace(up.path, target)
+        self.link_blob(up.name, digest)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """Parse a single-range ``Range`` header against a blob of ``size`` bytes (RFC 9110 §14).
+
+    Returns
+    -------
+    tuple of (first, last) inclusive byte positions; ``None`` when the header is absent, invalid
+    or asks for several ranges (then the whole blob is served with 200, as RFC 9110 allows);
+    the string ``"unsatisfiable"`` when the range lies outside the blob (416).
+    """
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if first_s == "":
+        if not last_s.isdigit():
+            return None
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), size - 1
+    if not first_s.isdigit() or (last_s and not last_s.isdigit()):
+        return None
+    first = int(first_s)
+    last = int(last_s) if last_s else size - 1
+    if last_s and last < first:
+        return None
+    if first >= size:
+        return "unsatisfiable"
+    return first, min(last, size - 1)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "pullbench-embedded"
+    timeout = 300.0
+    server: _Server
+
+    # quiet: http.server logs every request to stderr by default
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s - " + format, self.address_string(), *args)
+
+    def setup(self) -> None:
+        ctx = self.server.ssl_context
+        if ctx is not None:
+            self.request.settimeout(30.0)
+            self.request = ctx.wrap_socket(self.request, server_side=True)
+        super().setup()
+
+    # --- plumbing ------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        self._body_consumed = False
+        self._body_started = False
+        self._must_close = False
+        reg = self.server.registry
+        self.misbehavior = reg.misbehavior or Misbehavior()
+        try:
+            if self.misbehavior.latency_s > 0:
+                time.sleep(self.misbehavior.latency_s)
+            split = urlsplit(self.path)
+            raw_path = split.path
+            self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+            if reg.authorizer is not None:
+                denied = reg.authorizer(method, raw_path, self.headers)
+                if denied is not None:
+                    status, headers = denied
+                    code = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}.get(
+                        status, "UNAUTHORIZED")
+                    raise _RegistryHTTPError(status, code, "authentication required"
+                                             if status == 401 else "access denied",
+                                             headers=headers)
+            self._route(method, unquote(raw_path))
+        except _RegistryHTTPError as exc:
+            self._send_error(method, exc)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError) as exc:
+            logger.debug("client went away: %s", exc)
+            self.close_connection = True
+        except Exception as exc:  # a bug: answer 500 rather than dropping the client
+            logger.exception("embedded registry: unhandled error for %s %s", method, self.path)
+            with contextlib.suppress(OSError):
+                self._send_error(method, _RegistryHTTPError(500, "UNKNOWN", str(exc)))
+        finally:
+            if not self._body_consumed and self._has_body():
+                self.close_connection = True
+
+    def _has_body(self) -> bool:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return True
+        try:
+            return int(self.headers.get("Content-Length") or 0) > 0
+        except ValueError:
+            return True
+
+    def _settle_body(self) -> None:
+        """Before answering: drain a small unread request body, or announce ``Connection: close``.
+
+        Keeps keep-alive connections in sync after an early (error) answer.
+        """
+        if self._body_consumed or not self._has_body():
+            return
+        length = self.headers.get("Content-Length")
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if (not chunked and not self._body_started and length is not None and length.isdigit()
+                and int(length) <= _COPY_CHUNK):
+            with contextlib.suppress(OSError, _RegistryHTTPError, ConnectionResetError):
+                for _ in self._read_body():
+                    pass
+            if self._body_consumed:
+                return
+        self._body_consumed = True  # not read: the connection cannot be reused
+        self.close_connection = True
+        self._must_close = True
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._settle_body()
+        super().send_response(code, message)
+        if getattr(self, "_must_close", False):
+            self.send_header("Connection", "close")
+
+    def _send_json(self, method: str, status: int, obj: Any,
+                   headers: Mapping[str, str] | None = None) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Docker-Distribution-API-Version", _API_VERSION)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(body)
+
+    def _send_empty(self, status: int, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.send_header("Docker-Distribution-API-Version", _API_VERSION)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def _send_error(self, method: str, exc: _RegistryHTTPError) -> None:
+        err: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.detail is not None:
+            err["detail"] = exc.detail
+        self._send_json(method, exc.status, {"errors": [err]}, exc.headers)
+
+    def _read_body(self) -> Iterator[bytes]:
+        """Yield the request body in pieces (Content-Length or chunked transfer coding)."""
+        if self._body_started:
+            raise RuntimeError("request body read twice")
+        self._body_started = True
+        rfile = self.rfile
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = rfile.readline(65537)
+                if not line:
+                    raise ConnectionResetError("client closed during chunked body")
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                remaining = size
+                while remaining:
+                    piece = rfile.read(min(remaining, _COPY_CHUNK))
+                    if not piece:
+                        raise ConnectionResetError("client closed during chunked body")
+                    remaining -= len(piece)
+                    yield piece
+                rfile.readline(3)
+        else:
+            try:
+                remaining = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                raise _RegistryHTTPError(400, "SIZE_INVALID", "invalid Content-Length") from None
+            while remaining > 0:
+                piece = rfile.read(min(remaining, _COPY_CHUNK))
+                if not piece:
+                    raise ConnectionResetError("client closed before the whole body arrived")
+                remaining -= len(piece)
+                yield piece
+        self._body_consumed = True
+
+    def _read_small_body(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        for piece in self._read_body():
+            total += len(piece)
+            if total > limit:
+                self.close_connection = True
+                raise _RegistryHTTPError(413, "SIZE_INVALID",
+                                         f"manifest larger than {limit} bytes")
+            parts.append(piece)
+        return b"".join(parts)
+
+    # --- routing -------------------------------------------------------------------------
+    def _route(self, method: str, path: str) -> None:
+        if path in ("/v2", "/v2/"):
+            if method not in ("GET", "HEAD"):
+                raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+            self._send_json(method, 200, {})
+            return
+        if path == "/v2/_catalog":
+            self._catalog(method)
+            return
+        m = _ROUTE_RE.match(path)
+        if not m or not path.startswith("/v2/"):
+            raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
+        name, kind, rest = m["name"], m["kind"], m["rest"] if m["rest"] is not None else None
+        if not NAME_RE.match(name) or len(name) > 255:
+            raise _RegistryHTTPError(400, "NAME_INVALID", "invalid repository name",
+                                     {"name": name[:300]})
+        fail = self.misbehavior.fail_status
+        if fail is not None:
+            raise _RegistryHTTPError(fail, "TOOMANYREQUESTS" if fail == 429 else "UNAVAILABLE"
+                                     if fail == 503 else "UNKNOWN",
+                                     f"misbehaving on purpose: status {fail}",
+                                     headers={"Retry-After": "0"} if fail in (429, 503) else None)
+        storage = self.server.registry._storage
+        if kind == "blobs/uploads":
+            self._uploads(method, storage, name, rest or "")
+        elif kind == "blobs":
+            if rest is None or rest == "":
+                raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
+            if method in ("GET", "HEAD"):
+                self._get_blob(method, storage, name, rest)
+            elif method == "DELETE":
+                digest = self._digest_arg(rest)
+                if not storage.unlink_blob(name, digest):
+                    raise _RegistryHTTPError(404, "BLOB_UNKNOWN", "blob unknown to registry",
+                                             digest)
+                self._send_empty(202)
+            else:
+                raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+        elif kind == "manifests":
+            if not rest:
+                raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
+            reference = self._reference_arg(rest)
+            if method in ("GET", "HEAD"):
+                self._get_manifest(method, storage, name, reference)
+            elif method == "PUT":
+                self._put_manifest(storage, name, reference)
+            elif method == "DELETE":
+                if not storage.delete_manifest(name, reference):
+                    raise _RegistryHTTPError(404, "MANIFEST_UNKNOWN", "manifest unknown",
+                                             {"Reference": reference})
+                self._send_empty(202)
+            else:
+                raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+        else:  # tags
+            if rest != "list" or method not in ("GET", "HEAD"):
+                raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
+            self._tags(method, storage, name)
+
+    @staticmethod
+    def _digest_arg(text: str) -> str:
+        if not is_valid_digest(text):
+            raise _RegistryHTTPError(400, "DIGEST_INVALID", "invalid digest", text[:200])
+        return text
+
+    def _reference_arg(self, text: str) -> str:
+        if ":" in text:
+            return self._digest_arg(text)
+        if not TAG_RE.match(text):
+            raise _RegistryHTTPError(400, "TAG_INVALID", "invalid tag", text[:200])
+        return text
+
+    # --- pull side -----------------------------------------------------------------------
+    def _catalog(self, method: str) -> None:
+        names = self.server.registry._storage.catalog()
+        self._send_json(method, 200, {"repositories": self._paginate(names)[0]})
+
+    def _paginate(self, items: list[str]) -> tuple[list[str], bool]:
+        last = self.query.get("last")
+        if last:
+            items = [i for i in items if i > last]
+        n_text = self.query.get("n")
+        if n_text is not None:
+            if not n_text.isdigit():
+                raise _RegistryHTTPError(400, "PAGINATION_NUMBER_INVALID", "invalid n", n_text)
+            n = int(n_text)
+            return items[:n], len(items) > n
+        return items, False
+
+    def _tags(self, method: str, storage: _Storage, name: str) -> None:
+        if not storage.repo_exists(name):
+            raise _RegistryHTTPError(404, "NAME_UNKNOWN", "repository name not known to registry",
+                                     {"name": name})
+        tags, more = self._paginate(storage.tags(name))
+        headers = {}
+        if more and tags:
+            headers["Link"] = (f'</v2/{name}/tags/list?n={self.query["n"]}&last='
+                               f'{quote(tags[-1])}>; rel="next"')
+        self._send_json(method, 200, {"name": name, "tags": tags}, headers)
+
+    def _get_manifest(self, method: str, storage: _Storage, name: str, reference: str) -> None:
+        digest = storage.resolve(name, reference)
+        if digest is None:
+            detail = {"Tag": reference} if ":" not in reference else {"Digest": reference}
+            raise _RegistryHTTPError(404, "MANIFEST_UNKNOWN", "manifest unknown", detail)
+        media_type = storage.manifest_media_type(name, digest)
+        accept = [a.split(";", 1)[0].strip() for a in
+                  ",".join(self.headers.get_all("Accept") or []).split(",") if a.strip()]
+        if accept and "*/*" not in accept and media_type not in accept:
+            # distribution 2.8.2 answers 404 when the stored type is not acceptable
+            raise _RegistryHTTPError(
+                404, "MANIFEST_UNKNOWN",
+                f"manifest found, but its media type {media_type} is not in the Accept header",
+                {"Accept": accept, "mediaType": media_type})
+        data = storage.blob_path(digest).read_bytes()
+        mis = self.misbehavior
+        if mis.malformed_manifests:
+            data = data[: max(1, len(data) // 2)]
+        content_type = mis.manifest_media_type or media_type
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Docker-Content-Digest", digest)
+        self.send_header("Docker-Distribution-API-Version", _API_VERSION)
+        self.send_header("Etag", f'"{digest}"')
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(data)
+
+    def _get_blob(self, method: str, storage: _Storage, name: str, digest_text: str) -> None:
+        digest = self._digest_arg(digest_text)
+        if not storage.blob_linked(name, digest):
+            raise _RegistryHTTPError(404, "BLOB_UNKNOWN", "blob unknown to registry", digest)
+        redirect = self.server.registry.blob_redirect
+        if redirect is not None:
+            location = redirect(name, digest)
+            if location:
+                self._send_empty(307, {"Location": location, "Docker-Content-Digest": digest})
+                return
+        path = storage.blob_path(digest)
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            rng = parse_range(self.headers.get("Range"), size)
+            mis = self.misbehavior
+            if rng == "unsatisfiable":
+                raise _RegistryHTTPError(416, "SIZE_INVALID",
+                                         "requested range not satisfiable",
+                                         {"size": size},
+                                         headers={"Content-Range": f"bytes */{size}"})
+            if rng is None:
+                first, last, status = 0, size - 1, 200
+            else:
+                assert isinstance(rng, tuple)
+                first, last = rng
+                status = 206
+            length = last - first + 1
+            announced = length + mis.extra_blob_bytes
+            self.send_response(status)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(announced))
+            self.send_header("Docker-Content-Digest", digest)
+            self.send_header("Docker-Distribution-API-Version", _API_VERSION)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Etag", f'"{digest}"')
+            self.send_header("Cache-Control", "max-age=31536000")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            if mis.blob_content_encoding:
+                self.send_header("Content-Encoding", mis.blob_content_encoding)
+            self.end_headers()
+            if method == "HEAD":
+                return
+            self._send_blob_body(f, first, length, mis)
+
+    def _send_blob_body(self, f: BinaryIO, first: int, length: int, mis: Misbehavior) -> None:
+        sock: socket.socket = self.connection
+        stop = length  # bytes of the stored range we send
+        cut = False
+        if mis.truncate_blobs_bytes > 0:
+            stop = max(0, length - mis.truncate_blobs_bytes)
+            cut = True
+        if mis.drop_after_bytes is not None and mis.drop_after_bytes < stop:
+            stop = max(0, mis.drop_after_bytes)
+            cut = True
+        if mis.corrupt_blobs and length > 0 and length // 2 < stop:
+            middle = length // 2
+            if middle:
+                sock.sendfile(f, first, middle)
+            f.seek(first + middle)
+            sock.sendall(bytes([f.read(1)[0] ^ 0xFF]))
+            if stop - middle - 1 > 0:
+                sock.sendfile(f, first + middle + 1, stop - middle - 1)
+        elif stop > 0:
+            sock.sendfile(f, first, stop)
+        if cut:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            return
+        if mis.extra_blob_bytes > 0:
+            sock.sendall(b"\0" * mis.extra_blob_bytes)
+
+    # --- push side -----------------------------------------------------------------------
+    def _uploads(self, method: str, storage: _Storage, name: str, rest: str) -> None:
+        if rest == "":
+            if method != "POST":
+                raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+            self._start_upload(storage, name)
+            return
+        if not _UUID_RE.match(rest):
+            raise _RegistryHTTPError(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown", rest[:100])
+        up = storage.get_upload(name, rest)
+        if up is None:
+            raise _RegistryHTTPError(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown", rest)
+        with up.lock:
+            if method == "PATCH":
+                self._patch_upload(up, name, rest)
+            elif method == "PUT":
+                self._finish_upload(storage, up, name, rest)
+            elif method == "GET":
+                self._send_empty(204, self._upload_headers(name, rest, up.offset))
+            elif method == "DELETE":
+                storage.drop_upload(rest)
+                self._send_empty(204)
+            else:
+                raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+
+    @staticmethod
+    def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
+        return {"Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+                "Range": f"0-{max(offset - 1, 0)}",
+                "Docker-Upload-UUID": upload_id}
+
+    def _start_upload(self, storage: _Storage, name: str) -> None:
+        mount, source = self.query.get("mount"), self.query.get("from")
+        if mount is not None:
+            digest = self._digest_arg(mount)
+            if source and NAME_RE.match(source) and storage.blob_linked(source, digest):
+                storage.link_blob(name, digest)
+                self._send_empty(201, {"Location": f"/v2/{name}/blobs/{digest}",
+                                       "Docker-Content-Digest": digest})
+                return
+        digest = self.query.get("digest")
+        if digest is not None:
+            digest = self._digest_arg(digest)
+            up = storage.new_upload(name)
+            upload_id = up.path.name
+            with up.lock:
+                self._finish_upload(storage, up, name, upload_id)
+            return
+        up = storage.new_upload(name)
+        # drain a (normally empty) body so the connection stays usable
+        for _ in self._read_body():
+            pass
+        self._send_empty(202, self._upload_headers(name, up.path.name, 0))
+
+    def _append(self, up: _Upload) -> int:
+        """Append the request body to the upload; return the number of bytes written."""
+        written = 0
+        with up.path.open("ab") as f:
+            for piece in self._read_body():
+                f.write(piece)
+                up.hasher.update(piece)
+                written += len(piece)
+        up.offset += written
+        return written
+
+    def _patch_upload(self, up: _Upload, name: str, upload_id: str) -> None:
+        crange = self.headers.get("Content-Range")
+        if crange:
+            m = _CONTENT_RANGE_RE.match(crange.strip())
+            if not m or int(m[1]) != up.offset or int(m[2]) < int(m[1]):
+                self.close_connection = True
+                raise _RegistryHTTPError(
+                    416, "BLOB_UPLOAD_INVALID",
+                    f"chunk {crange!r} does not start at the upload's offset {up.offset}",
+                    headers=self._upload_headers(name, upload_id, up.offset))
+        try:
+            self._append(up)
+        except BaseException:
+            self.server.registry._storage.drop_upload(upload_id)
+            raise
+        self._send_empty(202, self._upload_headers(name, upload_id, up.offset))
+
+    def _finish_upload(self, storage: _Storage, up: _Upload, name: str, upload_id: str) -> None:
+        digest_text = self.query.get("digest")
+        if digest_text is None:
+            raise _RegistryHTTPError(400, "DIGEST_INVALID", "PUT needs ?digest=<digest>")
+        digest = self._digest_arg(digest_text)
+        try:
+            self._append(up)
+        except BaseException:
+            storage.drop_upload(upload_id)
+            raise
+        if not digest.startswith("sha256:"):
+            storage.drop_upload(upload_id)
+            raise _RegistryHTTPError(400, "UNSUPPORTED", "only sha256 digests are supported",
+                                     digest)
+        actual = "sha256:" + up.hasher.hexdigest()
+        if actual != digest:
+            storage.drop_upload(upload_id)
+            raise _RegistryHTTPError(400, "DIGEST_INVALID",
+                                     "provided digest did not match uploaded content",
+                                     {"expected": digest, "actual": actual})
+        storage.commit_upload(upload_id, digest)
+        self._send_empty(201, {"Location": f"/v2/{name}/blobs/{digest}",
+                               "Docker-Content-Digest": digest})
+
+    def _put_manifest(self, storage: _Storage, name: str, reference: str) -> None:
+        data = self._read_small_body(_MAX_MANIFEST_BYTES)
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _RegistryHTTPError(400, "MANIFEST_INVALID", f"manifest is not JSON: {exc}")
+        if not isinstance(doc, dict):
+            raise _RegistryHTTPError(400, "MANIFEST_INVALID", "manifest is not a JSON object")
+        content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+        media_type = content_type if content_type in _MANIFEST_TYPES else doc.get("mediaType")
+        if media_type not in _MANIFEST_TYPES:
+            if "manifests" in doc:
+                media_type = OCI_INDEX
+            elif "layers" in doc:
+                media_type = OCI_MANIFEST
+            else:
+                raise _RegistryHTTPError(400, "MANIFEST_INVALID",
+                                         f"unsupported manifest media type {content_type!r}")
+        if doc.get("mediaType") not in (None, media_type):
+            raise _RegistryHTTPError(400, "MANIFEST_INVALID",
+                                     f"mediaType {doc.get('mediaType')!r} differs from "
+                                     f"Content-Type {media_type!r}")
+        if reference.startswith("sha256:") or ":" in reference:
+            actual = "sha256:" + hashlib.sha256(data).hexdigest()
+            if actual != reference:
+                raise _RegistryHTTPError(400, "DIGEST_INVALID",
+                                         "manifest digest does not match the reference",
+                                         {"expected": reference, "actual": actual})
+        missing = self._missing_references(storage, name, doc, media_type)
+        if missing:
+            raise _RegistryHTTPError(400, "MANIFEST_BLOB_UNKNOWN",
+                                     "manifest references blobs unknown to the repository",
+                                     missing[0] if len(missing) == 1 else missing)
+        tag = None if reference.startswith("sha256:") else reference
+        digest = storage.put_manifest(name, data, media_type, tag)
+        self._send_empty(201, {"Location": f"/v2/{name}/manifests/{digest}",
+                               "Docker-Content-Digest": digest})
+
+    @staticmethod
+    def _missing_references(storage: _Storage, name: str, doc: dict[str, Any],
+                            media_type: str) -> list[str]:
+        try:
+            if media_type in INDEX_MEDIA_TYPES:
+                descs = list(doc.get("manifests") or [])
+                check = lambda d: storage.resolve(name, d) is not None  # noqa: E731
+            else:
+                descs = [doc["config"], *(doc.get("layers") or [])]
+                check = lambda d: storage.blob_linked(name, d)  # noqa: E731
+            digests = [d["digest"] for d in descs]
+        except (KeyError, TypeError) as exc:
+            raise _RegistryHTTPError(400, "MANIFEST_INVALID",
+                                     f"manifest lacks a required field: {exc}") from None
+        for d in digests:
+            if not isinstance(d, str) or not is_valid_digest(d):
+                raise _RegistryHTTPError(400, "MANIFEST_INVALID", "invalid digest in manifest",
+                                         str(d)[:200])
+        return [d for d in digests if not check(d)]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+    registry: EmbeddedRegistry
+    ssl_context: ssl.SSLContext | None
+
+
+class EmbeddedRegistry:
+    """An OCI Distribution registry served from this process (threads; one per connection).
+
+    Parameters
+    ----------
+    root : Path or None
+        Storage directory; created if missing and kept after :meth:`close`. ``None`` uses a
+        temporary directory that :meth:`close` deletes.
+    host : str
+        Address to listen on (loopback by default).
+    port : int
+        TCP port; 0 picks a free ephemeral port.
+    ssl_context : ssl.SSLContext or None
+        Serve HTTPS with this server-side context (handshake runs in the connection's thread).
+    misbehavior : Misbehavior or None
+        Deliberate protocol faults (see :class:`pullbench.servers.Misbehavior`); may be
+        reassigned at any time, it is read at the start of every request.
+    authorizer : callable or None
+        ``(method, path, headers) -> None | (status, extra_headers)``; a tuple denies the request
+        with that status, those headers and a JSON ``UNAUTHORIZED``/``DENIED`` error body.
+    blob_redirect : callable or None
+        ``(name, digest) -> URL | None``; a URL makes blob GET/HEAD answer ``307`` to it.
+
+    Examples
+    --------
+    >>> with EmbeddedRegistry() as reg:  # doctest: +SKIP
+    ...     push_image(build_image("synthetic-small"), f"{reg.host}/demo:latest")
+    """
+
+    kind = "embedded"
+
+    def __init__(self, root: Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None,
+                 misbehavior: Misbehavior | None = None,
+                 authorizer: Authorizer | None = None,
+                 blob_redirect: BlobRedirect | None = None) -> None:
+        from .. import __version__
+
+        self.version = __version__
+        self._owns_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="pullbench-registry-")) if root is None \
+            else Path(root)
+        self._bind_host = host
+        self._bind_port = port
+        self.ssl_context = ssl_context
+        self.misbehavior = misbehavior
+        self.authorizer = authorizer
+        self.blob_redirect = blob_redirect
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._storage = _Storage(self.root)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> EmbeddedRegistry:
+        """Bind and serve in a background thread; return ``self``.
+
+        Raises
+        ------
+        ServerError
+            When the address cannot be bound (e.g. the port is in use).
+        """
+        if self._server is not None:
+            return self
+        try:
+            server = _Server((self._bind_host, self._bind_port), _Handler)
+        except OSError as exc:
+            raise ServerError(
+                f"embedded registry cannot listen on {self._bind_host}:{self._bind_port}: {exc}; "
+                "choose another --port (0 picks a free one)") from exc
+        server.registry = self
+        server.ssl_context = self.ssl_context
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name=f"pullbench-registry:{self.port}", daemon=True)
+        self._thread.start()
+        logger.info("embedded registry serving %s from %s", self.url, self.root)
+        return self
+
+    def close(self) -> None:
+        """Stop serving and, for a temporary root, delete the storage."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until KeyboardInterrupt (used by the CLI)."""
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.close()
+
+    def __enter__(self) -> EmbeddedRegistry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- addresses -----------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise ServerError("embedded registry is not running; call start() first")
+        return int(self._server.server_address[1])
+
+    @property
+    def host(self) -> str:
+        """``"127.0.0.1:PORT"``: the registry part of an image reference."""
+        return f"{self._bind_host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``"http://127.0.0.1:PORT"`` (``https://`` with an ``ssl_context``)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}"
+
+    def __repr__(self) -> str:
+        state = self.url if self._server is not None else "stopped"
+        return f"EmbeddedRegistry({state}, root={str(self.root)!r})"
+
+
+# media types accepted on manifest PUT, exported for tests
+SUPPORTED_MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
