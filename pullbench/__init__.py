@@ -72,6 +72,19 @@ from ._oci import ImageLayout, LayoutDescriptor, import_image, push_image
 # --- end section: images ---
 
 # --- section: puller (issue 3) ---
+from ._client import Descriptor, FetchedManifest, Manifest, Platform, RegistryClient
+from ._probes import Meter
+from ._puller import LayerResult, PullResult, pull
+from ._reference import ImageReference, parse_reference
+from ._strategies import (
+    CopyStats,
+    CopyStrategy,
+    StrategyInfo,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+)
+
 # --- end section: puller ---
 
 # --- section: stats (issue 4) ---

@@ -723,24 +723,26 @@ class RegistryClient:
         hasher = _hasher_for(algo_digest)
         hasher.update(data)
         actual = f"{hasher.name}:{hasher.hexdigest()}"
-        if expected and actual != expected:
-            raise DigestMismatch(
-                f"manifest {image_ref}: received bytes hash to {actual}, expected {expected}",
-                expected=expected,
-                actual=actual,
-                registry=self.registry,
-                image_ref=image_ref,
-            )
+        mismatch = bool(expected) and actual != expected
         content_type = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         try:
             document = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
+            also = f" (and its bytes hash to {actual}, not {expected})" if mismatch else ""
             raise ManifestError(
                 f"manifest {image_ref} is not valid JSON ({exc.__class__.__name__} at byte "
-                f"{getattr(exc, 'pos', '?')}): {_snippet(data)}",
+                f"{getattr(exc, 'pos', '?')}): {_snippet(data)}{also}",
                 registry=self.registry,
                 image_ref=image_ref,
             ) from None
+        if mismatch:
+            raise DigestMismatch(
+                f"manifest {image_ref}: received bytes hash to {actual}, expected {expected}",
+                expected=str(expected),
+                actual=actual,
+                registry=self.registry,
+                image_ref=image_ref,
+            )
         if not isinstance(document, dict):
             raise ManifestError(
                 f"manifest {image_ref} is not a JSON object: {_snippet(data)}",
