@@ -9,7 +9,8 @@ from __future__ import annotations
 from ._faults import Misbehavior
 
 # --- section: registries (issue 2) ---
-from ._embedded import EmbeddedRegistry  # noqa: I001
+from ._distribution import DistributionRegistry  # noqa: I001
+from ._embedded import EmbeddedRegistry
 
 # --- end section: registries ---
 

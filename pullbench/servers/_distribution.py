@@ -1,0 +1,271 @@
+"""Launch the real CNCF Distribution registry (Debian's ``docker-registry``) on 127.0.0.1.
+
+The launcher writes its own configuration (keys from distribution/distribution:
+docs/configuration.md@v2.8.2 "Development configuration"): filesystem storage in a temporary
+directory, delete enabled, no auth, access log off, storage health check off. Debian's stock
+``/etc/docker/registry/config.yml`` enables htpasswd on a directory and answers 401 to every
+request, so it is never used; ``REGISTRY_*`` environment overrides are removed from the child's
+environment for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import http.client
+import logging
+import os
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._errors import ServerError
+
+__all__ = ["DistributionRegistry", "find_distribution_binary"]
+
+logger = logging.getLogger(__name__)
+
+_BINARIES = ("docker-registry", "registry")
+_START_ATTEMPTS = 5
+
+
+def find_distribution_binary(binary: str | None = None) -> str:
+    """Return the path of the Distribution registry binary.
+
+    Parameters
+    ----------
+    binary : str or None
+        A path or command name; default: ``docker-registry`` (Debian), then ``registry``.
+
+    Raises
+    ------
+    ServerError
+        When none is found; the message names the Debian package ``docker-registry``.
+    """
+    for name in (binary,) if binary else _BINARIES:
+        found = shutil.which(name) if name else None
+        if found:
+            return found
+    wanted = binary or " or ".join(_BINARIES)
+    raise ServerError(f"Distribution registry binary not found ({wanted}): install the Debian "
+                      "package docker-registry (`apt-get install docker-registry`), or put a "
+                      "`registry` binary on PATH, or pass binary=PATH")
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DistributionRegistry:
+    """Debian's ``docker-registry`` (CNCF Distribution 2.8.2) with a generated configuration.
+
+    Same handle as :class:`~pullbench.servers.EmbeddedRegistry`: a context manager with
+    ``.url``, ``.host``, ``.kind`` (``"distribution"``), ``.version``, ``.close()``.
+
+    Parameters
+    ----------
+    root : Path or None
+        Storage root directory (kept after close); ``None``: a temporary one, deleted on close.
+    port : int
+        TCP port on 127.0.0.1; 0 picks a free one (and retries on a bind race).
+    tls_cert, tls_key : Path or None
+        PEM certificate and key: serve HTTPS (``http.tls`` in the config).
+    extra_config : dict or None
+        Deep-merged into the generated configuration (e.g. ``{"auth": {"htpasswd": ...}}``,
+        ``{"middleware": {"storage": [...]}}``).
+    binary : str or None
+        Registry binary (default ``docker-registry``, then ``registry``).
+
+    Raises
+    ------
+    ServerError
+        Binary missing (names the Debian package), or the registry did not come up; the
+        message carries the tail of its log.
+    """
+
+    kind = "distribution"
+
+    def __init__(self, root: Path | None = None, *, port: int = 0, tls_cert: Path | None = None,
+                 tls_key: Path | None = None, extra_config: dict[str, Any] | None = None,
+                 binary: str | None = None) -> None:
+        self.binary = find_distribution_binary(binary)
+        if (tls_cert is None) != (tls_key is None):
+            raise ServerError("pass both tls_cert and tls_key, or neither")
+        self._workdir = Path(tempfile.mkdtemp(prefix="pullbench-distribution-"))
+        self._owns_root = root is None
+        self.root = (self._workdir / "storage") if root is None else Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path = self._workdir / "config.yml"
+        self.log_path = self._workdir / "registry.log"
+        self._requested_port = port
+        self._port: int | None = None
+        self.tls_cert = Path(tls_cert).resolve() if tls_cert is not None else None
+        self.tls_key = Path(tls_key).resolve() if tls_key is not None else None
+        self.extra_config = extra_config or {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._version: str | None = None
+
+    # --- configuration -------------------------------------------------------------------
+    def make_config(self, port: int) -> dict[str, Any]:
+        """The configuration for ``port``: generated defaults deep-merged with extra_config."""
+        config: dict[str, Any] = {
+            "version": 0.1,
+            "log": {"level": "warn", "formatter": "text", "accesslog": {"disabled": True}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.root.resolve())},
+                "delete": {"enabled": True},
+                "maintenance": {"uploadpurging": {"enabled": False}},
+                "redirect": {"disable": True},
+            },
+            "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16),
+                     "headers": {"X-Content-Type-Options": ["nosniff"]}},
+            "health": {"storagedriver": {"enabled": False}},
+        }
+        if self.tls_cert is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls_cert),
+                                     "key": str(self.tls_key)}
+        return _deep_merge(config, self.extra_config)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> DistributionRegistry:
+        """Start the registry and wait until ``/v2/`` answers; return ``self``."""
+        if self._proc is not None:
+            return self
+        last_error = ""
+        for _ in range(_START_ATTEMPTS if self._requested_port == 0 else 1):
+            port = self._requested_port or _free_port()
+            self.config_path.write_text(yaml.safe_dump(self.make_config(port), sort_keys=True))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+            with self.log_path.open("wb") as log:
+                proc = subprocess.Popen([self.binary, "serve", str(self.config_path)],
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, env=env)
+            self._port = port
+            if self._wait_ready(proc, timeout_s=30.0):
+                self._proc = proc
+                logger.info("distribution registry %s serving %s (pid %d)", self.version,
+                            self.url, proc.pid)
+                return self
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=10)
+            last_error = self.log_path.read_text(errors="replace")[-1500:]
+            if "address already in use" not in last_error:
+                break
+        self._port = None
+        raise ServerError(f"{self.binary} did not start on 127.0.0.1 (config "
+                          f"{self.config_path}); its log ends with:\n{last_error}")
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            try:
+                if self._tls:
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                        "127.0.0.1", self._port, timeout=2, context=ctx)
+                else:
+                    conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=2)
+                try:
+                    conn.request("GET", "/v2/")
+                    status = conn.getresponse().status
+                finally:
+                    conn.close()
+                if status in (200, 401):
+                    return True
+            except (OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        """Stop the registry (SIGTERM, then SIGKILL after 5 s) and remove temporary files."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._port = None
+        if self._owns_root:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        else:
+            for p in (self.config_path, self.log_path):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            with contextlib.suppress(OSError):
+                self._workdir.rmdir()
+
+    def __enter__(self) -> DistributionRegistry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- addresses -----------------------------------------------------------------------
+    @property
+    def _tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise ServerError("distribution registry is not running; call start() first")
+        return self._port
+
+    @property
+    def host(self) -> str:
+        """``"127.0.0.1:PORT"``."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``"http://127.0.0.1:PORT"`` (``https://`` with TLS)."""
+        return f"{'https' if self._tls else 'http'}://{self.host}"
+
+    @property
+    def version(self) -> str:
+        """Version reported by ``BINARY --version`` (e.g. ``"2.8.2+ds1"``)."""
+        if self._version is None:
+            out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
+                                 check=False, timeout=10).stdout.split()
+            self._version = out[-1] if out else "unknown"
+        return self._version
+
+    def __repr__(self) -> str:
+        state = self.url if self._port is not None else "stopped"
+        return f"DistributionRegistry({state}, root={str(self.root)!r})"
