@@ -88,6 +88,33 @@ from ._strategies import (
 # --- end section: puller ---
 
 # --- section: stats (issue 4) ---
+from ._diagnostics import DegenerateSampleWarning, Diagnostic, StatsWarning, diagnose, diagnose_pair
+from ._hyperfine import read_hyperfine_json, write_hyperfine_json
+from ._power import (
+    PowerPlan,
+    minimum_detectable_effect,
+    plan_from_pilot,
+    power_at_n,
+    runs_needed,
+)
+from ._published import data_path, published_figures
+from ._stats import (
+    VERDICTS,
+    BatchComparison,
+    Comparison,
+    FactorialResult,
+    GridResult,
+    SummaryComparison,
+    adjust_pvalues,
+    analyze_grid,
+    bca_interval,
+    compare_batch,
+    compare_from_summary,
+    compare_samples,
+    decide_verdict,
+    factorial_anova,
+)
+
 # --- end section: stats ---
 
 # --- section: experiments (issue 5) ---
