@@ -100,7 +100,7 @@ def analyze_results(
     StatsInputError
         The baseline has no successful runs, or a metric column is missing.
     """
-    from . import analyze_grid
+    from ._stats import analyze_grid
 
     ok, failed = _analysis_frame(df)
     out: dict[str, Any] = {

@@ -62,7 +62,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PULL_FUNCTION = "pullbench:pull"
+DEFAULT_PULL_FUNCTION = "pullbench._puller:pull"
 #: A single run taking longer than this is stopped and recorded as an error.
 DEFAULT_RUN_TIMEOUT_S = 900.0
 _DISK_HEADROOM = 1.10
@@ -248,15 +248,9 @@ class ImageInfo:
 
 
 def _catalog_names() -> list[str]:
-    import pullbench
+    from ._images import catalog
 
-    catalog = getattr(pullbench, "catalog", None)
-    if catalog is None:
-        return []
-    names = catalog() if callable(catalog) else catalog
-    if isinstance(names, Mapping):
-        return sorted(names)
-    return sorted(str(getattr(n, "name", n)) for n in names)
+    return sorted(catalog)
 
 
 def _layout_size(layout: Any) -> int | None:
@@ -275,6 +269,8 @@ def _layout_size(layout: Any) -> int | None:
 def _check_images(spec: ExperimentSpec) -> None:
     if spec.registry not in ("embedded", "distribution"):
         return  # references in an external registry are checked once it is reachable
+    from ._images import catalog
+
     names = _catalog_names()
     unknown = [i for i in spec.images if i not in names]
     if names and unknown:
@@ -282,23 +278,31 @@ def _check_images(spec: ExperimentSpec) -> None:
             f"unknown image(s) {unknown}: with a registry pullbench starts, images come from the "
             f"fixture catalog: {names}", image_ref=unknown[0],
         )
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    for name in spec.images:
+        if catalog[name].needs_root and not is_root:
+            raise BenchmarkError(
+                f"image {name!r} is built with debootstrap and needs root; run as root or pick "
+                "a synthetic image (see `pullbench image list`)"
+            )
 
 
 def _prepare_images(spec: ExperimentSpec, endpoint: Endpoint, cache_dir: Path | None) -> list[ImageInfo]:
-    import pullbench
+    from ._images import build_image
+    from ._oci import push_image
 
     catalog = set(_catalog_names())
     infos = []
     for name in spec.images:
         if name in catalog:
             logger.info("building (or reusing) fixture image %s", name)
-            layout = pullbench.build_image(name, cache_dir=cache_dir)
+            layout = build_image(name, cache_dir=cache_dir)
             repo = f"pullbench/{name}"
             reference = f"{endpoint.host}/{repo}:latest"
             push_kw: dict[str, Any] = {"plain_http": endpoint.plain_http}
             if endpoint.ca_bundle:
                 push_kw["ca_bundle"] = endpoint.ca_bundle
-            digest = pullbench.push_image(layout, reference, **push_kw)
+            digest = push_image(layout, reference, **push_kw)
             infos.append(ImageInfo(name, reference, str(digest), _layout_size(layout)))
         else:
             reference = name if name.startswith(endpoint.host) else f"{endpoint.host}/{name}"
@@ -333,21 +337,18 @@ def _resolve_digest(reference: str, endpoint: Endpoint) -> str | None:
 
 
 def _validate_strategies(spec: ExperimentSpec) -> None:
-    import pullbench
+    from ._strategies import get_strategy, list_strategies
 
-    get_strategy = getattr(pullbench, "get_strategy", None)
-    if get_strategy is None:
-        raise BenchmarkError("this pullbench has no puller (pullbench.get_strategy is missing)")
-    choices = list(pullbench.list_strategies()) if hasattr(pullbench, "list_strategies") else []
-    choice_names = [str(getattr(c, "name", c)) for c in choices]
+    names = [info.name for info in list_strategies()]
     for arm in spec.arms:
+        if arm.strategy not in names:
+            raise StrategyError(
+                f"arm {arm.name!r}: unknown strategy {arm.strategy!r}; choose one of: "
+                f"{', '.join(names)} (see `pullbench strategies`)"
+            )
         try:
             get_strategy(arm.strategy, **arm.params_dict)
-        except StrategyError as exc:
-            hint = f" (strategies: {', '.join(choice_names)})" if choice_names and \
-                arm.strategy not in choice_names else ""
-            raise StrategyError(f"arm {arm.name!r}: {exc}{hint}") from exc
-        except TypeError as exc:
+        except (StrategyError, TypeError) as exc:
             raise StrategyError(f"arm {arm.name!r}: {exc}") from exc
 
 
@@ -362,20 +363,46 @@ def _check_writable(directory: Path, what: str) -> None:
         ) from exc
 
 
-def _check_disk(store_root: Path, images: list[ImageInfo], spec: ExperimentSpec) -> None:
-    """One content store exists at a time (runs are sequential): need the largest image + slack."""
-    sizes = [i.size_bytes for i in images if i.size_bytes]
+def _check_disk(store_root: Path, sizes: list[int], registry_dir: Path | None,
+                exact: bool) -> None:
+    """Enough free space for the planned runs, before any run.
+
+    Runs are sequential and each content store is emptied after its run, so the destination
+    needs one store of the largest image at a time (``concurrent_stores = 1``); a registry that
+    pullbench starts keeps one copy of every image in its storage.
+    """
+    sizes = [s for s in sizes if s]
     if not sizes:
         return
+    what = "" if exact else "estimated "
     concurrent_stores = 1
-    needed = int(max(sizes) * concurrent_stores * _DISK_HEADROOM) + _DISK_SLACK_BYTES
-    free = shutil.disk_usage(store_root).free
-    if free < needed:
-        raise BenchmarkError(
-            f"too little disk for the planned runs at {store_root}: {free / 2**20:.0f} MiB free, "
-            f"need about {needed / 2**20:.0f} MiB (largest image {max(sizes) / 2**20:.0f} MiB x "
-            f"{concurrent_stores} store + headroom); free space or use --dest elsewhere"
-        )
+    needs: dict[Path, int] = {}
+    needs[store_root] = int(max(sizes) * concurrent_stores * _DISK_HEADROOM) + _DISK_SLACK_BYTES
+    if registry_dir is not None:
+        needs[registry_dir] = int(sum(sizes) * _DISK_HEADROOM) + _DISK_SLACK_BYTES
+    by_device: dict[int, tuple[Path, int]] = {}
+    for path, need in needs.items():
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        dev = probe.stat().st_dev
+        prev = by_device.get(dev)
+        by_device[dev] = (probe, need + (prev[1] if prev else 0))
+    for probe, need in by_device.values():
+        free = shutil.disk_usage(probe).free
+        if free < need:
+            raise BenchmarkError(
+                f"too little disk for the planned runs on {probe}: {free / 2**20:.0f} MiB free, "
+                f"need about {need / 2**20:.0f} MiB ({what}image sizes {[s // 2**20 for s in sizes]}"
+                f" MiB x {concurrent_stores} content store at a time, plus the registry's copy "
+                "and headroom); free space, or put the stores elsewhere with --dest"
+            )
+
+
+def _approx_sizes(spec: ExperimentSpec) -> list[int]:
+    from ._images import catalog
+
+    return [int(getattr(catalog.get(i), "approx_size_bytes", 0) or 0) for i in spec.images]
 
 
 def drop_page_cache() -> None:
@@ -409,13 +436,10 @@ def _load_function(path: str) -> Callable[..., Any]:
 
 def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     """Run one pull as described by ``task``; time it around the pull call only."""
-    pull = _load_function(task["pull_function"])
-    import pullbench
+    from ._strategies import get_strategy
 
-    get_strategy = getattr(pullbench, "get_strategy", None)
-    strategy: Any = task["strategy"]
-    if get_strategy is not None:
-        strategy = get_strategy(task["strategy"], **task["params"])
+    pull = _load_function(task["pull_function"])
+    strategy = get_strategy(task["strategy"], **task["params"])
     kwargs: dict[str, Any] = {
         "concurrency": task["concurrency"], "plain_http": task["plain_http"],
         "probes": task["probes"],
@@ -456,7 +480,7 @@ def _worker_context() -> Any:
         ctx = multiprocessing.get_context("forkserver")
     except ValueError:
         return multiprocessing.get_context("spawn")
-    ctx.set_forkserver_preload(["pullbench", "requests"])
+    ctx.set_forkserver_preload(["pullbench", "pullbench._puller", "requests"])
     return ctx
 
 
@@ -679,6 +703,9 @@ def run_experiment(
     factory = registry_factory or default_registry_factory
     cache_state = "cold" if spec.cache_policy == "drop" else "warm"
 
+    starts_registry = spec.registry in ("embedded", "distribution")
+    _check_disk(store_root, _approx_sizes(spec),
+                Path(tempfile.gettempdir()) if starts_registry else None, exact=False)
     work_dir = Path(tempfile.mkdtemp(prefix="pullbench-registry-"))
     ok = sum(1 for r in rows if r.get("status") == "ok")
     err = len(rows) - ok
@@ -688,7 +715,9 @@ def run_experiment(
         with _endpoint_for(spec, factory, work_dir) as endpoint:
             images = _prepare_images(spec, endpoint,
                                      Path(image_cache_dir) if image_cache_dir else None)
-            _check_disk(store_root, images, spec)
+            _check_disk(store_root, [i.size_bytes or 0 for i in images],
+                        work_dir if spec.registry in ("embedded", "distribution") else None,
+                        exact=True)
             by_name = {i.name: i for i in images}
             store.write_json(SPEC_JSON, spec.to_dict())
             if not resume or store.read_json(ENVIRONMENT_JSON) is None:

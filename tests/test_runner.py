@@ -1,0 +1,157 @@
+"""run_experiment against real servers: the embedded registry, the real puller, worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import pytest
+
+from pullbench._errors import (
+    BenchmarkError,
+    ImageNotFound,
+    RegistryUnavailable,
+    StrategyError,
+)
+from pullbench._results import load_results
+from pullbench._runner import (
+    Endpoint,
+    _check_disk,
+    drop_page_cache,
+    register_network_profile,
+    run_experiment,
+)
+from pullbench._spec import ExperimentSpec, design
+
+SMALL = {"images": ("synthetic-small",), "arms": ("go-iocopy", "containerd-1m"), "blocks": 2,
+         "warmup_blocks": 1, "seed": 5}
+
+
+def test_inprocess_experiment_writes_rows_with_provenance(tmp_path):
+    spec = ExperimentSpec(name="t-inproc", isolation="inprocess", **SMALL)
+    result = run_experiment(spec, tmp_path / "res", progress=False)
+    assert (result.planned_runs, result.completed_runs, result.ok_runs) == (6, 6, 6)
+    assert not result.interrupted and result.complete
+    for name in ("rows.jsonl", "rows.parquet", "rows.csv", "environment.json", "spec.json"):
+        assert (tmp_path / "res" / name).is_file(), name
+    df = load_results(tmp_path / "res", include_warmup=True)
+    plan = design(spec)
+    assert list(df["run_id"]) == [p.run_id for p in plan]  # the plan's order, every run once
+    assert list(df["warmup"]) == [True, True, False, False, False, False]
+    assert set(df["status"]) == {"ok"} and set(df["cache_state"]) == {"warm"}
+    assert set(df["network_profile"]) == {"loopback"} and not df["tls"].any()
+    assert (df["bytes"] == df["total_bytes"]).all() and (df["bytes"] > 3_000_000).all()
+    assert (df["cpu_ns_per_byte"] > 0).all()
+    # time measured around the pull call only, never less than the puller's own timer
+    assert (df["pull_wall_s"] >= df["duration_s"]).all()
+    cd = df[df["arm"] == "containerd-1m"].iloc[0]
+    assert isinstance(cd["write_size_hist"], dict) and cd["effective_params"]
+    assert cd["median_write_bytes"] > df[df["arm"] == "go-iocopy"]["median_write_bytes"].max()
+    # the store is emptied between runs and removed at the end
+    assert not (tmp_path / "res" / "store").exists()
+    env = json.loads((tmp_path / "res" / "environment.json").read_text())
+    assert env["registry"]["kind"] == "embedded" and env["network_profile"] == "loopback"
+    assert env["images"][0]["name"] == "synthetic-small"
+    assert env["images"][0]["digest"].startswith("sha256:")
+    assert env["spec"]["seed"] == 5 and env["seed"] == 5
+    assert env["destination"]["fstype"]
+
+
+def test_worker_processes_isolate_runs(tmp_path):
+    spec = ExperimentSpec(name="t-proc", **{**SMALL, "warmup_blocks": 0})
+    run_experiment(spec, tmp_path / "res", progress=False)
+    df = load_results(tmp_path / "res")
+    assert len(df) == 4 and set(df["status"]) == {"ok"}
+    pids = list(df["worker_pid"])
+    assert len(set(pids)) == 4 and os.getpid() not in pids  # a fresh process per run
+    assert (df["harness_wall_s"] >= df["pull_wall_s"]).all()
+
+
+def test_failed_runs_are_recorded_not_fatal(tmp_path):
+    from pullbench.servers import EmbeddedRegistry, Misbehavior
+
+    @contextlib.contextmanager
+    def corrupting_registry(spec, work_dir):
+        with EmbeddedRegistry(work_dir / "r", misbehavior=Misbehavior(corrupt_blobs=True)) as reg:
+            yield Endpoint(host=reg.host, url=reg.url, kind=reg.kind, version=reg.version)
+
+    spec = ExperimentSpec(name="t-fail", isolation="inprocess", **{**SMALL, "warmup_blocks": 0})
+    result = run_experiment(spec, tmp_path / "res", progress=False,
+                            registry_factory=corrupting_registry)
+    assert (result.completed_runs, result.error_runs) == (4, 4)
+    df = load_results(tmp_path / "res")
+    assert set(df["status"]) == {"error"}
+    assert df["error"].str.contains("DigestMismatch").all()
+
+
+def test_preflight_errors_come_before_any_run(tmp_path):
+    def spec(**kw):
+        return ExperimentSpec(**{**SMALL, **kw})
+
+    with pytest.raises(StrategyError, match="unknown strategy 'nope'.*go-iocopy"):
+        run_experiment(spec(arms=("go-iocopy", "nope")), tmp_path / "a", progress=False)
+    with pytest.raises(StrategyError, match="containerd-1m"):
+        run_experiment(spec(arms=("go-iocopy", "containerd-1m:no_such_param=1")), tmp_path / "b",
+                       progress=False)
+    with pytest.raises(ImageNotFound, match="unknown image.*synthetic-small"):
+        run_experiment(spec(images=("no-such-image",)), tmp_path / "c", progress=False)
+    with pytest.raises(RegistryUnavailable, match="not reachable"):
+        run_experiment(spec(registry="http://127.0.0.1:9"), tmp_path / "d", progress=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(BenchmarkError, match="not writable"):
+        run_experiment(spec(dest_dir=str(blocker / "x")), tmp_path / "e", progress=False)
+    with pytest.raises(BenchmarkError, match="unknown network profile 'moon'"):
+        run_experiment(spec(network_profile="moon"), tmp_path / "f", progress=False)
+    with pytest.raises(BenchmarkError, match="tls=True needs a TLS layer"):
+        run_experiment(spec(tls=True), tmp_path / "g", progress=False)
+    for name in "abcdefg":  # nothing was run
+        assert not (tmp_path / name / "rows.jsonl").exists()
+    with pytest.raises(BenchmarkError, match="too little disk"):
+        _check_disk(tmp_path, [2**62], None, exact=True)
+
+
+def test_network_profile_layer_seam(tmp_path):
+    seen = []
+
+    @contextlib.contextmanager
+    def relabel(spec, endpoint):
+        seen.append(endpoint.kind)
+        yield Endpoint(**{**{f: getattr(endpoint, f) for f in endpoint.__slots__},
+                          "network_profile": "test-relabel", "details": {"layer": "relabel"}})
+
+    register_network_profile("test-relabel", relabel)
+    spec = ExperimentSpec(network_profile="test-relabel", isolation="inprocess",
+                          **{**SMALL, "blocks": 1, "warmup_blocks": 0})
+    run_experiment(spec, tmp_path / "res", progress=False)
+    assert seen == ["embedded"]
+    df = load_results(tmp_path / "res")
+    assert set(df["network_profile"]) == {"test-relabel"}
+    env = json.loads((tmp_path / "res" / "environment.json").read_text())
+    assert env["registry"]["details"] == {"layer": "relabel"}
+
+
+def test_drop_page_cache_needs_root(tmp_path):
+    if os.geteuid() == 0:
+        drop_page_cache()  # works as root
+        spec = ExperimentSpec(cache_policy="drop", isolation="inprocess",
+                              **{**SMALL, "blocks": 1, "warmup_blocks": 0})
+        run_experiment(spec, tmp_path / "res", progress=False)
+        assert set(load_results(tmp_path / "res")["cache_state"]) == {"cold"}
+    else:
+        with pytest.raises(BenchmarkError, match="needs root"):
+            drop_page_cache()
+
+
+def test_existing_results_are_not_overwritten(tmp_path):
+    spec = ExperimentSpec(isolation="inprocess", **{**SMALL, "blocks": 1, "warmup_blocks": 0})
+    run_experiment(spec, tmp_path / "res", progress=False)
+    with pytest.raises(BenchmarkError, match="already holds results; use --resume"):
+        run_experiment(spec, tmp_path / "res", progress=False)
+    other = ExperimentSpec(isolation="inprocess", **{**SMALL, "blocks": 3})
+    with pytest.raises(BenchmarkError, match="different spec"):
+        run_experiment(other, tmp_path / "res", resume=True, progress=False)
+    # resuming a finished experiment runs nothing and repeats nothing
+    result = run_experiment(None, tmp_path / "res", resume=True, progress=False)
+    assert result.resumed_runs == result.planned_runs == result.completed_runs == 2
