@@ -135,4 +135,45 @@ def fresh_pushed_image(tmp_path: _Path, small_image):
 # --- end section: experiments ---
 
 # --- section: remote (issue 6) ---
+# Fixtures (real servers on loopback; 127.0.0.2 is "another host" for redirects and realms):
+#   tls_material         session  pullbench.servers.TLSMaterial (trustme CA + server cert)
+#   distribution_binary  session  path of docker-registry (skip only when missing and CI unset)
+#   scan_for_secrets     function returns a checker: no password / Basic value / JWT in text
+
+
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory: pytest.TempPathFactory):
+    from pullbench.servers import make_tls_material
+
+    return make_tls_material(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def distribution_binary() -> str:
+    import shutil
+
+    path = shutil.which("docker-registry") or shutil.which("registry")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-registry is required in CI but not installed")
+        pytest.skip("docker-registry not installed")
+    return path
+
+
+@pytest.fixture
+def scan_for_secrets():
+    import base64
+    import re
+
+    def check(text: str, *secrets: str) -> None:
+        for secret in secrets:
+            assert secret not in text, "a credential leaked"
+            pair = base64.b64encode(secret.encode()).decode()
+            assert pair not in text, "a Basic credential leaked"
+        # a JWT (header.payload.signature, base64url of '{"') must never be written anywhere
+        assert not re.search(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.", text), "a token leaked"
+
+    return check
+
+
 # --- end section: remote ---

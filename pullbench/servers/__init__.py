@@ -15,6 +15,21 @@ from ._embedded import EmbeddedRegistry
 # --- end section: registries ---
 
 # --- section: remote (issue 6) ---
+from ._blobhost import BlobHost
+from ._htpasswd import htpasswd_config, write_htpasswd
+from ._proxy import (
+    PROFILES,
+    NetworkProfile,
+    NetworkProfileError,
+    SelftestRow,
+    ShapingProxy,
+    get_profile,
+    profile_names,
+    selftest,
+)
+from ._tls import TLSMaterial, make_tls_material
+from ._token import IssuedToken, TokenServer
+
 # --- end section: remote ---
 
 __all__ = sorted(name for name in dir() if not name.startswith("_") and name != "annotations")
