@@ -152,7 +152,8 @@ def analyze_results(
                 "incomplete_blocks_dropped": dropped,
                 "diagnostics": [d.to_dict() for d in grid.diagnostics],
             }
-        out["images"][str(image)] = {"metrics": per_metric, "arms": _arm_descriptives(sub)}
+        out["images"][str(image)] = {"metrics": per_metric,
+                                     "arms": _arm_descriptives(sub, metrics)}
     return out
 
 
@@ -171,8 +172,9 @@ def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
     return data[data["block"].isin(complete)], [int(b) for b in dropped]
 
 
-def _arm_descriptives(sub: pd.DataFrame) -> list[dict[str, Any]]:
+def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
     cols = [c for c in _EXPLAIN_COLUMNS if c in sub.columns]
+    cols += [m for m in metrics if m in sub.columns and m not in cols]
     rows = []
     for arm, group in sub.groupby("arm", sort=False):
         first = group.iloc[0]
@@ -206,7 +208,16 @@ def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
             f"metric {metric!r} was not analysed; analysed: {list(block['metrics'])}"
         )
     table = pd.DataFrame(block["metrics"][metric]["table"])
-    arms = pd.DataFrame(block["arms"]).drop(columns=["n"], errors="ignore")
+    arms = pd.DataFrame(block["arms"])
+    baseline = analysis["baseline"]
+    base = arms[arms["arm"] == baseline]
+    if len(base) and baseline not in set(table.get("arm", [])):
+        rec = base.iloc[0]
+        n_base = table["n_baseline"].iloc[0] if "n_baseline" in table and len(table) else rec["n"]
+        head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": rec.get(metric),
+                              "ratio": 1.0, "verdict": "baseline"}])
+        table = pd.concat([head, table], ignore_index=True) if len(table) else head
+    arms = arms.drop(columns=["n", metric], errors="ignore")
     return table.merge(arms, on="arm", how="left")
 
 
@@ -237,8 +248,10 @@ def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
         ratio = rec.get("ratio")
         ci = f"{_fmt(ratio, '.3f')} [{_fmt(rec.get('ratio_ci_low'), '.3f')}, " \
              f"{_fmt(rec.get('ratio_ci_high'), '.3f')}]"
+        if rec.get("verdict") == "baseline":
+            ci = "1"
         verdict = str(rec.get("verdict") or "-")
-        if rec.get("significant_but_small"):
+        if rec.get("significant_but_small") in (True, 1):
             verdict += " (significant but < margin)"
         lines.append([
             str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
@@ -270,7 +283,11 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from . import plots
+    try:
+        from . import plots
+    except ImportError as exc:  # pragma: no cover - plots ship with pullbench
+        logger.warning("no plots in the report: %s", exc)
+        return [f"<p>plots unavailable: {html.escape(str(exc))}</p>"]
 
     sub = df[df["image"] == image]
     blocks = []

@@ -1,0 +1,128 @@
+"""The CLI end to end: `bench` (tiny), `analyze`, `report`, errors, Ctrl-C and --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from pullbench.cli import main
+
+TINY = ["--image", "synthetic-small", "--arms", "go-iocopy,containerd-1m", "--no-progress"]
+
+
+def test_bench_analyze_report(tmp_path):
+    out = tmp_path / "res"
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", *TINY, "--blocks", "3", "--warmup-blocks", "1",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "wall time of the pull (s) vs baseline go-iocopy" in text
+    assert "CPU time (user + sys) per byte (ns/B)" in text
+    for column in ("ratio [95% CI]", "p (Holm)", "verdict", "write size", "MB/s"):
+        assert column in text
+    assert "containerd-1m  3" in text and "go-iocopy      3" in text
+    for name in ("rows.jsonl", "rows.parquet", "rows.csv", "environment.json", "analysis.json",
+                 "report.html"):
+        assert (out / name).is_file(), name
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["n_runs"] == 6 and analysis["n_failed"] == 0
+    table = analysis["images"]["synthetic-small"]["metrics"]["duration_s"]["table"]
+    assert [r["arm"] for r in table] == ["containerd-1m"]
+    assert table[0]["verdict"] in {"faster", "slower", "equivalent", "inconclusive"}
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "containerd-1m" in html
+
+    result = runner.invoke(main, ["analyze", str(out), "--metric", "throughput_mb_s",
+                                  "--margin", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "throughput_mb_s" in result.output and "±10%" in result.output
+    result = runner.invoke(main, ["report", str(out), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") >= 3
+
+
+def test_cli_errors_are_clear(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", *TINY, "--arms", "go-iocopy,zzz", "--out",
+                                  str(tmp_path / "a")])
+    assert result.exit_code == 1
+    assert "unknown strategy 'zzz'" in result.output and "pools-bufio32k" in result.output
+    result = runner.invoke(main, ["bench", *TINY, "--param", "nonsense", "--out",
+                                  str(tmp_path / "b")])
+    assert result.exit_code == 2 and "[ARM.]KEY=VALUE" in result.output
+    result = runner.invoke(main, ["bench", *TINY, "--image", "nope", "--out",
+                                  str(tmp_path / "c")])
+    assert result.exit_code == 1 and "unknown image" in result.output
+    result = runner.invoke(main, ["bench", "--registry", "http://127.0.0.1:9", *TINY, "--out",
+                                  str(tmp_path / "d")])
+    assert result.exit_code == 1 and "not reachable" in result.output
+    (tmp_path / "e").mkdir()
+    result = runner.invoke(main, ["bench", "--resume", str(tmp_path / "e"), "--arms", "x"])
+    assert result.exit_code == 2 and "drop --arms" in result.output
+    result = runner.invoke(main, ["analyze", str(tmp_path / "e")])
+    assert result.exit_code == 1 and "not a results folder" in result.output
+
+
+def _rows(path):
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def _start(args, cwd):
+    return subprocess.Popen(
+        [sys.executable, "-c", "from pullbench.cli import main; main()", *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_rows(path, n, proc, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while len(_rows(path)) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "experiment made no progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_and_crash_then_resume_lose_and_repeat_nothing(tmp_path):
+    out = tmp_path / "res"
+    rows_path = out / "rows.jsonl"
+    args = ["bench", *TINY, "--blocks", "6", "--warmup-blocks", "0", "--out", str(out),
+            "--no-report"]
+    # 1. Ctrl-C: a clean stop that keeps every finished row
+    proc = _start(args, tmp_path)
+    _wait_rows(rows_path, 3, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "continue with: pullbench bench --resume" in err
+    after_sigint = _rows(rows_path)
+    assert len(after_sigint) >= 3
+    assert (out / "rows.parquet").exists()  # consolidated on the way out
+    # 2. a hard crash (SIGKILL of the whole process group) in the middle of the resumed run
+    proc = _start(["bench", "--resume", str(out), "--no-progress", "--no-report"], tmp_path)
+    _wait_rows(rows_path, len(after_sigint) + 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert len(_rows(rows_path)) < 12
+    # 3. resume to the end
+    proc = _start(["bench", "--resume", str(out), "--no-progress", "--no-report"], tmp_path)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rows = _rows(rows_path)
+    assert sorted(r["run_index"] for r in rows) == list(range(12))  # nothing lost or repeated
+    assert {r["status"] for r in rows} == {"ok"}
+    assert rows[: len(after_sigint)] == after_sigint  # earlier rows untouched
+    assert "vs baseline go-iocopy" in stdout
+    env = json.loads((out / "environment.json").read_text())
+    assert len(env["resumed_sessions"]) == 2
