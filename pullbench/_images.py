@@ -374,7 +374,7 @@ def _build_synthetic(spec: SyntheticImageSpec, layout_dir: Path, tag: str) -> Im
 def tar_directory(directory: Path, out: BinaryIO, *, prefix: str = "") -> None:
     """Write a reproducible tar of ``directory`` to ``out``.
 
-    Entries are sorted by name, with mtime 0, uid/gid 0 and empty user/group names (the
+    Entries are in sorted depth-first order (like GNU ``tar --sort=name``), with mtime 0, uid/gid 0 and empty user/group names (the
     ``SOURCE_DATE_EPOCH`` / reproducible-builds convention); hard links, symlinks and device
     nodes are kept; sockets are skipped. ``prefix`` (e.g. ``"usr/local/lib/python3.11/"``) is
     prepended to every name.
@@ -392,12 +392,10 @@ def tar_directory(directory: Path, out: BinaryIO, *, prefix: str = "") -> None:
         parts = [p for p in prefix.strip("/").split("/") if p]
         for i in range(len(parts)):
             tar.addfile(_tarinfo("/".join(parts[: i + 1]), 0, mode=0o755, kind=tarfile.DIRTYPE))
-        stack = [root]
-        while stack:
-            d = stack.pop()
+
+        def add_tree(d: Path) -> None:
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
-            subdirs = []
             for e in entries:
                 rel = Path(e.path).relative_to(root).as_posix()
                 arcname = f"{'/'.join(parts)}/{rel}" if parts else rel
@@ -411,8 +409,9 @@ def tar_directory(directory: Path, out: BinaryIO, *, prefix: str = "") -> None:
                 else:
                     tar.addfile(ti)
                 if e.is_dir(follow_symlinks=False):
-                    subdirs.append(Path(e.path))
-            stack.extend(reversed(subdirs))
+                    add_tree(Path(e.path))
+
+        add_tree(root)
 
 
 def _compress_file(src: Path, dst: Path, compression: str) -> None:
