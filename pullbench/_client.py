@@ -314,6 +314,15 @@ def _snippet(obj: Any, limit: int = 120) -> str:
     return repr(text[:limit] + ("…" if len(text) > limit else ""))
 
 
+def _json_snippet(data: bytes, pos: int | None, width: int = 60) -> str:
+    """Start of a document and, when far from it, the text just before the parse error."""
+    text = " ".join(data.decode("utf-8", "replace").split())
+    if pos is None or pos <= 2 * width:
+        return repr(text[: 2 * width] + ("…" if len(text) > 2 * width else ""))
+    compact_pos = len(" ".join(data[:pos].decode("utf-8", "replace").split()))
+    return repr(text[:width]) + " … " + repr(text[max(width, compact_pos - width) : compact_pos + 10])
+
+
 def _registry_error_text(resp: requests.Response) -> str:
     """The registry's JSON error codes/messages (distribution-spec error body), if any."""
     try:
@@ -731,7 +740,8 @@ class RegistryClient:
             also = f" (and its bytes hash to {actual}, not {expected})" if mismatch else ""
             raise ManifestError(
                 f"manifest {image_ref} is not valid JSON ({exc.__class__.__name__} at byte "
-                f"{getattr(exc, 'pos', '?')}): {_snippet(data)}{also}",
+                f"{getattr(exc, 'pos', '?')} of {len(data)}): {_json_snippet(data, getattr(exc, 'pos', None))}"
+                f"{also}",
                 registry=self.registry,
                 image_ref=image_ref,
             ) from None
