@@ -118,6 +118,32 @@ from ._stats import (
 # --- end section: stats ---
 
 # --- section: experiments (issue 5) ---
+from ._env import capture_environment
+from ._report import analyze_results, format_verdict_table, render_report, verdict_table
+from ._results import (
+    RESULTS_SCHEMA_VERSION,
+    ResultsStore,
+    consolidate_results,
+    load_environment,
+    load_results,
+    resolve_results_path,
+)
+from ._runner import (
+    Endpoint,
+    EndpointLayer,
+    ExperimentInterrupted,
+    ExperimentResult,
+    ImageInfo,
+    RegistryFactory,
+    default_registry_factory,
+    drop_page_cache,
+    network_profiles,
+    register_network_profile,
+    register_tls_layer,
+    run_experiment,
+)
+from ._spec import ArmSpec, ExperimentSpec, PlannedRun, design, load_spec
+
 # --- end section: experiments ---
 
 # --- section: remote (issue 6) ---

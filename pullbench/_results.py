@@ -33,10 +33,16 @@ from ._errors import ResultSchemaError
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
+    "SHIPPED_RESULTS",
     "ResultsStore",
     "consolidate_results",
+    "load_environment",
     "load_results",
+    "resolve_results_path",
 ]
+
+#: Name of the real run shipped in ``data/results/`` (debian-minbase on Distribution).
+SHIPPED_RESULTS = "debian-minbase-distribution"
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +341,7 @@ def load_results(path: str | Path, *, include_warmup: bool = False,
     ResultSchemaError
         Nothing loadable at ``path``, or another schema version.
     """
-    path = Path(path)
+    path = resolve_results_path(path) if not Path(path).exists() else Path(path)
     if path.is_dir():
         for name in (ROWS_JSONL, ROWS_PARQUET, ROWS_CSV):
             if (path / name).exists():
@@ -382,3 +388,44 @@ def _read_jsonl_file(path: Path) -> list[dict[str, Any]]:
             except ValueError as exc:
                 raise ResultSchemaError(f"{path}:{i + 1}: not valid JSON ({exc})") from exc
     return rows
+
+
+def resolve_results_path(path: str | Path) -> Path:
+    """Resolve a results location, including the shipped real run.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``"shipped"`` (the run in ``data/results/debian-minbase-distribution`` of the source tree,
+        or ``pullbench/data/results/...`` of an installed package), another name of a folder in
+        ``data/results/``, or a path (absolute, or relative to the working directory).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ResultSchemaError
+        Nothing found; the message lists where it looked.
+    """
+    text = str(path)
+    candidates = [Path(text).expanduser()]
+    name = SHIPPED_RESULTS if text == "shipped" else text
+    package_dir = Path(__file__).resolve().parent
+    for base in (package_dir.parent / "data" / "results", package_dir / "data" / "results"):
+        candidates.append(base / name)
+    for candidate in candidates:
+        if candidate.is_dir() or candidate.is_file():
+            return candidate
+    raise ResultSchemaError(
+        f"no results at {text!r}; looked in: {', '.join(str(c) for c in candidates)}"
+    )
+
+
+def load_environment(path: str | Path) -> dict[str, Any]:
+    """``environment.json`` of a results folder (``{}`` when the folder has none)."""
+    directory = resolve_results_path(path)
+    if directory.is_file():
+        directory = directory.parent
+    return ResultsStore(directory).read_json(ENVIRONMENT_JSON) or {}

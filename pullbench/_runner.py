@@ -50,11 +50,14 @@ from ._spec import ExperimentSpec, PlannedRun, design
 
 __all__ = [
     "Endpoint",
+    "EndpointLayer",
+    "ExperimentInterrupted",
     "ExperimentResult",
     "ImageInfo",
     "RegistryFactory",
     "default_registry_factory",
     "drop_page_cache",
+    "network_profiles",
     "register_network_profile",
     "register_tls_layer",
     "run_experiment",
