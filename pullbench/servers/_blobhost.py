@@ -239,9 +239,14 @@ class BlobHost:
         return f"{scheme}://{self._bind[0]}:{self._server.server_address[1]}"
 
     def distribution_config(self) -> dict[str, Any]:
-        """``extra_config`` for Distribution: the redirect storage middleware pointing here."""
+        """``extra_config`` for Distribution: the redirect storage middleware pointing here.
+
+        Also sets ``storage.redirect.disable: false``: the blob server only asks the storage
+        driver for a URL when redirects are enabled (registry/storage/blobserver.go@v2.8.2).
+        """
         return {"middleware": {"storage": [{"name": "redirect",
-                                            "options": {"baseurl": self.url}}]}}
+                                            "options": {"baseurl": self.url}}]},
+                "storage": {"redirect": {"disable": False}}}
 
     def embedded_redirect(self) -> Callable[[str, str], str | None]:
         """A ``blob_redirect(name, digest)`` for :class:`EmbeddedRegistry` (storage ``root``)."""
