@@ -1,0 +1,152 @@
+"""Probes: histogram arithmetic, kernel counters, and agreement with strace on the real writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from pullbench import get_strategy, pull
+from pullbench._probes import (
+    Meter,
+    ThreadProbe,
+    bucket_of,
+    median_of_counts,
+    power_of_two_histogram,
+    read_io_counters,
+)
+
+
+def test_buckets_are_power_of_two_upper_bounds():
+    assert bucket_of(0) == 0
+    assert bucket_of(1) == 1
+    assert bucket_of(2) == 2
+    assert bucket_of(3) == 4
+    assert bucket_of(32768) == 32768
+    assert bucket_of(32769) == 65536
+    assert power_of_two_histogram({100: 2, 128: 1, 129: 4, 1 << 20: 3}) == {128: 3, 256: 4, 1 << 20: 3}
+
+
+def test_median_of_counts():
+    assert median_of_counts({}) == 0.0
+    assert median_of_counts({5: 1}) == 5
+    assert median_of_counts({1: 1, 3: 1}) == 2
+    assert median_of_counts({1: 2, 100: 1}) == 1
+    assert median_of_counts({10: 3, 20: 3}) == 15
+
+
+def test_meter_counts_real_writes(tmp_path):
+    meter = Meter()
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        probe = ThreadProbe()
+        meter.write(fd, b"x" * 5000)
+        meter.write(fd, memoryview(b"y" * 10))
+        sample = probe.stop()
+    finally:
+        os.close(fd)
+    assert meter.writes == Counter({5000: 1, 10: 1})
+    assert meter.write_count == 2
+    assert (tmp_path / "f").stat().st_size == 5010
+    if read_io_counters("thread-self").wchar:  # Linux task I/O accounting present
+        assert sample.io.syscw == 2
+        assert sample.io.wchar == 5010
+
+
+def test_pull_probes_are_consistent(pushed_image, tmp_path):
+    result = pull(pushed_image.reference, "go-iocopy", tmp_path / "go", plain_http=True)
+    assert result.read_count == sum(result.read_size_hist.values())
+    assert result.write_count == sum(result.write_size_hist.values())
+    assert result.read_count == sum(layer.read_count for layer in result.layers)
+    assert result.cpu_user_s + result.cpu_sys_s > 0
+    assert result.peak_rss_bytes > 10 * 1024 * 1024
+    # one 32 KiB copy buffer per concurrent download
+    assert result.buffer_bytes == 3 * 32 * 1024
+    assert result.duration_s >= result.transfer_s > 0
+    assert result.resolve_s > 0
+    assert 0 < result.ttfb_s < result.transfer_s
+    if read_io_counters("thread-self").wchar:
+        # every write(2) of the copy is in the kernel's count, plus manifest/index/oci-layout files
+        assert result.syscw >= result.write_count
+        assert result.syscw <= result.write_count + 3
+        assert result.wchar >= result.total_bytes
+        # splice moves bytes without write(2): the kernel sees almost no write calls
+        spliced = pull(pushed_image.reference, "splice", tmp_path / "sp", plain_http=True)
+        assert spliced.write_count > 0
+        assert spliced.syscw <= len(spliced.layers) + 3
+        assert spliced.syscw < result.syscw
+
+
+def test_probes_off_zeroes_system_counters(pushed_image, tmp_path):
+    result = pull(pushed_image.reference, "containerd-1m", tmp_path / "s", plain_http=True, probes=False)
+    assert result.cpu_user_s == 0
+    assert result.syscw == 0
+    assert result.write_count > 0  # the strategy's own counts are part of the copy
+
+
+def test_thread_hashing_cpu_is_counted(pushed_image, tmp_path):
+    result = pull(pushed_image.reference, get_strategy("containerd-1m", hash_mode="thread"),
+                  tmp_path / "s", plain_http=True)
+    assert result.buffer_bytes == 3 * 3 * 1024 * 1024  # three 1 MiB slots per download
+    assert result.cpu_user_s > 0
+
+
+_WRITE_RE = re.compile(r"^(\d+)\s+write\((\d+)<([^>]*)>,")
+_RESUMED_RE = re.compile(r"^(\d+)\s+<\.\.\. write resumed>")
+_RET_RE = re.compile(r"=\s*(-?\d+)")
+
+
+def _strace_writes(log: str, under: str, exclude: str) -> Counter[int]:
+    """Sizes of write(2) calls on files under ``under`` from an ``strace -f -y`` log."""
+    sizes: Counter[int] = Counter()
+    pending: dict[str, str] = {}
+    for line in log.splitlines():
+        m = _WRITE_RE.match(line)
+        if m:
+            pid, _fd, path = m.groups()
+            if "<unfinished ...>" in line:
+                pending[pid] = path
+                continue
+        else:
+            r = _RESUMED_RE.match(line)
+            if not r or r.group(1) not in pending:
+                continue
+            path = pending.pop(r.group(1))
+        if not path.startswith(under) or exclude in path:
+            continue
+        ret = _RET_RE.search(line.rsplit(")", 1)[-1])
+        assert ret is not None, line
+        if int(ret.group(1)) > 0:
+            sizes[int(ret.group(1))] += 1
+    return sizes
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["go-iocopy", "pr48602"])
+def test_write_histogram_agrees_with_strace(pushed_image, tmp_path, strategy):
+    strace = shutil.which("strace")
+    if strace is None:
+        if os.environ.get("CI"):
+            pytest.fail("strace is required in CI")
+        pytest.skip("strace not installed")
+    dest = tmp_path / "store"
+    log = tmp_path / "strace.log"
+    cmd = [strace, "-f", "-y", "-s", "0", "-e", "trace=write", "-o", str(log),
+           sys.executable, "-c", "from pullbench.cli import main; main()",
+           "pull", pushed_image.reference, "--strategy", strategy, "--plain-http", "--json",
+           "--dest", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    blobs_dir = str(dest / "blobs" / "sha256") + "/"
+    seen = _strace_writes(log.read_text(), blobs_dir, exclude=result["manifest_digest"][7:])
+    assert sum(seen.values()) == result["write_count"]
+    assert power_of_two_histogram(seen) == {int(k): v for k, v in result["write_size_hist"].items()}
+    assert sum(size * n for size, n in seen.items()) == result["total_bytes"]
