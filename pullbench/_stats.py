@@ -988,6 +988,37 @@ class SummaryComparison:
             f"per arm for {self.target_power:.0%} power: {need}",
         ])
 
+    def conclusion(self, *, unit: str = "s") -> str:
+        """The plain-language conclusion a maintainer should be shown (one paragraph)."""
+        lvl = 1 - self.alpha
+        rel_lo = self.difference_ci_low / self.mean_a
+        rel_hi = self.difference_ci_high / self.mean_a
+        rel = self.difference / self.mean_a
+        better = "faster" if self.lower_is_better else "higher"
+        if self.significant:
+            first = (f"The change is statistically significant (Welch p = {self.welch_p:.3g}): "
+                     f"b - a = {self.difference:+.3g} {unit} ({rel:+.1%}), {lvl:.0%} CI "
+                     f"[{rel_lo:+.1%}, {rel_hi:+.1%}].")
+            if self.significant_but_small:
+                first += f" It is real but smaller than the ±{self.margin:.0%} that was declared to matter."
+        else:
+            first = (f"Not statistically significant (Welch p = {self.welch_p:.3g}): the {lvl:.0%} CI"
+                     f" of the change, [{rel_lo:+.1%}, {rel_hi:+.1%}] of the baseline, includes 0, so"
+                     f" the data cannot say b is {better}.")
+        if self.equivalent_within_margin:
+            second = (f" The runs do show equivalence within ±{self.margin:.0%} "
+                      f"(TOST p = {self.tost_p_value:.3g}).")
+        else:
+            second = (f" Nor do they show the arms equivalent within ±{self.margin:.0%} "
+                      f"(TOST p = {self.tost_p_value:.3g}).")
+        need = (f"about {self.runs_needed_per_arm} runs per arm"
+                if self.runs_needed_per_arm is not None else "an unbounded number of runs")
+        third = (f" Verdict: {self.verdict}. The design had {self.power:.0%} power for an effect of"
+                 f" this size ({abs(rel):.1%}); {self.target_power:.0%} power needs {need}, and the"
+                 f" smallest effect these {self.n_a}+{self.n_b} runs could reliably detect is "
+                 f"{self.mde_relative:.1%}.")
+        return first + second + third
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         d = asdict(self)

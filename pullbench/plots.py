@@ -1,0 +1,405 @@
+"""Plotting functions. Each returns a matplotlib ``Figure`` and never calls ``plt.show()``.
+
+matplotlib (and seaborn, where used) are imported inside the functions so that
+``import pullbench`` and the CLI stay fast. Sections are owned by areas; add new plots inside
+your own section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_power_curves", "plot_ratio_intervals"]
+
+
+# --- section: stats (issue 4) ---
+
+
+def plot_power_curves(
+    *,
+    mean_a: float,
+    sd_a: float,
+    sd_b: float | None = None,
+    relative_effects: Sequence[float] = (0.01, 0.02, 0.05),
+    n_max: int = 100,
+    alpha: float = 0.05,
+    target_power: float = 0.8,
+    mark_n: Sequence[int] = (),
+) -> Figure:
+    """Power of Welch's test against runs per arm, one curve per relative effect.
+
+    Parameters
+    ----------
+    mean_a : float
+        Baseline mean (metric units); effects are fractions of it.
+    sd_a, sd_b : float
+        Standard deviations (ddof=1) of baseline and candidate (``sd_b`` defaults to ``sd_a``).
+    relative_effects : sequence of float
+        Effects to draw (0.02 = 2 % of the baseline mean).
+    n_max : int
+        Largest runs-per-arm on the x axis.
+    alpha, target_power : float
+        Test level; a horizontal line marks the target power.
+    mark_n : sequence of int
+        Vertical lines at these run counts (e.g. the n actually used, the n needed).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from ._power import power_at_n
+
+    n = np.arange(2, max(3, int(n_max)) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for eff in relative_effects:
+        p = power_at_n(n, delta=eff * mean_a, sd_a=sd_a, sd_b=sd_b, alpha=alpha)
+        ax.plot(n, p, label=f"{eff:.1%} effect")
+    ax.axhline(target_power, color="grey", ls="--", lw=1)
+    for m in mark_n:
+        ax.axvline(m, color="black", ls=":", lw=1)
+        ax.annotate(f"n={m}", (m, 0.02), rotation=90, ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("runs per arm")
+    ax.set_ylabel(f"power (two-sided Welch, α={alpha})")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(2, n[-1])
+    ax.legend(title=f"SD {sd_a:.3g} / {sd_b if sd_b is not None else sd_a:.3g}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plt.close(fig)  # the caller owns the figure; no duplicate display, no pyplot state kept
+    return fig
+
+
+def plot_ratio_intervals(
+    rows: pd.DataFrame,
+    *,
+    margin: float | Sequence[float] = 0.02,
+    label: str = "label",
+    ratio: str = "ratio",
+    ci_low: str = "ratio_ci_low",
+    ci_high: str = "ratio_ci_high",
+    inner_low: str | None = None,
+    inner_high: str | None = None,
+    xlabel: str = "ratio candidate / baseline",
+) -> Figure:
+    """Forest plot of ratio CIs against the equivalence region(s) ``[1/(1+m), 1+m]``.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        One row per comparison with columns ``label``, ``ratio``, ``ci_low``, ``ci_high``
+        (e.g. :attr:`GridResult.table` with ``label="arm"``).
+    margin : float or sequence of float
+        Equivalence margin(s); each is drawn as a shaded band (narrowest darkest).
+    inner_low, inner_high : str, optional
+        Columns of a second, narrower interval (e.g. the 90 % CI that TOST uses), drawn thicker.
+    xlabel : str
+        Axis label.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    margins = sorted([margin] if isinstance(margin, (int, float)) else list(margin), reverse=True)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.6))
+    for i, m in enumerate(margins):
+        ax.axvspan(1 / (1 + m), 1 + m, color="tab:green", alpha=0.08 + 0.08 * i,
+                   label=f"±{m:.0%} equivalence region")
+    ax.axvline(1.0, color="black", lw=1)
+    y = np.arange(len(rows))[::-1]
+    lo = rows[ci_low].to_numpy(dtype=float)
+    hi = rows[ci_high].to_numpy(dtype=float)
+    ax.hlines(y, lo, hi, color="tab:blue", lw=1.5)
+    if inner_low and inner_high:
+        ax.hlines(y, rows[inner_low].to_numpy(dtype=float), rows[inner_high].to_numpy(dtype=float),
+                  color="tab:blue", lw=4, alpha=0.6)
+    ax.plot(rows[ratio].to_numpy(dtype=float), y, "o", color="tab:blue")
+    ax.set_yticks(y, [str(v) for v in rows[label]])
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    plt.close(fig)  # the caller owns the figure; no duplicate display, no pyplot state kept
+    return fig
+
+
+# --- end section: stats ---
+
+
+
+# --- section: experiment plots (issue 5) ---
+# Plots of experiment rows (``pullbench.load_results``): per-arm distributions with the verdict
+# estimate, write-size histograms, throughput against read/write sizes, speed against the memory
+# each arm holds in buffers. Each takes a DataFrame and returns a matplotlib Figure.
+from typing import Any  # noqa: E402
+
+
+def _bench_hist(value: Any) -> dict[int, int]:
+    """A histogram cell (dict or JSON text) as {bucket upper bound in bytes: count}."""
+    import json as _json
+
+    if isinstance(value, str):
+        try:
+            value = _json.loads(value)
+        except ValueError:
+            return {}
+    if not isinstance(value, dict):
+        return {}
+    return {int(k): int(v) for k, v in value.items() if v}
+
+
+def _bench_hist_median(hist: dict[int, int]) -> float:
+    import numpy as _np
+
+    if not hist:
+        return float("nan")
+    keys = sorted(hist)
+    counts = _np.cumsum([hist[k] for k in keys])
+    return float(keys[int(_np.searchsorted(counts, counts[-1] / 2))])
+
+
+def _bench_arm_order(df: Any, baseline: str | None = None) -> list[str]:
+    arms = list(dict.fromkeys(df["arm"]))
+    if baseline in arms:
+        arms.remove(baseline)
+        arms.insert(0, baseline)
+    return arms
+
+
+def _bench_colors(arms: list[str]) -> dict[str, Any]:
+    import matplotlib.pyplot as _plt
+
+    cmap = _plt.get_cmap("tab10")
+    return {a: cmap(i % 10) for i, a in enumerate(arms)}
+
+
+def plot_arm_distributions(df: Any, table: Any = None, *, metric: str = "duration_s",
+                           baseline: str | None = None, margin: float | None = None,
+                           seed: int = 0) -> Any:
+    """Every run as a dot per arm, and each arm's ratio to the baseline with its CI.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Experiment rows (successful, non-warm-up runs), columns ``arm`` and ``metric``.
+    table : pandas.DataFrame, optional
+        Verdict table (``GridResult.table`` or ``pullbench.verdict_table``): columns ``arm``,
+        ``ratio``, ``ratio_ci_low``, ``ratio_ci_high``, ``verdict``. Without it only the dots
+        are drawn.
+    metric : str
+        Column plotted.
+    baseline : str, optional
+        Baseline arm (drawn first).
+    margin : float, optional
+        Equivalence margin drawn as a band around ratio 1.
+    seed : int
+        Seed of the horizontal jitter.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as _plt
+    import numpy as _np
+
+    arms = _bench_arm_order(df, baseline)
+    colors = _bench_colors(arms)
+    ncols = 2 if table is not None and len(table) else 1
+    fig, axes = _plt.subplots(1, ncols, figsize=(6.5 * ncols, 0.45 * len(arms) + 2.2),
+                              squeeze=False)
+    ax = axes[0, 0]
+    rng = _np.random.default_rng(seed)
+    for i, arm in enumerate(arms):
+        values = df.loc[df["arm"] == arm, metric].astype(float).to_numpy()
+        y = i + rng.uniform(-0.18, 0.18, size=len(values))
+        ax.scatter(values, y, s=14, alpha=0.7, color=colors[arm], edgecolor="none")
+        if len(values):
+            ax.plot([_np.median(values)] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
+    ax.set_yticks(range(len(arms)), arms)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (every run; bar = median)")
+    ax.grid(axis="x", alpha=0.3)
+    if ncols == 2:
+        ax2 = axes[0, 1]
+        rows = {str(r["arm"]): r for r in table.to_dict(orient="records")}
+        if margin:
+            ax2.axvspan(1 / (1 + margin), 1 + margin, color="0.85", label=f"±{margin:.0%} margin")
+        ax2.axvline(1.0, color="black", lw=0.8)
+        for i, arm in enumerate(arms):
+            rec = rows.get(arm)
+            if rec is None:
+                continue
+            ratio, low, high = (float(rec.get(k) or _np.nan)
+                                for k in ("ratio", "ratio_ci_low", "ratio_ci_high"))
+            ax2.errorbar(ratio, i, xerr=[[max(ratio - low, 0)], [max(high - ratio, 0)]], fmt="o",
+                         color=colors[arm], capsize=3)
+            ax2.annotate(str(rec.get("verdict", "")), (high if _np.isfinite(high) else ratio, i),
+                         xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+        ax2.set_yticks(range(len(arms)), arms)
+        ax2.set_ylim(axes[0, 0].get_ylim())
+        ax2.set_xlabel(f"ratio to {baseline or 'baseline'} (95% CI; < 1 is lower {metric})")
+        ax2.grid(axis="x", alpha=0.3)
+        if margin:
+            ax2.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_write_size_histograms(df: Any, *, column: str = "write_size_hist",
+                               baseline: str | None = None) -> Any:
+    """Share of ``write()`` calls per power-of-two size bucket, one panel row per arm.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows with ``arm`` and a histogram column (dict or JSON text: bucket upper bound in bytes
+        -> count), summed over the arm's runs.
+    column : str
+        ``write_size_hist`` or ``read_size_hist``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as _plt
+    import numpy as _np
+
+    arms = _bench_arm_order(df, baseline)
+    colors = _bench_colors(arms)
+    totals: dict[str, dict[int, int]] = {}
+    for arm in arms:
+        acc: dict[int, int] = {}
+        for cell in df.loc[df["arm"] == arm, column]:
+            for k, v in _bench_hist(cell).items():
+                acc[k] = acc.get(k, 0) + v
+        totals[arm] = acc
+    buckets = sorted({k for h in totals.values() for k in h}) or [1]
+    fig, axes = _plt.subplots(len(arms), 1, figsize=(8, 1.1 * len(arms) + 1), sharex=True,
+                              squeeze=False)
+    x = _np.arange(len(buckets))
+    for ax, arm in zip(axes[:, 0], arms, strict=True):
+        counts = _np.array([totals[arm].get(b, 0) for b in buckets], dtype=float)
+        share = counts / counts.sum() if counts.sum() else counts
+        ax.bar(x, share, color=colors[arm])
+        ax.set_ylabel(arm, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0, 0.5, 1])
+    labels = [_bench_size_label(b) for b in buckets]
+    axes[-1, 0].set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+    kind = "write()" if column.startswith("write") else "read"
+    axes[-1, 0].set_xlabel(f"{kind} size bucket (≤ bytes); bar = share of calls")
+    fig.tight_layout()
+    return fig
+
+
+def _bench_size_label(n: float) -> str:
+    if n >= 2**20:
+        return f"{n / 2**20:g}M"
+    if n >= 2**10:
+        return f"{n / 2**10:g}K"
+    return f"{n:g}"
+
+
+def _bench_per_arm(df: Any) -> Any:
+    import numpy as _np
+    import pandas as _pd
+
+    rows = []
+    for arm, group in df.groupby("arm", sort=False):
+        thr = _pd.to_numeric(group.get("throughput_mb_s"), errors="coerce").dropna()
+        reads = [_bench_hist_median(_bench_hist(c)) for c in group.get("read_size_hist", [])]
+        params = group["params"].iloc[0] if "params" in group else {}
+        eff = group["effective_params"].iloc[0] if "effective_params" in group else {}
+        rows.append({
+            "arm": arm,
+            "throughput_median": float(thr.median()) if len(thr) else _np.nan,
+            "throughput_q1": float(thr.quantile(0.25)) if len(thr) else _np.nan,
+            "throughput_q3": float(thr.quantile(0.75)) if len(thr) else _np.nan,
+            "read_bytes": float(_np.nanmedian(reads)) if reads else _np.nan,
+            "write_bytes": float(_pd.to_numeric(group.get("median_write_bytes"),
+                                                errors="coerce").median()),
+            "buffer_bytes": float(_pd.to_numeric(group.get("buffer_bytes"),
+                                                 errors="coerce").median()),
+            "params": params if isinstance(params, dict) else {},
+            "effective_params": eff if isinstance(eff, dict) else {},
+        })
+    return _pd.DataFrame(rows)
+
+
+def plot_throughput_vs_sizes(df: Any, *, baseline: str | None = None) -> Any:
+    """Throughput (MB/s) against the median read size and the median write size, per arm.
+
+    Each point is one arm: median over its runs, whiskers the interquartile range.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as _plt
+
+    per = _bench_per_arm(df)
+    colors = _bench_colors(_bench_arm_order(df, baseline))
+    fig, axes = _plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, col, label in ((axes[0], "read_bytes", "median read size (bytes)"),
+                           (axes[1], "write_bytes", "median write size = write buffer (bytes)")):
+        for rec in per.to_dict(orient="records"):
+            y = rec["throughput_median"]
+            err = [[max(y - rec["throughput_q1"], 0)], [max(rec["throughput_q3"] - y, 0)]]
+            ax.errorbar(rec[col], y, yerr=err, fmt="o", color=colors[rec["arm"]],
+                        label=rec["arm"], capsize=3)
+            ax.annotate(rec["arm"], (rec[col], y), xytext=(4, 4), textcoords="offset points",
+                        fontsize=7)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("throughput (MB/s, median and IQR)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_speed_vs_memory(df: Any, *, baseline: str | None = None) -> Any:
+    """Throughput against the memory each arm holds in copy/write buffers.
+
+    The maintainers' objection to moby/moby#48602: bigger buffers cost memory. ``buffer_bytes``
+    is what the strategy holds across the concurrently copied layers.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as _plt
+
+    per = _bench_per_arm(df)
+    colors = _bench_colors(_bench_arm_order(df, baseline))
+    fig, ax = _plt.subplots(figsize=(7, 4.2))
+    for rec in per.to_dict(orient="records"):
+        y = rec["throughput_median"]
+        x = max(rec["buffer_bytes"], 1.0)
+        err = [[max(y - rec["throughput_q1"], 0)], [max(rec["throughput_q3"] - y, 0)]]
+        ax.errorbar(x, y, yerr=err, fmt="o", color=colors[rec["arm"]], capsize=3)
+        ax.annotate(rec["arm"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("memory held in buffers during the pull (bytes)")
+    ax.set_ylabel("throughput (MB/s, median and IQR)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += [  # noqa: PLE0605
+    "plot_arm_distributions",
+    "plot_speed_vs_memory",
+    "plot_throughput_vs_sizes",
+    "plot_write_size_histograms",
+]
+# --- end section: experiment plots ---
