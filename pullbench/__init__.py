@@ -147,6 +147,16 @@ from ._spec import ArmSpec, ExperimentSpec, PlannedRun, design, load_spec
 # --- end section: experiments ---
 
 # --- section: remote (issue 6) ---
+from .servers._proxy import (
+    NetworkProfile,
+    get_profile,
+    profile_names,
+    pull_recording_proxy_cpu,
+    register_runner_layers,
+    remote_registry_factory,
+)
+
+register_runner_layers()  # network_profile="lan-1g" etc. work in experiment specs
 # --- end section: remote ---
 
 __version__ = "0.1.0"
