@@ -49,6 +49,11 @@ METRIC_LABELS = {
 _EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "peak_rss_bytes")
 
 
+def lower_is_better(metric: str) -> bool:
+    """False for rates (``*_mb_s``, ``*_per_s``), True for times, CPU, bytes held, counts."""
+    return not (metric.endswith("_mb_s") or metric.endswith("_per_s"))
+
+
 def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
     if "warmup" in df.columns:
@@ -142,7 +147,7 @@ def analyze_results(
             grid = analyze_grid(
                 data, metric=metric, arm="arm", baseline=baseline, block="block",
                 margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
-                n_resamples=n_resamples,
+                n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
             )
             table = grid.table.replace({np.nan: None})
             per_metric[metric] = {
@@ -217,7 +222,8 @@ def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
         head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": rec.get(metric),
                               "ratio": 1.0, "verdict": "baseline"}])
         table = pd.concat([head, table], ignore_index=True) if len(table) else head
-    arms = arms.drop(columns=["n", metric], errors="ignore")
+    dropped = ["n"] if metric in _EXPLAIN_COLUMNS else ["n", metric]
+    arms = arms.drop(columns=dropped, errors="ignore")
     return table.merge(arms, on="arm", how="left")
 
 
@@ -263,8 +269,9 @@ def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
     image = image or next(iter(analysis["images"]))
-    title = (f"{image}: {METRIC_LABELS.get(metric, metric)} vs baseline {analysis['baseline']} "
-             f"(ratio < 1 is better; equivalence margin ±{analysis['margin']:.0%})")
+    better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
+    title = (f"{image}: {metric} = {METRIC_LABELS.get(metric, metric)} vs baseline "
+             f"{analysis['baseline']} ({better}; equivalence margin ±{analysis['margin']:.0%})")
     return title + "\n" + "\n".join(out)
 
 
@@ -304,7 +311,8 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
                        ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
                        ("speed vs memory", "plot_speed_vs_memory")):
         try:
-            blocks.append(_figure_to_img(getattr(plots, func)(sub), name))
+            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis["baseline"]),
+                                         name))
         except Exception as exc:  # noqa: BLE001 - a plot never breaks the report
             logger.warning("plot %s failed: %s", name, exc)
     return blocks
