@@ -570,3 +570,37 @@ def test_persistent_hash_of_stored_blob_is_content(pushed_image):
     for d in pushed_image.layout.descriptors:
         p = root / "blobs" / "sha256" / d.digest[7:]
         assert "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest() == d.digest
+
+
+def test_close_cuts_keep_alive_connections(tmp_path):
+    reg = EmbeddedRegistry(tmp_path).start()
+    conn = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=10)
+    conn.request("GET", "/v2/")
+    conn.getresponse().read()
+    reg.close()
+    with pytest.raises((http.client.HTTPException, OSError)):
+        conn.request("GET", "/v2/")
+        conn.getresponse().read()
+    conn.close()
+
+
+def test_malformed_chunked_body_is_400(tmp_path):
+    with EmbeddedRegistry(tmp_path) as reg, \
+            socket.create_connection(("127.0.0.1", reg.port), timeout=10) as s:
+        s.sendall(b"POST /v2/r/blobs/uploads/?digest=sha256:" + b"a" * 64 + b" HTTP/1.1\r\n"
+                  b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\nzz-not-hex\r\n")
+        reply = b""
+        while chunk := s.recv(65536):  # the server closes after answering
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 400")
+        assert b"BLOB_UPLOAD_INVALID" in reply
+        assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_bad_request_line_and_unknown_method(embedded_registry):
+    with socket.create_connection(("127.0.0.1", embedded_registry.port), timeout=10) as s:
+        s.sendall(b"GET /v2/ HTTP/x.y\r\n\r\n")
+        assert b"Bad request version" in s.recv(1000)  # http.server answers HTTP/0.9-style
+    assert _raw(embedded_registry, "GET", "/v2/")[0] == 200  # and keeps serving
+    status, _, _ = _raw(embedded_registry, "OPTIONS", "/v2/")
+    assert status == 501

@@ -83,6 +83,7 @@ _CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _COPY_CHUNK = 1 << 20
+_TLS_PIECE = 256 * 1024
 _API_VERSION = "registry/2.0"
 _MANIFEST_TYPES = MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES
 
@@ -119,6 +120,9 @@ class _Storage:
         self.repos = root / "repositories"
         for d in (self.blobs, self.uploads_dir, self.repos):
             d.mkdir(parents=True, exist_ok=True)
+        for stale in self.uploads_dir.iterdir():  # sessions live in memory: files are orphans
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.Lock()
 
@@ -175,7 +179,9 @@ class _Storage:
     def resolve(self, name: str, reference: str) -> str | None:
         """Return the manifest digest for a tag or digest reference in ``name``, or None."""
         mdir = self.repo_dir(name) / "_manifests"
-        if reference.startswith("sha256:"):
+        if ":" in reference:
+            if not reference.startswith("sha256:"):
+                return None  # only sha256 content is stored
             return reference if (mdir / "revisions" / reference[7:]).is_file() else None
         try:
             digest = (mdir / "tags" / reference).read_text().strip()
@@ -389,7 +395,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         Keeps keep-alive connections in sync after an early (error) answer.
         """
-        if self._body_consumed or not self._has_body():
+        if getattr(self, "_body_consumed", True) or not self._has_body():
             return
         length = self.headers.get("Content-Length")
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
@@ -448,7 +454,13 @@ class _Handler(BaseHTTPRequestHandler):
                 line = rfile.readline(65537)
                 if not line:
                     raise ConnectionResetError("client closed during chunked body")
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    self.close_connection = True
+                    self._must_close = True
+                    raise _RegistryHTTPError(400, "BLOB_UPLOAD_INVALID",
+                                             "malformed chunked transfer coding") from None
                 if size == 0:
                     while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
@@ -660,6 +672,28 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_blob_body(f, first, length, mis)
 
+    def _sendfile(self, f: BinaryIO, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``f`` from ``offset``: ``sendfile(2)`` on plain TCP.
+
+        Under TLS the ``ssl`` module cannot use sendfile and would fall back to 8 KiB writes
+        (8 KiB TLS records); we send 256 KiB pieces instead so OpenSSL emits full 16 KiB
+        records, as Go's and nginx's TLS servers do for bulk data.
+        """
+        sock = self.connection
+        if not isinstance(sock, ssl.SSLSocket):
+            sock.sendfile(f, offset, count)
+            return
+        buf = bytearray(_TLS_PIECE)
+        view = memoryview(buf)
+        fd = f.fileno()
+        while count > 0:
+            n = os.preadv(fd, [view[: min(count, _TLS_PIECE)]], offset)
+            if n <= 0:
+                raise ConnectionResetError("blob file shorter than expected")
+            sock.sendall(view[:n])
+            offset += n
+            count -= n
+
     def _send_blob_body(self, f: BinaryIO, first: int, length: int, mis: Misbehavior) -> None:
         sock: socket.socket = self.connection
         stop = length  # bytes of the stored range we send
@@ -673,13 +707,12 @@ class _Handler(BaseHTTPRequestHandler):
         if mis.corrupt_blobs and length > 0 and length // 2 < stop:
             middle = length // 2
             if middle:
-                sock.sendfile(f, first, middle)
-            f.seek(first + middle)
-            sock.sendall(bytes([f.read(1)[0] ^ 0xFF]))
+                self._sendfile(f, first, middle)
+            sock.sendall(bytes([os.pread(f.fileno(), 1, first + middle)[0] ^ 0xFF]))
             if stop - middle - 1 > 0:
-                sock.sendfile(f, first + middle + 1, stop - middle - 1)
+                self._sendfile(f, first + middle + 1, stop - middle - 1)
         elif stop > 0:
-            sock.sendfile(f, first, stop)
+            self._sendfile(f, first, stop)
         if cut:
             self.close_connection = True
             with contextlib.suppress(OSError):
@@ -860,6 +893,29 @@ class _Server(ThreadingHTTPServer):
     registry: EmbeddedRegistry
     ssl_context: ssl.SSLContext | None
 
+    def server_activate(self) -> None:
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Cut every open client connection (keep-alive ones included)."""
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
 
 class EmbeddedRegistry:
     """An OCI Distribution registry served from this process (threads; one per connection).
@@ -945,6 +1001,7 @@ class EmbeddedRegistry:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
