@@ -176,7 +176,7 @@ def diagnose(values: Any, *, order: Any = None, name: str | None = None) -> list
     iqr = q3 - q1
     if iqr > 0:
         severe = np.flatnonzero((x < q1 - 3 * iqr) | (x > q3 + 3 * iqr))
-        mild = np.flatnonzero(((x < q1 - 1.5 * iqr) | (x > q3 + 1.5 * iqr)))
+        mild = np.flatnonzero((x < q1 - 1.5 * iqr) | (x > q3 + 1.5 * iqr))
         if mild.size:
             out.append(Diagnostic(
                 "outliers_tukey", "warning" if severe.size else "info",
@@ -204,7 +204,8 @@ def diagnose(values: Any, *, order: Any = None, name: str | None = None) -> list
             out.append(Diagnostic(
                 "slow_first_run", "warning",
                 f"the first run is {x[first] / med:.2f}x the median (modified z={z_first:.1f}): "
-                "likely a cold cache; use warm-up runs or a prepare step that fixes the cache state",
+                "likely a cold cache; use warm-up runs or a prepare step that fixes the cache "
+                "state",
                 name, {"index": first, "value": float(x[first]), "median": med,
                        "modified_z": float(z_first)},
             ))

@@ -57,7 +57,9 @@ def read_hyperfine_json(path: str | os.PathLike[str]) -> pd.DataFrame:
     try:
         doc = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
-        raise ResultSchemaError(f"{p}: not valid JSON ({exc}); expected hyperfine --export-json") from exc
+        raise ResultSchemaError(
+            f"{p}: not valid JSON ({exc}); expected hyperfine --export-json"
+        ) from exc
     results = doc.get("results") if isinstance(doc, dict) else None
     if not isinstance(results, list) or not results:
         raise ResultSchemaError(

@@ -1,4 +1,4 @@
-"""Power and planning for Welch's two-sample t-test: power at n, minimum detectable effect, runs needed.
+"""Power and planning for Welch's two-sample t-test: power at n, MDE, runs needed.
 
 All functions work in the metric's own units (seconds for durations) with standard deviations
 computed with ``ddof=1`` (what hyperfine prints as "±", sharkdp/hyperfine#417). Power is exact for
@@ -84,7 +84,8 @@ def power_at_n(
     delta : float
         True difference of means to detect, in the metric's units (sign ignored).
     sd_a, sd_b : float
-        Standard deviations (ddof=1) of each arm, e.g. from pilot runs. ``sd_b`` defaults to ``sd_a``.
+        Standard deviations (ddof=1) of each arm, e.g. from pilot runs. ``sd_b`` defaults
+        to ``sd_a``.
     alpha : float
         Two-sided significance level.
     n_b : int or array_like, optional

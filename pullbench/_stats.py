@@ -196,7 +196,9 @@ def adjust_pvalues(p_values: Any, method: str = "holm") -> np.ndarray:
     if method == "none":
         return p.copy()
     if method not in {"holm", "bh", "bonferroni"}:
-        raise StatsInputError(f"unknown correction {method!r}; use 'holm', 'bh', 'bonferroni' or 'none'")
+        raise StatsInputError(
+            f"unknown correction {method!r}; use 'holm', 'bh', 'bonferroni' or 'none'"
+        )
     if np.any((p < 0) | (p > 1)):
         raise StatsInputError("p-values must lie in [0, 1]")
     if p.ndim == 0:
@@ -389,7 +391,8 @@ def bca_interval(
     jackknife : sequence of ndarray
         For each sample, the statistic with each observation of that sample left out (shape
         (n_j,)); the acceleration is estimated from them as in ``scipy.stats.bootstrap``
-        (Efron & Tibshirani 1993, eq. 14.15, multi-sample form; scipy/scipy:scipy/stats/_resampling.py).
+        (Efron & Tibshirani 1993, eq. 14.15, multi-sample form;
+        scipy/scipy:scipy/stats/_resampling.py).
     confidence_level : float
         Two-sided coverage.
 
@@ -713,8 +716,9 @@ def _compare(
     for arr, name in ((x, baseline), (y, candidate)):
         if np.ptp(arr) == 0:
             warnings.warn(
-                f"{name}: all {arr.size} values are identical ({arr[0]:g}); the clock is too coarse "
-                "or the runs were cached -- variance-based results rest on the other arm only",
+                f"{name}: all {arr.size} values are identical ({arr[0]:g}); the clock is too "
+                "coarse or the runs were cached -- variance-based results rest on the other "
+                "arm only",
                 DegenerateSampleWarning, stacklevel=3,
             )
     if paired:
@@ -1000,11 +1004,12 @@ class SummaryComparison:
                      f"b - a = {self.difference:+.3g} {unit} ({rel:+.1%}), {lvl:.0%} CI "
                      f"[{rel_lo:+.1%}, {rel_hi:+.1%}].")
             if self.significant_but_small:
-                first += f" It is real but smaller than the ±{self.margin:.0%} that was declared to matter."
+                first += (f" It is real but smaller than the ±{self.margin:.0%} that was "
+                          "declared to matter.")
         else:
-            first = (f"Not statistically significant (Welch p = {self.welch_p:.3g}): the {lvl:.0%} CI"
-                     f" of the change, [{rel_lo:+.1%}, {rel_hi:+.1%}] of the baseline, includes 0, so"
-                     f" the data cannot say b is {better}.")
+            first = (f"Not statistically significant (Welch p = {self.welch_p:.3g}): the "
+                     f"{lvl:.0%} CI of the change, [{rel_lo:+.1%}, {rel_hi:+.1%}] of the baseline,"
+                     f" includes 0, so the data cannot say b is {better}.")
         if self.equivalent_within_margin:
             second = (f" The runs do show equivalence within ±{self.margin:.0%} "
                       f"(TOST p = {self.tost_p_value:.3g}).")
@@ -1297,7 +1302,8 @@ def analyze_grid(
             diags.append(Diagnostic(
                 "blocks_incomplete", "warning",
                 f"column {block!r} is present but not every block has exactly one run of every "
-                "arm; analysed as independent runs (Welch) -- drop incomplete blocks to analyse paired",
+                "arm; analysed as independent runs (Welch) -- drop incomplete blocks to analyse "
+                "paired",
                 None, {},
             ))
     if paired:
@@ -1413,7 +1419,8 @@ class FactorialResult:
     def summary(self) -> str:
         """ANOVA table and the main effects as ratios."""
         return "\n".join([
-            f"log({self.metric}) ~ {' * '.join(self.factors)}  (n={self.n}, R²={self.r_squared:.3f})",
+            f"log({self.metric}) ~ {' * '.join(self.factors)}  "
+            f"(n={self.n}, R²={self.r_squared:.3f})",
             self.anova.to_string(float_format=lambda v: f"{v:.4g}"),
             "main effects (geometric-mean ratio vs the first level):",
             self.effects.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
@@ -1504,12 +1511,13 @@ def factorial_anova(df: pd.DataFrame, *, metric: str, factors: Sequence[str]) ->
         marg = cell.groupby(level=list(names.values()).index(alias), observed=True).mean()
         ref = marg.iloc[0]
         for level, v in marg.items():
-            rows.append({"factor": f, "level": level, "ratio_vs_first_level": float(np.exp(v - ref)),
+            rows.append({"factor": f, "level": level,
+                         "ratio_vs_first_level": float(np.exp(v - ref)),
                          "geometric_mean": float(np.exp(v))})
     return FactorialResult(
         metric=metric, factors=tuple(factors), formula=formula.replace("log_y", f"log({metric})"),
         anova=table, effects=pd.DataFrame(rows), interaction_p=interaction_p,
-        r_squared=float(fit.rsquared), n=int(len(model_df)),
+        r_squared=float(fit.rsquared), n=len(model_df),
     )
 
 

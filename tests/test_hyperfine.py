@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,14 +43,17 @@ def test_read_real_hyperfine_parameter_scan(tmp_path):
                           "sleep {t}")
     df = read_hyperfine_json(path)
     assert list(df["arm"].unique()) == ["sleep 0.002", "sleep 0.02"]
-    assert len(df) == 10 and list(df["run"][:5]) == [0, 1, 2, 3, 4]
+    assert len(df) == 10
+    assert list(df["run"][:5]) == [0, 1, 2, 3, 4]
     assert set(df["param_t"]) == {"0.002", "0.02"}
     assert (df["exit_code"] == 0).all()
-    doc = json.loads(open(path).read())
+    doc = json.loads(Path(path).read_text())
     assert df["duration_s"][:5].tolist() == doc["results"][0]["times"]
     g = analyze_grid(df, baseline="sleep 0.002", block=None, rng=0, n_resamples=500)
     row = g.table.iloc[0]
-    assert row["arm"] == "sleep 0.02" and row["verdict"] == "slower" and row["ratio"] > 2
+    assert row["arm"] == "sleep 0.02"
+    assert row["verdict"] == "slower"
+    assert row["ratio"] > 2
 
 
 @pytest.mark.peers
@@ -61,21 +65,23 @@ def test_cli_compare_stats_on_two_real_hyperfine_files(tmp_path):
     after.mkdir()
     a = _run_hyperfine(before, "--runs", "6", "sleep 0.02")
     b = _run_hyperfine(after, "--runs", "6", "sleep 0.002")
-    (tmp_path / "before.json").write_text(open(a).read())
-    (tmp_path / "after.json").write_text(open(b).read())
+    (tmp_path / "before.json").write_text(Path(a).read_text())
+    (tmp_path / "after.json").write_text(Path(b).read_text())
     r = CliRunner().invoke(main, ["compare-stats", str(tmp_path / "before.json"),
                                   str(tmp_path / "after.json"), "--seed", "1",
                                   "--resamples", "500"])
     assert r.exit_code == 0, r.output
-    assert "baseline 'sleep 0.02'" in r.output and "faster" in r.output
+    assert "baseline 'sleep 0.02'" in r.output
+    assert "faster" in r.output
     # the same command in both files (before/after a change): arms are named by file
-    (tmp_path / "after.json").write_text(open(a).read())
+    (tmp_path / "after.json").write_text(Path(a).read_text())
     r = CliRunner().invoke(main, ["compare-stats", str(tmp_path / "before.json"),
                                   str(tmp_path / "after.json"), "--seed", "1",
                                   "--resamples", "500", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out["baseline"] == "before" and out["table"][0]["arm"] == "after"
+    assert out["baseline"] == "before"
+    assert out["table"][0]["arm"] == "after"
     assert out["table"][0]["ratio"] == pytest.approx(1.0)
 
 
@@ -95,7 +101,8 @@ def test_round_trip_with_memory_and_parameters(tmp_path):
     first = doc["results"][0]
     assert first["command"] == "go-iocopy"
     assert first["stddev"] == pytest.approx(df["duration_s"][:4].std(ddof=1))
-    assert first["parameters"] == {"buffer": "32k"} and first["system"] is None
+    assert first["parameters"] == {"buffer": "32k"}
+    assert first["system"] is None
     back = read_hyperfine_json(path)
     for col in ("arm", "run", "duration_s", "memory_usage_byte", "exit_code", "param_buffer"):
         assert back[col].tolist() == df[col].tolist(), col

@@ -104,12 +104,15 @@ def test_worked_example_from_raw_runs_matches_summary():
     assert c.tost_p_value == pytest.approx(s.tost_p_value, rel=1e-9)
     assert c.ratio_fieller_ci_low == pytest.approx(s.ratio_ci_low, rel=1e-9)
     assert c.verdict == s.verdict == "inconclusive"
-    assert c.seed == 7 and c.margin == 0.05
+    assert c.seed == 7
+    assert c.margin == 0.05
     text = c.summary()
-    assert "INCONCLUSIVE" in text and "after vs before" in text
+    assert "INCONCLUSIVE" in text
+    assert "after vs before" in text
     d = c.to_dict()
     json.dumps(d)
-    assert d["verdict"] == "inconclusive" and d["seed"] == 7
+    assert d["verdict"] == "inconclusive"
+    assert d["seed"] == 7
 
 
 def test_tost_matches_statsmodels_ttost_ind_with_welch():
@@ -123,7 +126,8 @@ def test_tost_matches_statsmodels_ttost_ind_with_welch():
     p, _, _ = ttost_ind(b, a, -0.03 * b.mean(), 0.03 * a.mean(), usevar="unequal")
     assert c.tost_p_value == pytest.approx(p, rel=1e-9)
     w = stats.ttest_ind(b, a, equal_var=False)
-    assert c.welch_p == pytest.approx(w.pvalue) and c.welch_df == pytest.approx(w.df)
+    assert c.welch_p == pytest.approx(w.pvalue)
+    assert c.welch_df == pytest.approx(w.df)
 
 
 def test_bca_matches_scipy_bootstrap():
@@ -155,7 +159,8 @@ def test_bca_interval_is_percentile_without_bias_or_skew():
     theta_star = np.random.default_rng(0).normal(size=20001)
     jack = [np.linspace(-1, 1, 51)]  # symmetric -> acceleration 0
     lo, hi = bca_interval(float(np.median(theta_star)), theta_star, jack)
-    assert lo == pytest.approx(-1.96, abs=0.05) and hi == pytest.approx(1.96, abs=0.05)
+    assert lo == pytest.approx(-1.96, abs=0.05)
+    assert hi == pytest.approx(1.96, abs=0.05)
 
 
 def test_effect_sizes_and_rank_tests():
@@ -163,7 +168,9 @@ def test_effect_sizes_and_rank_tests():
     a = rng.normal(10, 0.3, 30)
     b = rng.normal(9.5, 0.3, 30)
     c = compare_samples(a, b, rng=0, n_resamples=1000)
-    assert c.verdict == "faster" and c.ratio < 1 and c.significant
+    assert c.verdict == "faster"
+    assert c.ratio < 1
+    assert c.significant
     mw = stats.mannwhitneyu(b, a)
     assert c.mannwhitney_p == pytest.approx(mw.pvalue)
     assert c.prob_candidate_lower == pytest.approx(np.mean(b[:, None] < a[None, :]))
@@ -174,7 +181,8 @@ def test_effect_sizes_and_rank_tests():
     assert c.median_ratio_ci_low < c.median_ratio < c.median_ratio_ci_high
     # throughput: higher is better flips the direction word, not the numbers
     t = compare_samples(a, b, rng=0, n_resamples=1000, lower_is_better=False)
-    assert t.verdict == "slower" and t.p_value == c.p_value
+    assert t.verdict == "slower"
+    assert t.p_value == c.p_value
 
 
 def test_significant_but_small_flag():
@@ -183,7 +191,8 @@ def test_significant_but_small_flag():
     b = rng.normal(9.95, 0.05, 400)  # 0.5 % faster, margin 2 %
     c = compare_samples(a, b, margin=0.02, rng=0, n_resamples=500)
     assert c.verdict == "faster"
-    assert c.significant_but_small and c.equivalent_within_margin
+    assert c.significant_but_small
+    assert c.equivalent_within_margin
 
 
 def test_paired_analysis_uses_blocks():
@@ -194,7 +203,8 @@ def test_paired_analysis_uses_blocks():
     unpaired = compare_samples(a, b, rng=0, n_resamples=1000)
     paired = compare_samples(a, b, rng=0, n_resamples=1000, paired=True)
     assert unpaired.verdict == "inconclusive"
-    assert paired.verdict == "faster" and paired.primary_test == "paired_log_t"
+    assert paired.verdict == "faster"
+    assert paired.primary_test == "paired_log_t"
     d = np.log(b) - np.log(a)
     ref = stats.ttest_1samp(d, 0)
     assert paired.paired_p == pytest.approx(ref.pvalue)
@@ -232,7 +242,9 @@ def test_adjust_pvalues_matches_statsmodels_and_scipy():
     assert adjust_pvalues(p, "holm")[2] == pytest.approx(multipletests(p[2], method="holm")[1])
     with_nan = np.array([0.01, np.nan, 0.04])
     out = adjust_pvalues(with_nan, "holm")
-    assert np.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.04)
+    assert np.isnan(out[1])
+    assert out[0] == pytest.approx(0.02)
+    assert out[2] == pytest.approx(0.04)
     with pytest.raises(StatsInputError, match="unknown correction"):
         adjust_pvalues(p, "sidak-ish")
 
@@ -255,9 +267,12 @@ def _grid_frame(seed: int, *, blocks: int = 20, effects=None) -> pd.DataFrame:
 def test_analyze_grid_paired_blocks():
     df = _grid_frame(1)
     g = analyze_grid(df, baseline="base", rng=3, n_resamples=500, order="run")
-    assert g.paired and set(g.table["test"]) == {"paired_log_t"}
+    assert g.paired
+    assert set(g.table["test"]) == {"paired_log_t"}
     v = dict(zip(g.table["arm"], g.table["verdict"], strict=True))
-    assert v["fast"] == "faster" and v["slow"] == "slower" and v["same"] != "faster"
+    assert v["fast"] == "faster"
+    assert v["slow"] == "slower"
+    assert v["same"] != "faster"
     assert list(g.table.columns[:11]) == ["arm", "n", "n_baseline", "mean", "median", "ratio",
                                          "ratio_ci_low", "ratio_ci_high", "ratio_of_means",
                                          "ratio_bca_ci_low", "ratio_bca_ci_high"]
@@ -275,7 +290,8 @@ def test_analyze_grid_incomplete_blocks_and_nan_rows():
     df = _grid_frame(2)
     df.loc[3, "duration_s"] = np.nan
     g = analyze_grid(df, baseline="base", rng=0, n_resamples=300)
-    assert not g.paired and g.n_dropped == 1
+    assert not g.paired
+    assert g.n_dropped == 1
     kinds = {d.kind for d in g.diagnostics}
     assert {"rows_dropped", "blocks_incomplete"} <= kinds
     assert set(g.table["test"]) == {"welch"}
@@ -318,7 +334,8 @@ def test_factorial_anova_finds_main_effect_and_interaction():
     res = factorial_anova(pd.DataFrame(rows), metric="duration_s",
                           factors=["read_size", "write_buffer"])
     assert res.anova.loc["read_size", "PR(>F)"] < 1e-6
-    assert res.interaction_p is not None and res.interaction_p < 1e-3
+    assert res.interaction_p is not None
+    assert res.interaction_p < 1e-3
     assert "read_size:write_buffer" in res.anova.index
     eff = res.effects[res.effects["factor"] == "read_size"]
     assert list(eff["level"]) == ["16", "128", "1024"]
@@ -350,7 +367,8 @@ def test_plan_from_pilot():
     b = rng.normal(9.8, 0.3, 12)
     plan = plan_from_pilot(a, b, relative_effect=0.02)
     assert 0 < plan.power_at_pilot_n < 0.5
-    assert plan.runs_needed_per_arm is not None and plan.runs_needed_per_arm > 12
+    assert plan.runs_needed_per_arm is not None
+    assert plan.runs_needed_per_arm > 12
     assert plan.curve["power"].is_monotonic_increasing
     assert power_at_n(plan.runs_needed_per_arm, delta=plan.delta, sd_a=plan.sd_a,
                       sd_b=plan.sd_b) >= 0.8
@@ -419,7 +437,9 @@ def test_diagnostics_detect_what_they_claim():
     assert {"outliers_mad", "outliers_tukey"} <= kinds
     drift = base + np.linspace(0, 1, 40)
     d = [x for x in diagnose(drift, name="arm1") if x.kind == "drift"]
-    assert d and d[0].arm == "arm1" and d[0].details["kendall_tau"] > 0
+    assert d
+    assert d[0].arm == "arm1"
+    assert d[0].details["kendall_tau"] > 0
     first = base.copy()
     first[0] = 13
     assert "slow_first_run" in {x.kind for x in diagnose(first)}
@@ -429,9 +449,11 @@ def test_diagnostics_detect_what_they_claim():
     bimodal = np.concatenate([rng.normal(10, 0.1, 20), rng.normal(12, 0.1, 20)])
     assert "bimodality" in {x.kind for x in diagnose(bimodal)}
     few = diagnose([1.0, 1.1, 1.2, 1.05])
-    assert few[0].kind == "too_few_runs" and few[0].severity == "warning"
+    assert few[0].kind == "too_few_runs"
+    assert few[0].severity == "warning"
     unequal = pullbench.diagnose_pair(rng.normal(10, 1, 30), rng.normal(10, 0.1, 30))
-    assert unequal and unequal[0].kind == "unequal_variances"
+    assert unequal
+    assert unequal[0].kind == "unequal_variances"
     assert json.dumps([x.to_dict() for x in diagnose(with_outlier)])
     with pytest.raises(StatsInputError, match="order has"):
         diagnose(base, order=[1, 2])
@@ -444,7 +466,9 @@ def test_cli_compare_stats_summary():
     r = CliRunner().invoke(main, ["compare-stats", "--a", "39.294,2.167,10",
                                   "--b", "38.288,0.634,10", "--margin", "0.05"])
     assert r.exit_code == 0, r.output
-    assert "INCONCLUSIVE" in r.output and "df = 10.53" in r.output and "42" in r.output
+    assert "INCONCLUSIVE" in r.output
+    assert "df = 10.53" in r.output
+    assert "42" in r.output
     r = CliRunner().invoke(main, ["compare-stats", "--a", "39.294,2.167,10",
                                   "--b", "38.288,0.634,10", "--json"])
     assert json.loads(r.output)["verdict"] == "inconclusive"
@@ -452,11 +476,13 @@ def test_cli_compare_stats_summary():
 
 def test_cli_compare_stats_bad_input():
     r = CliRunner().invoke(main, ["compare-stats", "--a", "1,2", "--b", "1,2,3"])
-    assert r.exit_code == 2 and "MEAN,SD,N" in r.output
+    assert r.exit_code == 2
+    assert "MEAN,SD,N" in r.output
     r = CliRunner().invoke(main, ["compare-stats"])
     assert r.exit_code == 2
     r = CliRunner().invoke(main, ["compare-stats", "--a", "1,0,10", "--b", "1,0,10"])
-    assert r.exit_code == 1 and "StatsInputError" in r.output
+    assert r.exit_code == 1
+    assert "StatsInputError" in r.output
 
 
 def test_published_figures_resolve_through_the_package(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ ALPHA = 0.05
 
 def timings(rng: np.random.Generator, shape: tuple[int, ...], *, cv: float, mean: float = 10.0,
             p_outlier: float = 0.02) -> np.ndarray:
-    """Lognormal run times with mean ``mean`` and CV ``cv``; a ``p_outlier`` share 10–30 % slower."""
+    """Lognormal run times (mean ``mean``, CV ``cv``); a ``p_outlier`` share 10–30 % slower."""
     s = np.sqrt(np.log1p(cv**2))
     x = rng.lognormal(np.log(mean) - s**2 / 2, s, size=shape)
     slow = rng.random(shape) < p_outlier
