@@ -851,8 +851,7 @@ class SpliceCopy(CopyStrategy):
                 consumed += len(got)
         r, w = os.pipe()
         try:
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(w, 1031, self.params["pipe_size"])  # F_SETPIPE_SZ
+            _set_pipe_size(w, self.params["pipe_size"])
             sfd = sock.fileno()
             timeout = sock.gettimeout()
             chunk = self.params["chunk_size"]
@@ -879,6 +878,21 @@ class SpliceCopy(CopyStrategy):
             os.close(w)
         _finish_body(response, hr, consumed)
         return None
+
+
+def _set_pipe_size(fd: int, size: int) -> int:
+    """``F_SETPIPE_SZ`` to ``size``, falling back to ``/proc/sys/fs/pipe-max-size``; return the size."""
+    f_setpipe_sz = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+    try:
+        return fcntl.fcntl(fd, f_setpipe_sz, size)
+    except OSError:
+        pass
+    try:
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        return fcntl.fcntl(fd, f_setpipe_sz, min(size, limit))
+    except (OSError, ValueError):
+        logger.debug("could not set the pipe size to %d; using the default", size)
+        return 0
 
 
 def _choice(strategy: str, key: str, value: Any, options: tuple[str, ...]) -> None:

@@ -490,3 +490,19 @@ def test_plain_http_only_when_asked(pushed_image, tmp_path):
     # the embedded registry speaks plain HTTP: without plain_http the TLS handshake fails clearly
     with pytest.raises(RegistryUnavailable):
         pull(pushed_image.reference, "go-iocopy", tmp_path / "s")
+
+
+def test_strict_blob_host_never_sees_credentials(fresh_pushed_image, tmp_path):
+    """issue 6's CDN-like blob host answers 400 to any Authorization header: the pull must succeed."""
+    from pullbench.servers import BlobHost
+
+    reg = fresh_pushed_image.registry
+    seen = _Recorder()
+    with BlobHost(reg.root) as host:
+        reg.authorizer = _basic_authorizer("dave", SECRET, seen)
+        reg.blob_redirect = host.embedded_redirect()
+        result = pull(fresh_pushed_image.reference, "containerd-1m", tmp_path / "s", plain_http=True,
+                      credentials=("dave", SECRET))
+        counters = host.counters
+    assert counters.served == len(result.layers) == 4
+    assert counters.rejected_authorization == 0
