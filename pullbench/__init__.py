@@ -108,6 +108,7 @@ from ._stats import (
     adjust_pvalues,
     analyze_grid,
     bca_interval,
+    compare_all_pairs,
     compare_batch,
     compare_from_summary,
     compare_samples,

@@ -60,6 +60,7 @@ __all__ = [
     "adjust_pvalues",
     "analyze_grid",
     "bca_interval",
+    "compare_all_pairs",
     "compare_batch",
     "compare_from_summary",
     "compare_samples",
@@ -1144,7 +1145,8 @@ class GridResult:
         One row per non-baseline arm: arm, n, n_baseline, mean, median, ratio, ratio_ci_low,
         ratio_ci_high (primary estimand, unadjusted CI), ratio_of_means, median_ratio, test,
         p, p_holm, p_bh, p_adjusted, tost_p, tost_p_adjusted, verdict (from the adjusted
-        p-values), verdict_unadjusted, significant_but_small, paired.
+        p-values), verdict_unadjusted, significant_but_small, paired, baseline (the reference
+        arm of each row; differs per row only for :func:`compare_all_pairs`).
     comparisons : dict of str to Comparison
         The full per-arm analyses (their ``verdict`` is unadjusted).
     diagnostics : tuple of Diagnostic
@@ -1177,6 +1179,8 @@ class GridResult:
                   else "Welch's t-test (independent runs)")
         cols = ["arm", "n", "mean", "ratio", "ratio_ci_low", "ratio_ci_high", "p", "p_adjusted",
                 "tost_p_adjusted", "verdict"]
+        if self.baseline == "all pairs":
+            cols.insert(1, "baseline")
         head = (
             f"{len(self.table)} arms vs baseline {self.baseline!r} on {self.metric}; primary test: "
             f"{method}; {self.correction} adjustment; margin ±{self.margin:.1%}; alpha "
@@ -1257,13 +1261,60 @@ def analyze_grid(
         Missing columns, unknown baseline, no other arm, an arm with fewer than 2 valid runs,
         non-positive values, both arms constant, or bad settings.
     """
+    prep = _prepare_grid(df, metric=metric, arm=arm, block=block, margin=margin, alpha=alpha,
+                         n_resamples=n_resamples, correction=correction)
+    if baseline not in prep.arms:
+        raise StatsInputError(f"baseline {baseline!r} not among the arms {prep.arms}")
+    others = [x for x in prep.arms if x != baseline]
+    if not others:
+        raise StatsInputError(f"only the baseline arm {baseline!r} is present; nothing to compare")
+    seed = _resolve_seed(rng)
+    gen = np.random.default_rng(seed)
+    x, order_x = prep.sample(baseline, order)
+    boot_a = None
+    if not prep.paired and np.ptp(x) > 0:
+        boot_a = _resample(x, int(n_resamples), gen.spawn(1)[0])
+    comps: list[Comparison] = []
+    arm_seeds = np.random.SeedSequence(seed).generate_state(len(others), dtype=np.uint64)
+    for name, s in zip(others, arm_seeds, strict=True):
+        y, order_y = prep.sample(name, order)
+        comps.append(_compare(
+            x, y, baseline=str(baseline), candidate=str(name), margin=margin, alpha=alpha,
+            seed=int(s % (2**63)), n_resamples=int(n_resamples), lower_is_better=lower_is_better,
+            paired=prep.paired, boot_a=boot_a, order_a=order_x, order_b=order_y,
+        ))
+    return _grid_result(comps, prep, keys=[c.candidate for c in comps], baseline=str(baseline),
+                        metric=metric, correction=correction, margin=margin, alpha=alpha,
+                        seed=seed, lower_is_better=lower_is_better)
+
+
+@dataclass(frozen=True, slots=True)
+class _GridData:
+    data: pd.DataFrame
+    arms: list[Any]
+    paired: bool
+    diagnostics: list[Diagnostic]
+    n_dropped: int
+    metric: str
+    arm: str
+
+    def sample(self, name: Any, order: str | None) -> tuple[np.ndarray, Any]:
+        part = self.data[self.data[self.arm] == name]
+        x = _as_sample(part[self.metric].to_numpy(), f"arm {name!r} ({self.metric})")
+        ordr = part[order].to_numpy() if order is not None and order in part.columns else None
+        return x, ordr
+
+
+def _prepare_grid(df: pd.DataFrame, *, metric: str, arm: str, block: str | None, margin: float,
+                  alpha: float, n_resamples: int, correction: str) -> _GridData:
+    """Validate a results table, drop NaN rows, decide whether the blocked analysis applies."""
     _check_params(margin, alpha)
     if correction not in {"holm", "bh", "bonferroni", "none"}:
         raise StatsInputError(
             f"unknown correction {correction!r}; use 'holm', 'bh', 'bonferroni' or 'none'"
         )
     if not isinstance(df, pd.DataFrame):
-        raise StatsInputError(f"analyze_grid needs a pandas DataFrame, got {type(df).__name__}")
+        raise StatsInputError(f"a pandas DataFrame is needed, got {type(df).__name__}")
     for col in (metric, arm):
         if col not in df.columns:
             raise StatsInputError(
@@ -1286,18 +1337,9 @@ def analyze_grid(
     if not np.all(np.isfinite(data[metric])):
         raise StatsInputError(f"column {metric!r} holds infinite values")
     arms = list(pd.unique(data[arm]))
-    if baseline not in arms:
-        raise StatsInputError(f"baseline {baseline!r} not among the arms {arms}")
-    others = [x for x in arms if x != baseline]
-    if not others:
-        raise StatsInputError(f"only the baseline arm {baseline!r} is present; nothing to compare")
-    use_block = block is not None and block in data.columns
     paired = False
-    if use_block:
-        if data[block].isna().any():
-            paired = False
-        else:
-            paired = _blocks_complete(data, arm, block, arms)
+    if block is not None and block in data.columns:
+        paired = (not data[block].isna().any()) and _blocks_complete(data, arm, block, arms)
         if not paired:
             diags.append(Diagnostic(
                 "blocks_incomplete", "warning",
@@ -1306,35 +1348,17 @@ def analyze_grid(
                 "paired",
                 None, {},
             ))
-    if paired:
-        data = data.sort_values(block, kind="stable")
-    seed = _resolve_seed(rng)
-    gen = np.random.default_rng(seed)
+        else:
+            data = data.sort_values(block, kind="stable")
+    return _GridData(data, arms, paired, diags, n_dropped, metric, arm)
 
-    def sample(name: Any) -> tuple[np.ndarray, Any]:
-        part = data[data[arm] == name]
-        x = _as_sample(part[metric].to_numpy(), f"arm {name!r} ({metric})")
-        ordr = part[order].to_numpy() if order is not None and order in part.columns else None
-        return x, ordr
 
-    x, order_x = sample(baseline)
-    boot_a = None
-    if not paired and np.ptp(x) > 0:
-        boot_a = _resample(x, int(n_resamples), gen.spawn(1)[0])
-    comparisons: dict[str, Comparison] = {}
-    arm_seeds = np.random.SeedSequence(seed).generate_state(len(others), dtype=np.uint64)
-    for name, s in zip(others, arm_seeds, strict=True):
-        y, order_y = sample(name)
-        comparisons[str(name)] = _compare(
-            x, y, baseline=str(baseline), candidate=str(name), margin=margin, alpha=alpha,
-            seed=int(s % (2**63)), n_resamples=int(n_resamples), lower_is_better=lower_is_better,
-            paired=paired, boot_a=boot_a, order_a=order_x, order_b=order_y,
-        )
-    comps = list(comparisons.values())
+def _grid_result(comps: list[Comparison], prep: _GridData, *, keys: list[str], baseline: str,
+                 metric: str, correction: str, margin: float, alpha: float, seed: int,
+                 lower_is_better: bool) -> GridResult:
+    """Adjust p-values over the family of comparisons and build the verdict table."""
     p = np.array([c.p_value for c in comps])
     tost = np.array([c.tost_p_value for c in comps])
-    p_holm = adjust_pvalues(p, "holm")
-    p_bh = adjust_pvalues(p, "bh")
     p_adj = adjust_pvalues(p, correction)
     tost_adj = adjust_pvalues(tost, correction)
     better = np.array([(c.ratio < 1) if lower_is_better else (c.ratio > 1) for c in comps])
@@ -1356,16 +1380,18 @@ def analyze_grid(
         "median_ratio": [c.median_ratio for c in comps],
         "test": [c.primary_test for c in comps],
         "p": p,
-        "p_holm": p_holm,
-        "p_bh": p_bh,
+        "p_holm": adjust_pvalues(p, "holm"),
+        "p_bh": adjust_pvalues(p, "bh"),
         "p_adjusted": p_adj,
         "tost_p": tost,
         "tost_p_adjusted": tost_adj,
         "verdict": list(verdict),
         "verdict_unadjusted": [c.verdict for c in comps],
         "significant_but_small": small,
-        "paired": paired,
+        "paired": prep.paired,
+        "baseline": [c.baseline for c in comps],
     })
+    diags = list(prep.diagnostics)
     seen: set[tuple[str, str | None, str]] = set()
     for c in comps:
         for d in c.diagnostics:
@@ -1374,10 +1400,62 @@ def analyze_grid(
                 seen.add(key)
                 diags.append(d)
     return GridResult(
-        table=table, comparisons=comparisons, diagnostics=tuple(diags), baseline=str(baseline),
-        metric=metric, correction=correction, margin=margin, alpha=alpha, seed=seed,
-        paired=paired, n_dropped=n_dropped,
+        table=table, comparisons=dict(zip(keys, comps, strict=True)), diagnostics=tuple(diags),
+        baseline=baseline, metric=metric, correction=correction, margin=margin, alpha=alpha,
+        seed=seed, paired=prep.paired, n_dropped=prep.n_dropped,
     )
+
+
+def compare_all_pairs(
+    df: pd.DataFrame,
+    *,
+    metric: str = "duration_s",
+    arm: str = "arm",
+    block: str | None = "block",
+    order: str | None = None,
+    margin: float = 0.02,
+    alpha: float = 0.05,
+    rng: np.random.Generator | int | None = None,
+    n_resamples: int = 9999,
+    correction: str = "holm",
+    lower_is_better: bool = True,
+) -> GridResult:
+    """Compare every pair of arms (the earlier arm in table order as baseline), adjusted jointly.
+
+    Parameters are those of :func:`analyze_grid` without ``baseline``. The family for the
+    multiplicity adjustment is all ``k (k - 1) / 2`` pairs.
+
+    Returns
+    -------
+    GridResult
+        ``baseline`` is ``"all pairs"``; the table's ``baseline`` column names each pair's
+        reference arm and ``comparisons`` is keyed ``"<arm> vs <baseline>"``.
+
+    Raises
+    ------
+    StatsInputError
+        As :func:`analyze_grid`; also fewer than two arms.
+    """
+    prep = _prepare_grid(df, metric=metric, arm=arm, block=block, margin=margin, alpha=alpha,
+                         n_resamples=n_resamples, correction=correction)
+    if len(prep.arms) < 2:
+        raise StatsInputError(f"need at least two arms to compare, got {prep.arms}")
+    seed = _resolve_seed(rng)
+    pairs = [(i, j) for i in range(len(prep.arms)) for j in range(i + 1, len(prep.arms))]
+    seeds = np.random.SeedSequence(seed).generate_state(len(pairs), dtype=np.uint64)
+    samples = [prep.sample(a, order) for a in prep.arms]
+    comps = []
+    for (i, j), s in zip(pairs, seeds, strict=True):
+        comps.append(_compare(
+            samples[i][0], samples[j][0], baseline=str(prep.arms[i]),
+            candidate=str(prep.arms[j]), margin=margin, alpha=alpha, seed=int(s % (2**63)),
+            n_resamples=int(n_resamples), lower_is_better=lower_is_better, paired=prep.paired,
+            order_a=samples[i][1], order_b=samples[j][1],
+        ))
+    keys = [f"{c.candidate} vs {c.baseline}" for c in comps]
+    return _grid_result(comps, prep, keys=keys, baseline="all pairs", metric=metric,
+                        correction=correction, margin=margin, alpha=alpha, seed=seed,
+                        lower_is_better=lower_is_better)
 
 
 # ----------------------------------------------------------------------------- factorial

@@ -316,6 +316,24 @@ def test_analyze_grid_bad_input(mutate, match):
         analyze_grid(mutate(_grid_frame(3)), baseline="base", rng=0, n_resamples=200)
 
 
+def test_compare_all_pairs_adjusts_over_every_pair():
+    df = _grid_frame(4)
+    g = pullbench.compare_all_pairs(df, rng=1, n_resamples=300)
+    assert len(g.table) == 6
+    assert g.baseline == "all pairs"
+    assert g.paired
+    assert "fast vs base" in g.comparisons or "base vs fast" in g.comparisons
+    row = g.table[(g.table["baseline"] == "fast") & (g.table["arm"] == "slow")]
+    if row.empty:
+        row = g.table[(g.table["baseline"] == "slow") & (g.table["arm"] == "fast")]
+    assert row["verdict"].iloc[0] in {"faster", "slower"}
+    from statsmodels.stats.multitest import multipletests
+
+    assert g.table["p_holm"].to_numpy() == pytest.approx(
+        multipletests(g.table["p"], method="holm")[1])
+    assert "baseline" in g.summary().splitlines()[1]
+
+
 def test_analyze_grid_unknown_baseline():
     with pytest.raises(StatsInputError, match="baseline 'nope'"):
         analyze_grid(_grid_frame(3), baseline="nope", rng=0)
