@@ -55,12 +55,18 @@ def welch_df(var_a_over_n: Any, var_b_over_n: Any, n_a: Any, n_b: Any) -> Any:
         return (va + vb) ** 2 / (va**2 / (np.asarray(n_a) - 1) + vb**2 / (np.asarray(n_b) - 1))
 
 
-def _power(delta: Any, sa: float, sb: float, n_a: Any, n_b: Any, alpha: float) -> Any:
+def _power(delta: Any, sa: float, sb: float, n_a: Any, n_b: Any, alpha: float,
+           paired: bool = False) -> Any:
     n_a = np.asarray(n_a, dtype=float)
     n_b = np.asarray(n_b, dtype=float)
-    va, vb = sa**2 / n_a, sb**2 / n_b
-    se = np.sqrt(va + vb)
-    df = welch_df(va, vb, n_a, n_b)
+    if paired:
+        # one-sample t on per-block differences (log ratios): sd ``sa``, n blocks, df n - 1
+        se = sa / np.sqrt(n_a)
+        df = n_a - 1
+    else:
+        va, vb = sa**2 / n_a, sb**2 / n_b
+        se = np.sqrt(va + vb)
+        df = welch_df(va, vb, n_a, n_b)
     tc = stats.t.ppf(1 - alpha / 2, df)
     nc = np.abs(np.asarray(delta, dtype=float)) / se
     return stats.nct.sf(tc, df, nc) + stats.nct.cdf(-tc, df, nc)
@@ -74,6 +80,7 @@ def power_at_n(
     sd_b: float | None = None,
     alpha: float = 0.05,
     n_b: int | Any | None = None,
+    paired: bool = False,
 ) -> float | np.ndarray:
     """Power of a two-sided Welch t-test to detect a true difference ``delta``.
 
@@ -90,6 +97,10 @@ def power_at_n(
         Two-sided significance level.
     n_b : int or array_like, optional
         Runs of arm B when unequal.
+    paired : bool
+        Blocked design analysed with the paired t-test on per-block log ratios: ``n`` is the
+        number of blocks, ``delta`` is ``log(1 + relative effect)`` and ``sd_a`` the SD of the
+        per-block log ratios (``sd_b`` and ``n_b`` are ignored).
 
     Returns
     -------
@@ -111,7 +122,7 @@ def power_at_n(
     nb = na if n_b is None else np.asarray(n_b)
     if np.any(na < 2) or np.any(nb < 2):
         raise StatsInputError(f"need at least 2 runs per arm, got n={n}, n_b={n_b}")
-    p = _power(delta, sa, sb, na, nb, alpha)
+    p = _power(delta, sa, sb, na, nb, alpha, paired)
     return float(p) if np.ndim(p) == 0 else p
 
 
@@ -123,6 +134,7 @@ def minimum_detectable_effect(
     alpha: float = 0.05,
     power: float = 0.8,
     n_b: int | None = None,
+    paired: bool = False,
 ) -> float:
     """Smallest true difference a Welch t-test detects with the given power at ``n`` runs per arm.
 
@@ -136,6 +148,9 @@ def minimum_detectable_effect(
         Two-sided level and target power.
     n_b : int, optional
         Runs of arm B when unequal.
+    paired : bool
+        Paired design (see :func:`power_at_n`): the result is on the log-ratio scale
+        (``expm1`` of it is the relative MDE).
 
     Returns
     -------
@@ -155,10 +170,10 @@ def minimum_detectable_effect(
         raise StatsInputError(f"need at least 2 runs per arm, got n={n}, n_b={nb}")
     se = math.sqrt(sa**2 / n + sb**2 / nb)
     hi = se
-    while _power(hi, sa, sb, n, nb, alpha) < power:
+    while _power(hi, sa, sb, n, nb, alpha, paired) < power:
         hi *= 2
-    return float(optimize.brentq(lambda d: _power(d, sa, sb, n, nb, alpha) - power, 0.0, hi,
-                                 xtol=1e-12 * hi))
+    return float(optimize.brentq(lambda d: _power(d, sa, sb, n, nb, alpha, paired) - power, 0.0,
+                                 hi, xtol=1e-12 * hi))
 
 
 def runs_needed(
@@ -169,6 +184,7 @@ def runs_needed(
     alpha: float = 0.05,
     power: float = 0.8,
     max_n: int = 1_000_000,
+    paired: bool = False,
 ) -> int:
     """Smallest equal number of runs per arm giving at least ``power`` to detect ``delta``.
 
@@ -182,6 +198,8 @@ def runs_needed(
         Two-sided level and target power.
     max_n : int
         Upper bound of the search.
+    paired : bool
+        Paired design (see :func:`power_at_n`): the result is the number of blocks.
 
     Returns
     -------
@@ -202,21 +220,21 @@ def runs_needed(
     if not np.isfinite(delta) or delta == 0:
         raise StatsInputError("delta must be a finite non-zero difference to plan for")
     lo, hi = 2, 2
-    while _power(delta, sa, sb, hi, hi, alpha) < power:
+    while _power(delta, sa, sb, hi, hi, alpha, paired) < power:
         lo, hi = hi, hi * 2
         if hi > max_n:
-            if _power(delta, sa, sb, max_n, max_n, alpha) >= power:
+            if _power(delta, sa, sb, max_n, max_n, alpha, paired) >= power:
                 hi = max_n
                 break
             raise StatsInputError(
                 f"more than {max_n} runs per arm would be needed to detect {delta} "
                 f"with power {power}; reduce noise or plan for a larger effect"
             )
-    if _power(delta, sa, sb, lo, lo, alpha) >= power:
+    if _power(delta, sa, sb, lo, lo, alpha, paired) >= power:
         return lo
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _power(delta, sa, sb, mid, mid, alpha) >= power:
+        if _power(delta, sa, sb, mid, mid, alpha, paired) >= power:
             hi = mid
         else:
             lo = mid
@@ -247,6 +265,9 @@ class PowerPlan:
         Runs per arm for ``power`` at ``delta`` (None if more than a million).
     curve : pandas.DataFrame
         Columns n, power, mde, mde_relative over a grid of n.
+    paired : bool
+        Planned for the blocked (paired log-ratio) analysis: ``sd_a`` is then the SD of the
+        per-block log ratios, ``delta`` and ``mde`` are on the log scale, and run counts are blocks.
     """
 
     n_a: int
@@ -263,6 +284,7 @@ class PowerPlan:
     mde_relative_at_pilot_n: float
     runs_needed_per_arm: int | None
     curve: pd.DataFrame
+    paired: bool = False
 
     def summary(self) -> str:
         """Human-readable planning summary."""
@@ -293,6 +315,7 @@ def plan_from_pilot(
     alpha: float = 0.05,
     power: float = 0.8,
     n_grid: Any = (5, 10, 20, 30, 50, 100, 200),
+    paired: bool = False,
 ) -> PowerPlan:
     """Plan an experiment from pilot runs of the baseline (and optionally the candidate).
 
@@ -309,6 +332,9 @@ def plan_from_pilot(
         Two-sided level and target power.
     n_grid : sequence of int
         Runs per arm at which to tabulate power and MDE.
+    paired : bool
+        Pilot runs were interleaved in blocks (``a[i]``, ``b[i]`` in block ``i``): plan for the
+        paired t-test on per-block log ratios, usually far fewer runs when blocks drift.
 
     Returns
     -------
@@ -329,34 +355,48 @@ def plan_from_pilot(
         if y.ndim != 1 or y.size < 2 or not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise StatsInputError("pilot runs b: need at least 2 finite positive values")
     mean_a = float(x.mean())
-    sd_a = float(x.std(ddof=1))
-    sd_b = sd_a if y is None else float(y.std(ddof=1))
     if relative_effect is None:
         if y is None:
             raise StatsInputError("give relative_effect, or candidate pilot runs b to take it from")
         relative_effect = float(y.mean() / mean_a - 1)
     if relative_effect == 0:
         raise StatsInputError("relative_effect must be non-zero")
-    delta = abs(relative_effect) * mean_a
+    if paired:
+        if y is None or y.size != x.size:
+            raise StatsInputError("paired planning needs pilot runs a and b from the same blocks")
+        d = np.log(y) - np.log(x)
+        sd_a = sd_b = float(d.std(ddof=1))
+        if sd_a == 0:
+            raise StatsInputError("per-block log ratios are constant; cannot plan from them")
+        delta = math.log1p(abs(relative_effect))
+        scale = None
+    else:
+        sd_a = float(x.std(ddof=1))
+        sd_b = sd_a if y is None else float(y.std(ddof=1))
+        delta = abs(relative_effect) * mean_a
+        scale = mean_a
     n_b = x.size if y is None else y.size
-    p_now = float(power_at_n(x.size, n_b=n_b, delta=delta, sd_a=sd_a, sd_b=sd_b, alpha=alpha))
-    mde = minimum_detectable_effect(x.size, n_b=n_b, sd_a=sd_a, sd_b=sd_b, alpha=alpha,
-                                    power=power)
+
+    def relative(m: float) -> float:
+        return math.expm1(m) if scale is None else m / scale
+
+    kw = {"sd_a": sd_a, "sd_b": sd_b, "alpha": alpha, "paired": paired}
+    p_now = float(power_at_n(x.size, n_b=n_b, delta=delta, **kw))
+    mde = minimum_detectable_effect(x.size, n_b=n_b, power=power, **kw)
     try:
-        need: int | None = runs_needed(delta=delta, sd_a=sd_a, sd_b=sd_b, alpha=alpha, power=power)
+        need: int | None = runs_needed(delta=delta, power=power, **kw)
     except StatsInputError:
         need = None
     grid = np.asarray(sorted({int(n) for n in n_grid if int(n) >= 2}), dtype=int)
     curve = pd.DataFrame({
         "n": grid,
-        "power": np.asarray(power_at_n(grid, delta=delta, sd_a=sd_a, sd_b=sd_b, alpha=alpha)),
-        "mde": [minimum_detectable_effect(int(n), sd_a=sd_a, sd_b=sd_b, alpha=alpha, power=power)
-                for n in grid],
+        "power": np.asarray(power_at_n(grid, delta=delta, **kw)),
+        "mde": [minimum_detectable_effect(int(n), power=power, **kw) for n in grid],
     })
-    curve["mde_relative"] = curve["mde"] / mean_a
+    curve["mde_relative"] = [relative(m) for m in curve["mde"]]
     return PowerPlan(
         n_a=int(x.size), n_b=int(n_b), mean_a=mean_a, sd_a=sd_a, sd_b=sd_b, alpha=alpha,
         power=power, relative_effect=float(abs(relative_effect)), delta=float(delta),
-        power_at_pilot_n=p_now, mde_at_pilot_n=mde, mde_relative_at_pilot_n=mde / mean_a,
-        runs_needed_per_arm=need, curve=curve,
+        power_at_pilot_n=p_now, mde_at_pilot_n=mde, mde_relative_at_pilot_n=relative(mde),
+        runs_needed_per_arm=need, curve=curve, paired=paired,
     )

@@ -514,3 +514,19 @@ def test_published_figures_resolve_through_the_package(tmp_path, monkeypatch):
     assert sig3(r.welch_p) == 0.188
     with pytest.raises(StatsInputError, match="no published figures"):
         pullbench.published_figures(1)
+
+
+def test_plan_from_pilot_paired_needs_fewer_blocks_under_drift():
+    rng = np.random.default_rng(3)
+    block = np.exp(rng.normal(0, 0.1, 16))
+    a = 10 * block * np.exp(rng.normal(0, 0.01, 16))
+    b = 9.9 * block * np.exp(rng.normal(0, 0.01, 16))
+    unpaired = plan_from_pilot(a, b, relative_effect=0.01)
+    paired = plan_from_pilot(a, b, relative_effect=0.01, paired=True)
+    assert paired.paired
+    assert paired.runs_needed_per_arm is not None
+    assert unpaired.runs_needed_per_arm is not None
+    assert paired.runs_needed_per_arm * 10 < unpaired.runs_needed_per_arm
+    assert 0 < paired.mde_relative_at_pilot_n < 0.02
+    with pytest.raises(StatsInputError, match="same blocks"):
+        plan_from_pilot(a, b[:-1], relative_effect=0.01, paired=True)

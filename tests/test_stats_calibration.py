@@ -123,3 +123,15 @@ def test_tost_size_at_the_margin_boundary():
     b = timings(rng, (N_SIM, 200), cv=0.03, mean=10.0 * 1.02, p_outlier=0.0)
     rate = (compare_batch(a, b, margin=0.02, alpha=ALPHA).tost_p_value < ALPHA).mean()
     assert rate <= ALPHA + 0.01, rate
+
+
+def test_paired_power_matches_simulation_of_the_paired_verdict():
+    rng = np.random.default_rng(15)
+    n, sigma, effect = 20, 0.03, 0.02
+    block = np.exp(rng.normal(0, 0.2, (N_SIM, n)))  # large drift between blocks
+    a = 10 * block * np.exp(rng.normal(0, sigma, (N_SIM, n)))
+    b = 10 * (1 - effect) * block * np.exp(rng.normal(0, sigma, (N_SIM, n)))
+    simulated = (compare_batch(a, b, paired=True, alpha=ALPHA).verdict == "faster").mean()
+    analytic = power_at_n(n, delta=-np.log1p(-effect), sd_a=np.sqrt(2) * sigma, alpha=ALPHA,
+                          paired=True)
+    assert abs(simulated - analytic) <= 0.05, (simulated, analytic)
