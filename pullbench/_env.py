@@ -166,7 +166,7 @@ def capture_environment(
         "packages": _versions(),
         "pullbench": {"version": __version__, **_git_commit()},
         "destination": (
-            {"path": str(dest_dir), **filesystem_type(dest_dir)} if dest_dir is not None else None
+            {"path": str(Path(dest_dir).resolve()), **filesystem_type(dest_dir)} if dest_dir is not None else None
         ),
         "registry": dict(registry) if registry else None,
         "images": [dict(i) for i in images],
