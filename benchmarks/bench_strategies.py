@@ -42,11 +42,18 @@ import threading
 import time
 from pathlib import Path
 
-from pullbench import build_image, get_strategy, list_strategies, pull, push_image
+from pullbench import build_image, get_strategy, pull, push_image
 
 MiB = 1 << 20
-PRESETS = ["go-iocopy", "pr48602", "pools-bufio32k", "containerd-1m", "requests-iter-content",
-           "copyfileobj", "splice"]
+PRESETS = [
+    "go-iocopy",
+    "pr48602",
+    "pools-bufio32k",
+    "containerd-1m",
+    "requests-iter-content",
+    "copyfileobj",
+    "splice",
+]
 
 
 # --------------------------------------------------------------------------- machine limits
@@ -71,7 +78,7 @@ def loopback_rate(total: int = 1024 * MiB) -> float:
         port = srv.getsockname()[1]
         payload = os.urandom(MiB)
 
-        def send() -> None:
+        def send(srv: socket.socket = srv, payload: bytes = payload) -> None:
             conn, _ = srv.accept()
             with conn:
                 for _ in range(total // MiB):
@@ -117,9 +124,21 @@ def write_rate(directory: Path, chunk: int = MiB, total: int = 512 * MiB) -> flo
 
 def start_registry(root: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from pullbench.cli import main; main()", "registry", "serve",
-         "--root", str(root), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "from pullbench.cli import main; main()",
+            "registry",
+            "serve",
+            "--root",
+            str(root),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -130,7 +149,9 @@ def start_registry(root: Path) -> tuple[subprocess.Popen[str], str]:
             host = line.split("serving http://", 1)[1].split()[0]
             return proc, host
     proc.kill()
-    raise SystemExit(f"embedded registry did not start: {proc.stderr.read() if proc.stderr else ''}")
+    raise SystemExit(
+        f"embedded registry did not start: {proc.stderr.read() if proc.stderr else ''}"
+    )
 
 
 def run_pull(reference: str, name: str, dest: Path) -> tuple[float, object]:
@@ -143,8 +164,19 @@ def run_pull(reference: str, name: str, dest: Path) -> tuple[float, object]:
 
 def run_skopeo(reference: str, dest: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}",
-                    f"dir:{dest}"], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            f"docker://{reference}",
+            f"dir:{dest}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     wall = time.perf_counter() - t0
     shutil.rmtree(dest)
     return wall
@@ -167,11 +199,20 @@ def run_curl(urls: list[str], dest: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default="synthetic-512m", help="catalog image (default synthetic-512m)")
+    parser.add_argument(
+        "--image", default="synthetic-512m", help="catalog image (default synthetic-512m)"
+    )
     parser.add_argument("--runs", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temp dir)")
-    parser.add_argument("--extra", action="append", default=[], metavar="NAME:k=v,...",
-                        help="also run this strategy variant, e.g. containerd-1m:hash_mode=thread")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="scratch directory (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME:k=v,...",
+        help="also run this strategy variant, e.g. containerd-1m:hash_mode=thread",
+    )
     args = parser.parse_args()
     for tool in ("skopeo", "curl"):
         if shutil.which(tool) is None:
@@ -191,15 +232,19 @@ def main() -> int:
         total = sum(b.size_bytes for b in blobs)
         urls = [f"http://{host}/v2/bench/image/blobs/{b.digest}" for b in blobs]
 
-        print(f"image {args.image}: {len(blobs)} blobs, {total} bytes ({total / MiB:.0f} MiB); "
-              f"embedded registry in its own process at {host}; {os.cpu_count()} CPUs; "
-              f"Python {sys.version.split()[0]}; runs={args.runs} (interleaved); machine shared/noisy")
+        print(
+            f"image {args.image}: {len(blobs)} blobs, {total} bytes ({total / MiB:.0f} MiB); "
+            f"embedded registry in its own process at {host}; {os.cpu_count()} CPUs; "
+            f"Python {sys.version.split()[0]}; runs={args.runs} (interleaved); machine shared/noisy"
+        )
         sha = sha256_rate()
         sock = loopback_rate()
         wr = write_rate(work)
         serial = 1 / (1 / sock + 1 / sha + 1 / wr)
-        print(f"limits: sha256 {sha / 1e6:.0f} MB/s, loopback socket {sock / 1e6:.0f} MB/s, "
-              f"page-cache write @1 MiB {wr / 1e6:.0f} MB/s -> serial limit {serial / 1e6:.0f} MB/s")
+        print(
+            f"limits: sha256 {sha / 1e6:.0f} MB/s, loopback socket {sock / 1e6:.0f} MB/s, "
+            f"page-cache write @1 MiB {wr / 1e6:.0f} MB/s -> serial limit {serial / 1e6:.0f} MB/s"
+        )
 
         arms: list[tuple[str, object]] = [(name, name) for name in PRESETS]
         for spec in args.extra:
@@ -227,24 +272,30 @@ def main() -> int:
         rate = {label: total / statistics.median(w) for label, w in walls.items()}
         skopeo = rate["skopeo dir:"]
         print()
-        print(f"{'arm':34s} {'MB/s':>7s} {'x skopeo':>9s} {'x serial':>9s} {'reads':>7s} {'writes':>7s} "
-              f"{'med.write':>9s} {'user s':>7s} {'sys s':>6s} {'buffers':>8s}")
+        print(
+            f"{'arm':34s} {'MB/s':>7s} {'x skopeo':>9s} {'x serial':>9s} {'reads':>7s} {'writes':>7s} "
+            f"{'med.write':>9s} {'user s':>7s} {'sys s':>6s} {'buffers':>8s}"
+        )
         for label in walls:
             line = f"{label:34s} {rate[label] / 1e6:7.0f} {rate[label] / skopeo:9.2f} {rate[label] / serial:9.2f}"
             if label in results:
                 rs = results[label]
                 r = rs[len(rs) // 2]
-                line += (f" {r.read_count:7d} {r.write_count:7d} {r.median_write_bytes / 1024:7.0f}Ki "
-                         f"{statistics.median(x.cpu_user_s for x in rs):7.2f} "
-                         f"{statistics.median(x.cpu_sys_s for x in rs):6.2f} {r.buffer_bytes / MiB:6.1f}Mi")
+                line += (
+                    f" {r.read_count:7d} {r.write_count:7d} {r.median_write_bytes / 1024:7.0f}Ki "
+                    f"{statistics.median(x.cpu_user_s for x in rs):7.2f} "
+                    f"{statistics.median(x.cpu_sys_s for x in rs):6.2f} {r.buffer_bytes / MiB:6.1f}Mi"
+                )
             print(line)
         presets = [label for label, _ in arms]
         best = max(presets, key=lambda k: rate[k])
         worst = min(presets, key=lambda k: rate[k])
         print()
-        print(f"best preset {best}: {rate[best] / skopeo:.2f}x skopeo (target >= 2.5), "
-              f"{rate[best] / serial:.2f} of serial limit (target >= 0.8) -> "
-              f"{'MET' if rate[best] / skopeo >= 2.5 and rate[best] / serial >= 0.8 else 'MISSED'}")
+        print(
+            f"best preset {best}: {rate[best] / skopeo:.2f}x skopeo (target >= 2.5), "
+            f"{rate[best] / serial:.2f} of serial limit (target >= 0.8) -> "
+            f"{'MET' if rate[best] / skopeo >= 2.5 and rate[best] / serial >= 0.8 else 'MISSED'}"
+        )
         rs = results[worst]
         wall = statistics.median(walls[worst])
         user = statistics.median(x.cpu_user_s for x in rs)  # type: ignore[attr-defined]
@@ -253,15 +304,21 @@ def main() -> int:
         med = int(r.median_write_bytes) or 1  # type: ignore[attr-defined]
         small_wr = write_rate(work, chunk=med, total=min(256 * MiB, max(med * 4096, 64 * MiB)))
         hash_s = total / sha
-        print(f"slowest preset {worst}: wall {wall:.2f} s for {total / MiB:.0f} MiB; CPU of the pull's threads "
-              f"user {user:.2f} s + sys {sys_:.2f} s (2 CPUs, 3 downloads)")
-        print(f"  reads {r.read_count} (median {statistics.median(_expand(r.read_size_hist)) / 1024:.0f} KiB bucket), "  # type: ignore[attr-defined]
-              f"writes {r.write_count} of median {med} bytes, syscw {r.syscw}")  # type: ignore[attr-defined]
-        print(f"  sha256 of {total / MiB:.0f} MiB alone costs ~{hash_s:.2f} s CPU; writing it in {med}-byte writes "
-              f"costs ~{total / small_wr:.2f} s (page-cache rate at that size {small_wr / 1e6:.0f} MB/s vs "
-              f"{wr / 1e6:.0f} MB/s at 1 MiB); the rest of user time (~{max(user - hash_s, 0):.2f} s) is Python "
-              f"per-call overhead: {r.read_count + r.write_count} read/write calls "  # type: ignore[attr-defined]
-              f"(~{max(user - hash_s, 0) / max(r.read_count + r.write_count, 1) * 1e6:.1f} µs each)")  # type: ignore[attr-defined]
+        print(
+            f"slowest preset {worst}: wall {wall:.2f} s for {total / MiB:.0f} MiB; CPU of the pull's threads "
+            f"user {user:.2f} s + sys {sys_:.2f} s (2 CPUs, 3 downloads)"
+        )
+        print(
+            f"  reads {r.read_count} (median {statistics.median(_expand(r.read_size_hist)) / 1024:.0f} KiB bucket), "  # type: ignore[attr-defined]
+            f"writes {r.write_count} of median {med} bytes, syscw {r.syscw}"
+        )  # type: ignore[attr-defined]
+        print(
+            f"  sha256 of {total / MiB:.0f} MiB alone costs ~{hash_s:.2f} s CPU; writing it in {med}-byte writes "
+            f"costs ~{total / small_wr:.2f} s (page-cache rate at that size {small_wr / 1e6:.0f} MB/s vs "
+            f"{wr / 1e6:.0f} MB/s at 1 MiB); the rest of user time (~{max(user - hash_s, 0):.2f} s) is Python "
+            f"per-call overhead: {r.read_count + r.write_count} read/write calls "  # type: ignore[attr-defined]
+            f"(~{max(user - hash_s, 0) / max(r.read_count + r.write_count, 1) * 1e6:.1f} µs each)"
+        )  # type: ignore[attr-defined]
     finally:
         proc.send_signal(signal.SIGINT)
         try:

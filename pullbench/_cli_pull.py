@@ -40,23 +40,56 @@ def _human_bytes(n: float) -> str:
 
 @click.command("pull")
 @click.argument("reference")
-@click.option("--strategy", "-s", default="go-iocopy", show_default=True,
-              help="Copy strategy (see `pullbench strategies`).")
-@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
-              help="Override a strategy parameter, e.g. --param read_size=16384 (repeatable).")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Content store directory (default: a new temporary directory, kept).")
+@click.option(
+    "--strategy",
+    "-s",
+    default="go-iocopy",
+    show_default=True,
+    help="Copy strategy (see `pullbench strategies`).",
+)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a strategy parameter, e.g. --param read_size=16384 (repeatable).",
+)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Content store directory (default: a new temporary directory, kept).",
+)
 @click.option("--plain-http", is_flag=True, help="Talk plain HTTP to the registry (no TLS).")
 @click.option("--platform", default=None, help="os/arch[/variant] to select from an index.")
-@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="CA bundle (PEM) to verify the registry's TLS certificate.")
-@click.option("--concurrency", "-j", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Blobs fetched at once.")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CA bundle (PEM) to verify the registry's TLS certificate.",
+)
+@click.option(
+    "--concurrency",
+    "-j",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Blobs fetched at once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full PullResult as JSON.")
 @handle_errors
-def pull_command(reference: str, strategy: str, params: tuple[str, ...], dest: Path | None,
-                 plain_http: bool, platform: str | None, ca_bundle: Path | None, concurrency: int,
-                 as_json: bool) -> None:
+def pull_command(
+    reference: str,
+    strategy: str,
+    params: tuple[str, ...],
+    dest: Path | None,
+    plain_http: bool,
+    platform: str | None,
+    ca_bundle: Path | None,
+    concurrency: int,
+    as_json: bool,
+) -> None:
     """Pull REFERENCE's blobs with a copy strategy and report what the copy did."""
     from ._errors import StrategyError
     from ._puller import pull
@@ -73,22 +106,39 @@ def pull_command(reference: str, strategy: str, params: tuple[str, ...], dest: P
         raise click.BadParameter(str(exc), param_hint="--param") from None
     if dest is None:
         dest = Path(tempfile.mkdtemp(prefix="pullbench-pull-"))
-    result = pull(reference, strat, dest, concurrency=concurrency, platform=platform,
-                  plain_http=plain_http, ca_bundle=ca_bundle)
+    result = pull(
+        reference,
+        strat,
+        dest,
+        concurrency=concurrency,
+        platform=platform,
+        plain_http=plain_http,
+        ca_bundle=ca_bundle,
+    )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
-    click.echo(f"pulled {result.reference} ({result.manifest_digest})"
-               + (f" for {result.platform}" if result.platform else "") + f" into {dest}")
-    click.echo(f"strategy      {result.strategy} "
-               + " ".join(f"{k}={v}" for k, v in result.params.items()))
-    click.echo(f"bytes         {result.total_bytes} ({_human_bytes(result.total_bytes)}) "
-               f"in {len(result.layers)} blobs")
-    click.echo(f"time          {result.duration_s:.3f} s (resolve {result.resolve_s:.3f} s, "
-               f"transfer {result.transfer_s:.3f} s)")
+    click.echo(
+        f"pulled {result.reference} ({result.manifest_digest})"
+        + (f" for {result.platform}" if result.platform else "")
+        + f" into {dest}"
+    )
+    click.echo(
+        f"strategy      {result.strategy} " + " ".join(f"{k}={v}" for k, v in result.params.items())
+    )
+    click.echo(
+        f"bytes         {result.total_bytes} ({_human_bytes(result.total_bytes)}) "
+        f"in {len(result.layers)} blobs"
+    )
+    click.echo(
+        f"time          {result.duration_s:.3f} s (resolve {result.resolve_s:.3f} s, "
+        f"transfer {result.transfer_s:.3f} s)"
+    )
     click.echo(f"throughput    {result.throughput_mb_s:.1f} MB/s")
     click.echo(f"reads         {result.read_count}")
-    click.echo(f"writes        {result.write_count} (median {_human_bytes(result.median_write_bytes)})")
+    click.echo(
+        f"writes        {result.write_count} (median {_human_bytes(result.median_write_bytes)})"
+    )
     click.echo(f"cpu           user {result.cpu_user_s:.3f} s, sys {result.cpu_sys_s:.3f} s")
     click.echo(f"buffers       {_human_bytes(result.buffer_bytes)}")
 
@@ -102,8 +152,20 @@ def strategies_command(as_json: bool) -> None:
 
     infos = list_strategies()
     if as_json:
-        click.echo(json.dumps([{"name": i.name, "params": dict(i.params), "mirrors": i.mirrors,
-                                "description": i.description} for i in infos], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "params": dict(i.params),
+                        "mirrors": i.mirrors,
+                        "description": i.description,
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
         return
     for info in infos:
         click.echo(f"{info.name}")

@@ -180,7 +180,7 @@ class Descriptor:
 
     @classmethod
     def from_json(cls, obj: Any, *, where: str = "descriptor") -> Descriptor:
-        """Build a descriptor from its JSON object; raise ManifestError when a field is missing or wrong."""
+        """Build a descriptor from JSON; raise ManifestError when a field is missing or wrong."""
         if not isinstance(obj, dict):
             raise ManifestError(f"{where} is not a JSON object: {_snippet(obj)}")
         digest, size, media_type = obj.get("digest"), obj.get("size"), obj.get("mediaType", "")
@@ -320,7 +320,9 @@ def _json_snippet(data: bytes, pos: int | None, width: int = 60) -> str:
     if pos is None or pos <= 2 * width:
         return repr(text[: 2 * width] + ("…" if len(text) > 2 * width else ""))
     compact_pos = len(" ".join(data[:pos].decode("utf-8", "replace").split()))
-    return repr(text[:width]) + " … " + repr(text[max(width, compact_pos - width) : compact_pos + 10])
+    return (
+        repr(text[:width]) + " … " + repr(text[max(width, compact_pos - width) : compact_pos + 10])
+    )
 
 
 def _registry_error_text(resp: requests.Response) -> str:
@@ -494,7 +496,8 @@ class RegistryClient:
                 else "anonymous access was refused; pass credentials"
             )
             raise AuthenticationError(
-                f"token request to realm {realm} for scope {scope!r} failed ({resp.status_code}): {how}",
+                f"token request to realm {realm} for scope {scope!r} failed "
+                f"({resp.status_code}): {how}",
                 registry=self.registry,
             )
         if resp.status_code != 200:
@@ -598,8 +601,9 @@ class RegistryClient:
                 )
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnavailable(
-                    f"TLS verification with {self.api_host} failed ({_short_exc(exc)}); pass ca_bundle "
-                    "(--ca-bundle) with the registry's CA, or plain_http (--plain-http) for a plain-HTTP registry",
+                    f"TLS verification with {self.api_host} failed ({_short_exc(exc)}); pass "
+                    "ca_bundle (--ca-bundle) with the registry's CA, or plain_http (--plain-http) "
+                    "for a plain-HTTP registry",
                     registry=self.registry,
                     image_ref=image_ref,
                 ) from None
@@ -622,7 +626,8 @@ class RegistryClient:
                 _, params = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
                 raise AuthenticationError(
                     f"{self.registry} refused access to {image_ref or path} after authenticating "
-                    f"(realm {params.get('realm', '(none)')!r}); check the credentials and their scope",
+                    f"(realm {params.get('realm', '(none)')!r}); check the credentials and their "
+                    "scope",
                     registry=self.registry,
                     image_ref=image_ref,
                 )
@@ -630,7 +635,7 @@ class RegistryClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def ping(self) -> dict[str, str]:
-        """``GET /v2/``: check the registry speaks the distribution API and learn its auth challenge.
+        """``GET /v2/``: check the registry speaks the distribution API; learn its challenge.
 
         Returns
         -------
@@ -695,8 +700,8 @@ class RegistryClient:
         DigestMismatch
             The bytes do not hash to the digest asked for or to ``Docker-Content-Digest``.
         ManifestError
-            Malformed JSON (the message quotes a snippet), an unknown or unsupported media type, or a
-            ``mediaType`` field contradicting ``Content-Type``.
+            Malformed JSON (the message quotes a snippet), an unknown or unsupported media
+            type, or a ``mediaType`` field contradicting ``Content-Type``.
         """
         image_ref = f"{self.registry}/{repository}{'@' if ':' in ref else ':'}{ref}"
         resp = self.request(
@@ -740,7 +745,8 @@ class RegistryClient:
             also = f" (and its bytes hash to {actual}, not {expected})" if mismatch else ""
             raise ManifestError(
                 f"manifest {image_ref} is not valid JSON ({exc.__class__.__name__} at byte "
-                f"{getattr(exc, 'pos', '?')} of {len(data)}): {_json_snippet(data, getattr(exc, 'pos', None))}"
+                f"{getattr(exc, 'pos', '?')} of {len(data)}): "
+                f"{_json_snippet(data, getattr(exc, 'pos', None))}"
                 f"{also}",
                 registry=self.registry,
                 image_ref=image_ref,
@@ -775,7 +781,8 @@ class RegistryClient:
         if content_type in known:
             if isinstance(declared, str) and declared and declared != content_type:
                 raise ManifestError(
-                    f"manifest {image_ref}: Content-Type {content_type!r} contradicts its mediaType "
+                    f"manifest {image_ref}: Content-Type {content_type!r} contradicts its "
+                    "mediaType "
                     f"{declared!r}",
                     registry=self.registry,
                     image_ref=image_ref,
@@ -792,8 +799,8 @@ class RegistryClient:
             ):
                 return "application/vnd.oci.image.manifest.v1+json"
         raise ManifestError(
-            f"manifest {image_ref} has unknown media type {content_type or '(none)'!r}; pullbench understands "
-            + ", ".join(sorted(known)),
+            f"manifest {image_ref} has unknown media type {content_type or '(none)'!r}; "
+            "pullbench understands " + ", ".join(sorted(known)),
             registry=self.registry,
             image_ref=image_ref,
         )
@@ -809,14 +816,15 @@ class RegistryClient:
         ref : str
             Tag or digest.
         platform : str or Platform, optional
-            ``os/arch[/variant]``; default: this host (:meth:`Platform.host`). Ignored when ``ref`` names
-            a single-platform manifest. The first matching index entry wins (image-spec image-index.md).
+            ``os/arch[/variant]``; default: this host (:meth:`Platform.host`). Ignored when
+            ``ref`` names a single-platform manifest. The first matching index entry wins
+            (image-spec image-index.md).
 
         Raises
         ------
         ManifestError
-            No entry of the index matches the platform (the message lists the available ones), or the
-            manifest is malformed.
+            No entry of the index matches the platform (the message lists the available
+            ones), or the manifest is malformed.
         ImageNotFound, DigestMismatch, AuthenticationError, RegistryUnavailable
         """
         want = (
@@ -848,7 +856,8 @@ class RegistryClient:
                     ", ".join(str(d.platform) for d in descs if d.platform) or "none declared"
                 )
                 raise ManifestError(
-                    f"no manifest for platform {want} in index {fetched.digest} of {repository}:{ref}; "
+                    f"no manifest for platform {want} in index {fetched.digest} of "
+                    f"{repository}:{ref}; "
                     f"available: {available} (choose one with platform=)",
                     registry=self.registry,
                 )

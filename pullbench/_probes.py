@@ -7,7 +7,7 @@
 - Syscalls and bytes: ``/proc/thread-self/io`` deltas (``syscr``, ``syscw``, ``rchar``, ``wchar``)
   taken in the same threads. Note the kernel's task I/O accounting counts ``read``/``write``-family
   calls (fs/read_write.c): socket ``recv``/``recv_into`` and ``splice`` are *not* in ``syscr``; the
-  read-size histogram, counted by the strategy itself, is the count of reads as the strategy saw them.
+  read-size histogram, counted by the strategy itself, counts reads as the strategy saw them.
 - Read and write sizes: :class:`Meter` keeps exact sizes and reports power-of-two histograms
   (bucket = smallest power of two ≥ size, so a 32,768-byte write lands in bucket 32768 and a
   32,769-byte one in 65536).
@@ -21,7 +21,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = [
     "IoCounters",
@@ -67,7 +68,8 @@ def median_of_counts(sizes: Mapping[int, int]) -> float:
             hi = value
             break
         seen = nxt
-    assert lo is not None and hi is not None
+    assert lo is not None
+    assert hi is not None
     return (lo + hi) / 2
 
 
@@ -101,7 +103,7 @@ def read_io_counters(scope: str = "thread-self") -> IoCounters:
     """Read ``/proc/<scope>/io`` (``scope`` is ``thread-self`` or ``self``)."""
     values: dict[str, int] = {}
     try:
-        with open(f"/proc/{scope}/io", encoding="ascii") as f:
+        with Path(f"/proc/{scope}/io").open(encoding="ascii") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key in _IO_FIELDS:
@@ -128,7 +130,7 @@ class ProbeSample:
     wall_s: float = 0.0
     cpu_user_s: float = 0.0
     cpu_sys_s: float = 0.0
-    io: IoCounters = IoCounters()
+    io: IoCounters = field(default_factory=IoCounters)
 
     def __add__(self, other: ProbeSample) -> ProbeSample:
         return ProbeSample(
@@ -188,7 +190,7 @@ class Meter:
             self.writes[size] += 1
 
     def write(self, fd: int, data: memoryview | bytes) -> int:
-        """``os.write`` all of ``data`` to ``fd`` (looping on partial writes), recording each call."""
+        """``os.write`` all of ``data`` to ``fd`` (looping on short writes), recording each."""
         view = memoryview(data)
         total = len(view)
         done = 0

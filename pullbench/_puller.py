@@ -218,7 +218,7 @@ def _write_small(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def _fetch_blob(
@@ -488,7 +488,7 @@ def _fetch_all(
             )
             for desc in blobs
         ]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        wait(futures, return_when=FIRST_EXCEPTION)
         failed = [
             f for f in futures if f.done() and not f.cancelled() and f.exception() is not None
         ]

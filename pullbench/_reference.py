@@ -58,7 +58,7 @@ class ImageReference:
 
     @property
     def api_host(self) -> str:
-        """``host[:port]`` that serves the registry API (Docker Hub maps to ``registry-1.docker.io``)."""
+        """``host[:port]`` serving the registry API (Docker Hub: ``registry-1.docker.io``)."""
         return DOCKER_HUB_API_HOST if self.registry in _HUB_ALIASES else self.registry
 
     @property

@@ -135,7 +135,7 @@ class CopyStats:
     read_sizes: Mapping[int, int] = field(default_factory=dict)
     write_sizes: Mapping[int, int] = field(default_factory=dict)
     buffer_bytes: int = 0
-    helper: ProbeSample = ProbeSample()
+    helper: ProbeSample = field(default_factory=ProbeSample)
 
     @property
     def read_count(self) -> int:
@@ -338,14 +338,14 @@ class CopyStrategy:
                 )
             os.close(fd)
             fd = -1
-            os.replace(tmp_name, dest)
+            Path(tmp_name).replace(dest)
             ok = True
         finally:
             if fd >= 0:
                 os.close(fd)
             if not ok:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
+                    Path(tmp_name).unlink()
             response.close()
         return CopyStats(
             digest=expected_digest,
@@ -658,7 +658,8 @@ class SocketCopy(CopyStrategy):
         hasher: Any,
         worker: _HashWorker | None,
     ) -> None:
-        # containerd/containerd:core/content/helpers.go copyWithBuffer: io.ReadAtLeast(src, buf, len(buf))
+        # containerd/containerd:core/content/helpers.go copyWithBuffer:
+        # io.ReadAtLeast(src, buf, len(buf))
         # then one Write of what was read; the content writer hashes each Write (inline).
         p = self.params
         read_size, wsize = p["read_size"], p["write_size"]
@@ -881,7 +882,7 @@ class SpliceCopy(CopyStrategy):
 
 
 def _set_pipe_size(fd: int, size: int) -> int:
-    """``F_SETPIPE_SZ`` to ``size``, falling back to ``/proc/sys/fs/pipe-max-size``; return the size."""
+    """``F_SETPIPE_SZ`` to ``size``, else to ``/proc/sys/fs/pipe-max-size``; return the size."""
     f_setpipe_sz = getattr(fcntl, "F_SETPIPE_SZ", 1031)
     try:
         return fcntl.fcntl(fd, f_setpipe_sz, size)
@@ -1170,7 +1171,7 @@ _preset(
     "containerd-1m",
     "containerd/containerd:core/content/helpers.go copyWithBuffer: io.ReadAtLeast into a pooled "
     "1 MiB buffer, then Write (containerd/containerd#4653)",
-    "containerd's content.Copy: fill 1 MiB with short reads, then one 1 MiB write, digest per write.",
+    "containerd's content.Copy: fill 1 MiB with short reads, one 1 MiB write, digest per write.",
     read_path="readinto",
     read_size=1 * MiB,
     write_mode="fill",

@@ -30,7 +30,11 @@ def test_buckets_are_power_of_two_upper_bounds():
     assert bucket_of(3) == 4
     assert bucket_of(32768) == 32768
     assert bucket_of(32769) == 65536
-    assert power_of_two_histogram({100: 2, 128: 1, 129: 4, 1 << 20: 3}) == {128: 3, 256: 4, 1 << 20: 3}
+    assert power_of_two_histogram({100: 2, 128: 1, 129: 4, 1 << 20: 3}) == {
+        128: 3,
+        256: 4,
+        1 << 20: 3,
+    }
 
 
 def test_median_of_counts():
@@ -84,15 +88,21 @@ def test_pull_probes_are_consistent(pushed_image, tmp_path):
 
 
 def test_probes_off_zeroes_system_counters(pushed_image, tmp_path):
-    result = pull(pushed_image.reference, "containerd-1m", tmp_path / "s", plain_http=True, probes=False)
+    result = pull(
+        pushed_image.reference, "containerd-1m", tmp_path / "s", plain_http=True, probes=False
+    )
     assert result.cpu_user_s == 0
     assert result.syscw == 0
     assert result.write_count > 0  # the strategy's own counts are part of the copy
 
 
 def test_thread_hashing_cpu_is_counted(pushed_image, tmp_path):
-    result = pull(pushed_image.reference, get_strategy("containerd-1m", hash_mode="thread"),
-                  tmp_path / "s", plain_http=True)
+    result = pull(
+        pushed_image.reference,
+        get_strategy("containerd-1m", hash_mode="thread"),
+        tmp_path / "s",
+        plain_http=True,
+    )
     assert result.buffer_bytes == 3 * 3 * 1024 * 1024  # three 1 MiB slots per download
     assert result.cpu_user_s > 0
 
@@ -138,10 +148,28 @@ def test_write_histogram_agrees_with_strace(pushed_image, tmp_path, strategy):
         pytest.skip("strace not installed")
     dest = tmp_path / "store"
     log = tmp_path / "strace.log"
-    cmd = [strace, "-f", "-y", "-s", "0", "-e", "trace=write", "-o", str(log),
-           sys.executable, "-c", "from pullbench.cli import main; main()",
-           "pull", pushed_image.reference, "--strategy", strategy, "--plain-http", "--json",
-           "--dest", str(dest)]
+    cmd = [
+        strace,
+        "-f",
+        "-y",
+        "-s",
+        "0",
+        "-e",
+        "trace=write",
+        "-o",
+        str(log),
+        sys.executable,
+        "-c",
+        "from pullbench.cli import main; main()",
+        "pull",
+        pushed_image.reference,
+        "--strategy",
+        strategy,
+        "--plain-http",
+        "--json",
+        "--dest",
+        str(dest),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)

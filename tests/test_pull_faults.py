@@ -18,9 +18,17 @@ from pullbench import (
 )
 from pullbench.servers import Misbehavior
 
-# one strategy per read path: readinto, urllib3 read(amt), copyfileobj, splice, read1 + fill, thread hash
-STRATEGIES = ["go-iocopy", "requests-iter-content", "copyfileobj", "splice", "containerd-1m",
-              "tunable:read_path=read1,hash_mode=thread", "tunable:read_path=recv_into,hash_mode=after"]
+# one strategy per read path: readinto, urllib3 read(amt), copyfileobj, splice, read1 + fill,
+# recv_into; thread and after hashing
+STRATEGIES = [
+    "go-iocopy",
+    "requests-iter-content",
+    "copyfileobj",
+    "splice",
+    "containerd-1m",
+    "tunable:read_path=read1,hash_mode=thread",
+    "tunable:read_path=recv_into,hash_mode=after",
+]
 
 
 def _strategy(spec: str):
@@ -60,10 +68,15 @@ def test_corrupted_blob_digest_mismatch_nothing_stored(fresh_pushed_image, tmp_p
 
 
 @pytest.mark.parametrize("spec", STRATEGIES)
-@pytest.mark.parametrize("fault", [Misbehavior(truncate_blobs_bytes=1000),
-                                   Misbehavior(extra_blob_bytes=7),
-                                   Misbehavior(drop_after_bytes=5000)],
-                         ids=["short", "long", "dropped"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Misbehavior(truncate_blobs_bytes=1000),
+        Misbehavior(extra_blob_bytes=7),
+        Misbehavior(drop_after_bytes=5000),
+    ],
+    ids=["short", "long", "dropped"],
+)
 def test_short_long_or_dropped_body_is_size_mismatch(fresh_pushed_image, tmp_path, spec, fault):
     fresh_pushed_image.registry.misbehavior = fault
     dest = tmp_path / "store"
@@ -102,11 +115,14 @@ def test_missing_image_names_the_reference(pushed_image, tmp_path):
 def test_401_without_credentials_names_the_realm(fresh_pushed_image, tmp_path):
     reg = fresh_pushed_image.registry
     realm = f"http://{reg.host}/token"  # a real endpoint that refuses anonymous token requests
-    reg.authorizer = lambda m, p, h: (401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="fixture"'})
+    reg.authorizer = lambda m, p, h: (
+        401,
+        {"WWW-Authenticate": f'Bearer realm="{realm}",service="fixture"'},
+    )
     with pytest.raises(AuthenticationError, match=f"realm {realm}.*anonymous access was refused"):
         pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "s", plain_http=True)
     reg.authorizer = lambda m, p, h: (401, {"WWW-Authenticate": 'Basic realm="fixture-realm"'})
-    with pytest.raises(AuthenticationError, match="realm 'fixture-realm'.*pass credentials"):
+    with pytest.raises(AuthenticationError, match=r"realm 'fixture-realm'.*pass credentials"):
         pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "s", plain_http=True)
     assert not (tmp_path / "s" / "blobs").exists()
 
@@ -121,15 +137,20 @@ def test_malformed_manifest_quotes_a_snippet(fresh_pushed_image, tmp_path):
 
 def test_unknown_media_type_is_clear(fresh_pushed_image, tmp_path):
     fresh_pushed_image.registry.misbehavior = Misbehavior(
-        manifest_media_type="application/vnd.example.unknown+json")
-    with pytest.raises(ManifestError, match=r"unknown media type 'application/vnd.example.unknown\+json'; "
-                                            r"pullbench understands .*oci.image.manifest"):
+        manifest_media_type="application/vnd.example.unknown+json"
+    )
+    with pytest.raises(
+        ManifestError,
+        match=r"unknown media type 'application/vnd.example.unknown\+json'; "
+        r"pullbench understands .*oci.image.manifest",
+    ):
         pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "s", plain_http=True)
 
 
 def test_contradicting_media_type_is_rejected(fresh_pushed_image, tmp_path):
     fresh_pushed_image.registry.misbehavior = Misbehavior(
-        manifest_media_type="application/vnd.oci.image.index.v1+json")
+        manifest_media_type="application/vnd.oci.image.index.v1+json"
+    )
     with pytest.raises(ManifestError, match="contradicts its mediaType"):
         pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "s", plain_http=True)
 

@@ -15,8 +15,15 @@ from click.testing import CliRunner
 from pullbench import LayerResult, PullResult, StrategyError, get_strategy, pull
 from pullbench.cli import main
 
-PRESETS = ["go-iocopy", "pr48602", "pools-bufio32k", "containerd-1m", "requests-iter-content",
-           "copyfileobj", "splice"]
+PRESETS = [
+    "go-iocopy",
+    "pr48602",
+    "pools-bufio32k",
+    "containerd-1m",
+    "requests-iter-content",
+    "copyfileobj",
+    "splice",
+]
 
 
 def test_content_store_layout_and_result(pushed_image, tmp_path):
@@ -56,8 +63,13 @@ def test_to_row_is_flat(pushed_image, tmp_path):
 
 
 def test_multiarch_platform_choice(pushed_multiarch_image, tmp_path):
-    result = pull(pushed_multiarch_image.reference, "containerd-1m", tmp_path / "s", plain_http=True,
-                  platform="linux/arm64")
+    result = pull(
+        pushed_multiarch_image.reference,
+        "containerd-1m",
+        tmp_path / "s",
+        plain_http=True,
+        platform="linux/arm64",
+    )
     assert result.platform == "linux/arm64"
     index = json.loads((tmp_path / "s" / "index.json").read_text())
     assert index["manifests"][0]["digest"] == pushed_multiarch_image.digest  # the index is the top
@@ -71,8 +83,14 @@ def test_unpack_seam_is_called_per_layer(pushed_image, tmp_path):
         assert path.exists()
         calls.append((descriptor.digest, path.stat().st_size))
 
-    result = pull(pushed_image.reference, "go-iocopy", tmp_path / "s", plain_http=True, unpack=unpack,
-                  concurrency=1)
+    result = pull(
+        pushed_image.reference,
+        "go-iocopy",
+        tmp_path / "s",
+        plain_http=True,
+        unpack=unpack,
+        concurrency=1,
+    )
     assert [d for d, _ in calls] == [layer.digest for layer in result.layers[1:]]  # not the config
     assert [s for _, s in calls] == [layer.size_bytes for layer in result.layers[1:]]
 
@@ -91,15 +109,37 @@ def test_bad_arguments_fail_before_network(tmp_path):
 
 def test_cli_pull_json_and_text(pushed_image, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["pull", pushed_image.reference, "--strategy", "go-iocopy",
-                               "--param", "read_size=16Ki", "--plain-http", "--json",
-                               "--dest", str(tmp_path / "j")])
+    res = runner.invoke(
+        main,
+        [
+            "pull",
+            pushed_image.reference,
+            "--strategy",
+            "go-iocopy",
+            "--param",
+            "read_size=16Ki",
+            "--plain-http",
+            "--json",
+            "--dest",
+            str(tmp_path / "j"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["params"]["read_size"] == 16384
     assert data["write_count"] > 0
-    res = runner.invoke(main, ["pull", pushed_image.reference, "-s", "containerd-1m", "--plain-http",
-                               "--dest", str(tmp_path / "t")])
+    res = runner.invoke(
+        main,
+        [
+            "pull",
+            pushed_image.reference,
+            "-s",
+            "containerd-1m",
+            "--plain-http",
+            "--dest",
+            str(tmp_path / "t"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     for word in ("bytes", "MB/s", "reads", "writes", "median"):
         assert word in res.output
@@ -107,16 +147,28 @@ def test_cli_pull_json_and_text(pushed_image, tmp_path):
 
 def test_cli_errors(pushed_image, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["pull", pushed_image.reference, "--strategy", "nope", "--plain-http"])
+    res = runner.invoke(
+        main, ["pull", pushed_image.reference, "--strategy", "nope", "--plain-http"]
+    )
     assert res.exit_code == 2
     assert "unknown strategy 'nope'" in res.output
-    res = runner.invoke(main, ["pull", pushed_image.reference, "--param", "read_size=lots", "--plain-http"])
+    res = runner.invoke(
+        main, ["pull", pushed_image.reference, "--param", "read_size=lots", "--plain-http"]
+    )
     assert res.exit_code == 2
     assert "is not an integer" in res.output
     res = runner.invoke(main, ["pull", pushed_image.reference, "--param", "oops", "--plain-http"])
     assert res.exit_code == 2
-    res = runner.invoke(main, ["pull", f"{pushed_image.registry.host}/fixtures/absent:x", "--plain-http",
-                               "--dest", str(tmp_path / "x")])
+    res = runner.invoke(
+        main,
+        [
+            "pull",
+            f"{pushed_image.registry.host}/fixtures/absent:x",
+            "--plain-http",
+            "--dest",
+            str(tmp_path / "x"),
+        ],
+    )
     assert res.exit_code == 1
     assert "ImageNotFound" in res.output
     assert "fixtures/absent:x" in res.output
@@ -146,8 +198,19 @@ def _need(tool: str) -> str:
 
 def _skopeo_oci(reference: str, out: Path) -> dict[str, bytes]:
     skopeo = _need("skopeo")
-    subprocess.run([skopeo, "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}",
-                    f"oci:{out}:fetched"], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            skopeo,
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            f"docker://{reference}",
+            f"oci:{out}:fetched",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return {p.name: p.read_bytes() for p in (out / "blobs" / "sha256").iterdir()}
 
 
@@ -159,7 +222,8 @@ def _assert_matches_skopeo(result: PullResult, dest: Path, skopeo_blobs: dict[st
 
 @pytest.mark.peers
 def test_every_preset_matches_skopeo_embedded_and_distribution(
-        pushed_image, distribution_pushed_image, tmp_path):
+    pushed_image, distribution_pushed_image, tmp_path
+):
     for image in (pushed_image, distribution_pushed_image):
         skopeo_blobs = _skopeo_oci(image.reference, tmp_path / f"skopeo-{image.registry.kind}")
         for name in PRESETS:
@@ -184,8 +248,9 @@ def debian_minbase():
 @pytest.mark.slow
 @pytest.mark.peers
 @pytest.mark.root
-def test_debian_minbase_every_preset_matches_skopeo(debian_minbase, embedded_registry,
-                                                     distribution_registry, tmp_path):
+def test_debian_minbase_every_preset_matches_skopeo(
+    debian_minbase, embedded_registry, distribution_registry, tmp_path
+):
     from pullbench import push_image
 
     for reg in (embedded_registry, distribution_registry):

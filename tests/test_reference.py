@@ -17,7 +17,13 @@ DIGEST = "sha256:" + "ab" * 32
         ("docker.io/debian", "docker.io", "library/debian", "latest", None),
         ("index.docker.io/library/debian:12", "docker.io", "library/debian", "12", None),
         ("someone/tool:v1.2", "docker.io", "someone/tool", "v1.2", None),
-        ("127.0.0.1:5000/fixtures/small:latest", "127.0.0.1:5000", "fixtures/small", "latest", None),
+        (
+            "127.0.0.1:5000/fixtures/small:latest",
+            "127.0.0.1:5000",
+            "fixtures/small",
+            "latest",
+            None,
+        ),
         ("localhost/a/b", "localhost", "a/b", "latest", None),
         ("localhost:5000/a", "localhost:5000", "a", "latest", None),
         ("ghcr.io/o/r@" + DIGEST, "ghcr.io", "o/r", None, DIGEST),
@@ -28,7 +34,12 @@ DIGEST = "sha256:" + "ab" * 32
 )
 def test_parse_valid(text, registry, repository, tag, digest):
     ref = parse_reference(text)
-    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == (
+        registry,
+        repository,
+        tag,
+        digest,
+    )
     # str() round-trips to the same normalized reference
     assert parse_reference(str(ref)) == ref
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -17,8 +18,15 @@ from pullbench import (
 )
 from pullbench._strategies import SocketCopy, parse_param_value
 
-PRESETS = ["go-iocopy", "pr48602", "pools-bufio32k", "containerd-1m", "requests-iter-content",
-           "copyfileobj", "splice"]
+PRESETS = [
+    "go-iocopy",
+    "pr48602",
+    "pools-bufio32k",
+    "containerd-1m",
+    "requests-iter-content",
+    "copyfileobj",
+    "splice",
+]
 MiB = 1024 * 1024
 
 
@@ -41,9 +49,13 @@ def test_presets_are_listed_with_sources():
     assert "moby/moby#48602" in infos["pr48602"].mirrors
     assert infos["requests-iter-content"].params["chunk_size"] == 8192
     assert infos["go-iocopy"].params["read_size"] == 32 * 1024
-    assert infos["pr48602"].params == {"read_path": "readinto", "read_size": 512 * 1024,
-                                       "write_mode": "bufio", "write_size": 512 * 1024,
-                                       "hash_mode": "inline"}
+    assert infos["pr48602"].params == {
+        "read_path": "readinto",
+        "read_size": 512 * 1024,
+        "write_mode": "bufio",
+        "write_size": 512 * 1024,
+        "hash_mode": "inline",
+    }
     assert infos["containerd-1m"].params["write_mode"] == "fill"
 
 
@@ -56,7 +68,9 @@ def test_get_strategy_overrides_and_validation():
         get_strategy("nope")
     with pytest.raises(StrategyError, match=r"no parameter 'chunk'; valid: chunk_size, hash_mode"):
         get_strategy("requests-iter-content", chunk=1)
-    with pytest.raises(StrategyError, match="read_path='socket' is not one of readinto, read1, recv_into"):
+    with pytest.raises(
+        StrategyError, match="read_path='socket' is not one of readinto, read1, recv_into"
+    ):
         get_strategy("go-iocopy", read_path="socket")
     with pytest.raises(StrategyError, match="read_size=0 must be a positive number of bytes"):
         get_strategy("go-iocopy", read_size=0)
@@ -83,11 +97,15 @@ def test_every_preset_stores_identical_bytes(pushed_image, tmp_path, name):
     assert result.strategy == name
     assert len(result.layers) == 4  # config + 3 layers
     for layer in result.layers:
-        assert _stored(tmp_path / "store", layer.digest) == _layout_blob(pushed_image.layout, layer.digest)
+        assert _stored(tmp_path / "store", layer.digest) == _layout_blob(
+            pushed_image.layout, layer.digest
+        )
     assert result.total_bytes == sum(layer.size_bytes for layer in result.layers)
     assert result.read_count > 0
     assert result.write_count > 0
-    leftovers = [p for p in (tmp_path / "store" / "blobs" / "sha256").iterdir() if p.name.startswith(".")]
+    leftovers = [
+        p for p in (tmp_path / "store" / "blobs" / "sha256").iterdir() if p.name.startswith(".")
+    ]
     assert leftovers == []
 
 
@@ -98,17 +116,30 @@ def test_every_preset_stores_identical_bytes(pushed_image, tmp_path, name):
         {"read_path": "recv_into"},
         {"hash_mode": "thread"},
         {"hash_mode": "after"},
-        {"read_path": "recv_into", "write_mode": "bufio", "write_size": 100_000, "hash_mode": "thread"},
-        {"read_path": "read1", "write_mode": "fill", "write_size": 300_000, "read_size": 7000,
-         "hash_mode": "thread"},
+        {
+            "read_path": "recv_into",
+            "write_mode": "bufio",
+            "write_size": 100_000,
+            "hash_mode": "thread",
+        },
+        {
+            "read_path": "read1",
+            "write_mode": "fill",
+            "write_size": 300_000,
+            "read_size": 7000,
+            "hash_mode": "thread",
+        },
         {"read_size": 1000, "write_mode": "bufio", "write_size": 4096},
     ],
 )
 def test_tunable_dimensions_copy_correctly(pushed_image, tmp_path, params):
-    result = pull(pushed_image.reference, get_strategy("tunable", **params), tmp_path / "s",
-                  plain_http=True)
+    result = pull(
+        pushed_image.reference, get_strategy("tunable", **params), tmp_path / "s", plain_http=True
+    )
     for layer in result.layers:
-        assert _stored(tmp_path / "s", layer.digest) == _layout_blob(pushed_image.layout, layer.digest)
+        assert _stored(tmp_path / "s", layer.digest) == _layout_blob(
+            pushed_image.layout, layer.digest
+        )
     read_size = params.get("read_size", 32 * 1024)
     assert max(result.read_size_hist) <= max(read_size, 8192) * 2  # buckets round up
     if params.get("write_mode") == "fill":
@@ -122,8 +153,12 @@ def test_tunable_dimensions_copy_correctly(pushed_image, tmp_path, params):
 @pytest.mark.parametrize("name", ["requests-iter-content", "copyfileobj"])
 def test_iter_content_and_copyfileobj_read_exact_chunks(pushed_image, tmp_path, name):
     chunk = 4096
-    result = pull(pushed_image.reference, get_strategy(name, chunk_size=chunk), tmp_path / "s",
-                  plain_http=True)
+    result = pull(
+        pushed_image.reference,
+        get_strategy(name, chunk_size=chunk),
+        tmp_path / "s",
+        plain_http=True,
+    )
     for layer in result.layers:
         # urllib3 read(amt) accumulates: all reads are exactly `chunk` except the last of each blob
         full, rest = divmod(layer.size_bytes, chunk)
@@ -156,7 +191,7 @@ def test_register_custom_strategy_without_touching_the_puller(pushed_image, tmp_
 
         name = "test-halves"
         mirrors = "nothing (test)"
-        defaults = {"chunk_size": 512 * 1024}
+        defaults: ClassVar[dict[str, int]] = {"chunk_size": 512 * 1024}
 
         def buffer_bytes(self) -> int:
             return self.params["chunk_size"]
@@ -172,14 +207,22 @@ def test_register_custom_strategy_without_touching_the_puller(pushed_image, tmp_
 
     register_strategy(HalfMeg, replace=True)
     assert "test-halves" in {i.name for i in list_strategies()}
-    result = pull(pushed_image.reference, "test-halves", tmp_path / "s", plain_http=True,
-                  params={"chunk_size": 256 * 1024})
+    result = pull(
+        pushed_image.reference,
+        "test-halves",
+        tmp_path / "s",
+        plain_http=True,
+        params={"chunk_size": 256 * 1024},
+    )
     assert result.strategy == "test-halves"
     assert result.params == {"chunk_size": 256 * 1024}
     assert result.write_count == 2 * result.read_count - sum(
-        1 for layer in result.layers if layer.size_bytes == 1)
+        1 for layer in result.layers if layer.size_bytes == 1
+    )
     for layer in result.layers:
-        assert _stored(tmp_path / "s", layer.digest) == _layout_blob(pushed_image.layout, layer.digest)
+        assert _stored(tmp_path / "s", layer.digest) == _layout_blob(
+            pushed_image.layout, layer.digest
+        )
     with pytest.raises(StrategyError, match="already registered"):
         register_strategy(HalfMeg)
 
@@ -205,12 +248,17 @@ def test_copy_cleans_up_and_rejects_bad_digest(pushed_image, tmp_path):
         resp = client.open_blob(pushed_image.repository, layer)
         dest = tmp_path / "blobs" / "sha256" / ("f" * 64)
         with pytest.raises(DigestMismatch):
-            get_strategy("go-iocopy").copy(resp, dest, expected_size=layer.size_bytes,
-                                           expected_digest="sha256:" + "f" * 64)
+            get_strategy("go-iocopy").copy(
+                resp, dest, expected_size=layer.size_bytes, expected_digest="sha256:" + "f" * 64
+            )
         assert list(dest.parent.iterdir()) == []
         resp = client.open_blob(pushed_image.repository, layer)
-        stats = get_strategy("pr48602").copy(resp, tmp_path / "x" / "blob", expected_size=layer.size_bytes,
-                                             expected_digest=layer.digest)
+        stats = get_strategy("pr48602").copy(
+            resp,
+            tmp_path / "x" / "blob",
+            expected_size=layer.size_bytes,
+            expected_digest=layer.digest,
+        )
         assert stats.size_bytes == layer.size_bytes
         assert stats.write_count >= stats.size_bytes // (512 * 1024)
         assert max(stats.write_sizes) <= 512 * 1024
@@ -224,11 +272,17 @@ def test_splice_refuses_tls(tmp_path, small_image):
 
     material = make_tls_material(tmp_path / "tls")
     with EmbeddedRegistry(tmp_path / "reg", ssl_context=material.server_context()) as reg:
-        push_image(small_image, f"{reg.host}/f/s:latest", plain_http=False, ca_bundle=material.ca_bundle)
-        with pytest.raises(StrategyError, match="splice.*TLS"):
+        push_image(
+            small_image, f"{reg.host}/f/s:latest", plain_http=False, ca_bundle=material.ca_bundle
+        )
+        with pytest.raises(StrategyError, match=r"splice.*TLS"):
             pull(f"{reg.host}/f/s:latest", "splice", tmp_path / "s", ca_bundle=material.ca_bundle)
         # short reads over TLS are at most one record (16 KiB of plaintext)
-        result = pull(f"{reg.host}/f/s:latest", get_strategy("go-iocopy", read_size=1024 * 1024),
-                      tmp_path / "g", ca_bundle=material.ca_bundle)
+        result = pull(
+            f"{reg.host}/f/s:latest",
+            get_strategy("go-iocopy", read_size=1024 * 1024),
+            tmp_path / "g",
+            ca_bundle=material.ca_bundle,
+        )
         assert max(result.read_size_hist) <= 16384
     assert not any(p.name.startswith(".") for p in (tmp_path / "s" / "blobs" / "sha256").iterdir())
