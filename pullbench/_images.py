@@ -48,7 +48,7 @@ from ._media import (
     OCI_LAYER_ZSTD,
     OCI_MANIFEST,
 )
-from ._oci import LayoutDescriptor, ImageLayout, _put_blob, write_layout
+from ._oci import ImageLayout, LayoutDescriptor, _put_blob, write_layout
 
 __all__ = [
     "CatalogEntry",
@@ -289,7 +289,8 @@ def _tarinfo(name: str, size: int, *, mode: int = 0o644,
 
 
 def _write_synthetic_layer(blobs: Path, rng: np.random.Generator, size: int,
-                           spec: SyntheticImageSpec, layer_index: int) -> tuple[LayoutDescriptor, str]:
+                           spec: SyntheticImageSpec,
+                           layer_index: int) -> tuple[LayoutDescriptor, str]:
     random = spec.compressibility == "random"
     level = 0 if random else 6
     per_file = _RANDOM_FILE_BYTES if random else _TEXT_FILE_BYTES
@@ -310,10 +311,10 @@ def _write_synthetic_layer(blobs: Path, rng: np.random.Generator, size: int,
                     offset += n
                     j += 1
             digest, diff_id, written = sink.finish()
-        os.replace(tmp, blobs / digest[7:])
+        Path(tmp).replace(blobs / digest[7:])
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if Path(tmp).exists():
+            Path(tmp).unlink()
         raise
     media = OCI_LAYER_GZIP if spec.compression == "gzip" else OCI_LAYER_ZSTD
     return LayoutDescriptor(media, digest, written), diff_id
@@ -374,7 +375,8 @@ def _build_synthetic(spec: SyntheticImageSpec, layout_dir: Path, tag: str) -> Im
 def tar_directory(directory: Path, out: BinaryIO, *, prefix: str = "") -> None:
     """Write a reproducible tar of ``directory`` to ``out``.
 
-    Entries are in sorted depth-first order (like GNU ``tar --sort=name``), with mtime 0, uid/gid 0 and empty user/group names (the
+    Entries are in sorted depth-first order (like GNU ``tar --sort=name``), with mtime 0,
+    uid/gid 0 and empty user/group names (the
     ``SOURCE_DATE_EPOCH`` / reproducible-builds convention); hard links, symlinks and device
     nodes are kept; sockets are skipped. ``prefix`` (e.g. ``"usr/local/lib/python3.11/"``) is
     prepended to every name.
@@ -404,7 +406,7 @@ def tar_directory(directory: Path, out: BinaryIO, *, prefix: str = "") -> None:
                     continue
                 ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = 0, 0, 0, "", ""
                 if ti.isreg():
-                    with open(e.path, "rb") as f:
+                    with Path(e.path).open("rb") as f:
                         tar.addfile(ti, f)
                 else:
                     tar.addfile(ti)
@@ -474,7 +476,7 @@ def image_from_directory(directory: Path, layout_dir: Path, *, compression: str 
                 h.update(chunk)
         digest = "sha256:" + h.hexdigest()
         size = packed.stat().st_size
-        os.replace(packed, blobs / digest[7:])
+        Path(packed).replace(blobs / digest[7:])
     except BaseException:
         shutil.rmtree(layout_dir, ignore_errors=True)
         raise
@@ -638,7 +640,7 @@ def build_image(name_or_spec: str | SyntheticImageSpec, *,
         else:
             _build_torch(layout_dir, work, tag)
         try:
-            os.replace(layout_dir, final)
+            Path(layout_dir).replace(final)
         except OSError:
             if not (final / "index.json").is_file():  # lost a race? otherwise a real error
                 raise

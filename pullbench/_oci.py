@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ from ._media import (
     is_valid_digest,
 )
 
-__all__ = ["LayoutDescriptor", "ImageLayout", "import_image", "push_image", "write_layout"]
+__all__ = ["ImageLayout", "LayoutDescriptor", "import_image", "push_image", "write_layout"]
 
 logger = logging.getLogger(__name__)
 
@@ -398,18 +399,20 @@ def _gzip_file(src: Path, dst: Path) -> None:
 
 def _import_docker_archive(tar: tarfile.TarFile, dst: Path, tmp: Path) -> LayoutDescriptor:
     """Convert a ``docker save`` tarball into an OCI layout with a Docker v2 schema 2 manifest."""
+    if "manifest.json" not in tar.getnames():
+        raise ImageBuildError("tarball has neither index.json (OCI layout) nor manifest.json "
+                              "(docker save); pass an OCI layout or `docker save` output")
     try:
         manifest = json.load(_extract(tar, "manifest.json"))
-    except KeyError:
-        raise ImageBuildError("tarball has neither index.json (OCI layout) nor manifest.json "
-                              "(docker save); pass an OCI layout or `docker save` output") from None
-    if not manifest:
-        raise ImageBuildError("docker-archive manifest.json lists no image")
-    entry = manifest[0]
-    config = _extract(tar, entry["Config"]).read()
+        entry = manifest[0]
+        config_name, layer_names = entry["Config"], list(entry["Layers"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ImageBuildError(f"docker-archive manifest.json is malformed ({exc!r}); expected "
+                              '[{"Config": ..., "Layers": [...]}]') from None
+    config = _extract(tar, config_name).read()
     config_digest = _put_blob(dst, config)
     layers = []
-    for layer_name in entry["Layers"]:
+    for layer_name in layer_names:
         raw = tmp / "layer.tar"
         with _extract(tar, layer_name) as fin, raw.open("wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
@@ -434,11 +437,18 @@ def _import_docker_archive(tar: tarfile.TarFile, dst: Path, tmp: Path) -> Layout
 
 
 def _extract(tar: tarfile.TarFile, name: str) -> io.BufferedReader:
-    member = tar.getmember(name)
-    while member.issym() or member.islnk():  # docker save links repeated layers
-        member = tar.getmember(os.path.normpath(os.path.join(os.path.dirname(member.name),
-                                                             member.linkname))
-                               if member.issym() else member.linkname)
+    try:
+        member = tar.getmember(name)
+        for _ in range(16):  # docker save links repeated layers; bound the chain
+            if not (member.issym() or member.islnk()):
+                break
+            target = member.linkname
+            if member.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(member.name),
+                                                           target))
+            member = tar.getmember(target)
+    except KeyError:
+        raise ImageBuildError(f"tarball lacks {name!r} (or the file it links to)") from None
     f = tar.extractfile(member)
     if f is None:
         raise ImageBuildError(f"{name} in the tarball is not a regular file")
@@ -504,7 +514,7 @@ def import_image(path: str | os.PathLike[str], *, name: str | None = None,
         final = root / f"{label}-{layout.manifest_digest[7:19]}"
         if final.exists():
             shutil.rmtree(final)
-        os.replace(layout_dir, final)
+        Path(layout_dir).replace(final)
         return ImageLayout(final, label)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -517,4 +527,7 @@ def _safe_extract(tar: tarfile.TarFile, dst: Path) -> None:
         if not str(target).startswith(str(dst.resolve())) or member.issym() or member.islnk():
             raise ImageBuildError(f"refusing tarball member {member.name!r}: outside the layout "
                                   "or a link")
-    tar.extractall(dst, filter="data")
+    try:
+        tar.extractall(dst, filter="data")
+    except TypeError:  # Python < 3.11.4 has no extraction filters; members were checked above
+        tar.extractall(dst)

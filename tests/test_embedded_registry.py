@@ -111,7 +111,8 @@ def test_blob_get_head(pushed_image, session):
     assert int(r.headers["Content-Length"]) == layer.size_bytes
     assert r.headers["Docker-Content-Digest"] == layer.digest
     h = session.head(url)
-    assert h.status_code == 200 and h.content == b""
+    assert h.status_code == 200
+    assert h.content == b""
     assert int(h.headers["Content-Length"]) == layer.size_bytes
 
 
@@ -185,7 +186,8 @@ def test_tags_list_and_pagination(tmp_path, small_image, session):
         r = session.get(f"{reg.url}/v2/p/q/tags/list?n=2&last=b")
         assert r.json()["tags"] == ["c"]
         r = session.get(f"{reg.url}/v2/nope/tags/list")
-        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+        assert r.status_code == 404
+        assert r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
         r = session.get(f"{reg.url}/v2/_catalog")
         assert r.json() == {"repositories": ["p/q"]}
 
@@ -217,7 +219,8 @@ def test_error_answers(pushed_image, path, status, code):
     assert headers["content-type"] == "application/json"
     assert _error_code(body) == code
     got, headers, body = _raw(pushed_image.registry, "HEAD", path)
-    assert got == status and body == b""
+    assert got == status
+    assert body == b""
 
 
 def test_no_write_outside_root(tmp_path, session):
@@ -294,7 +297,8 @@ def test_push_chunked(tmp_path, session):
         assert r.headers["Range"] == "0-49999"
         loc = reg.url + r.headers["Location"]
         st = session.get(loc)
-        assert st.status_code == 204 and st.headers["Range"] == "0-49999"
+        assert st.status_code == 204
+        assert st.headers["Range"] == "0-49999"
         # out of order chunk → 416, upload untouched
         r = session.patch(loc, data=b"zz", headers={"Content-Range": "60000-60001"})
         assert r.status_code == 416
@@ -302,7 +306,8 @@ def test_push_chunked(tmp_path, session):
         # streamed chunk (Transfer-Encoding: chunked, no Content-Range), like Go clients send
         rest = data[50000:80000]
         r = session.patch(loc, data=(rest[i:i + 7000] for i in range(0, len(rest), 7000)))
-        assert r.status_code == 202 and r.headers["Range"] == "0-79999"
+        assert r.status_code == 202
+        assert r.headers["Range"] == "0-79999"
         # final chunk in the closing PUT
         r = session.put(f"{loc}?digest={digest}", data=data[80000:])
         assert r.status_code == 201
@@ -327,7 +332,8 @@ def test_upload_digest_mismatch_stores_nothing(tmp_path, session):
         assert r.json()["errors"][0]["code"] == "DIGEST_INVALID"
         loc = _upload_location(reg, session, "r")
         r = session.put(f"{loc}?digest={wrong}", data=data)
-        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "DIGEST_INVALID"
         r = session.put(f"{loc}?digest={wrong}", data=data)
         assert r.status_code == 404  # the failed session is gone
         for d in (wrong, sha256_digest(data)):
@@ -336,7 +342,8 @@ def test_upload_digest_mismatch_stores_nothing(tmp_path, session):
         assert list((tmp_path / "uploads").iterdir()) == []
         loc = _upload_location(reg, session, "r")
         r = session.put(loc, data=data)  # no ?digest=
-        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "DIGEST_INVALID"
 
 
 def test_interrupted_upload_leaves_no_blob(tmp_path, session):
@@ -379,27 +386,32 @@ def test_manifest_put_checks(tmp_path, session):
         assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
         assert r.json()["errors"][0]["detail"] == missing
         r = session.put(url, data=b"{not json", headers={"Content-Type": OCI_MANIFEST})
-        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_INVALID"
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "MANIFEST_INVALID"
         r = session.put(url, data=b'{"schemaVersion": 2}', headers={"Content-Type": OCI_MANIFEST})
-        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_INVALID"
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "MANIFEST_INVALID"
         manifest["layers"] = []
         body = json.dumps(manifest).encode()
         r = session.put(f"{reg.url}/v2/m/manifests/sha256:" + "d" * 64, data=body,
                         headers={"Content-Type": OCI_MANIFEST})
-        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "DIGEST_INVALID"
         r = session.put(url, data=body, headers={"Content-Type": DOCKER_MANIFEST})
         assert r.status_code == 400  # mediaType field contradicts Content-Type
         r = session.put(url, data=body, headers={"Content-Type": OCI_MANIFEST})
         assert r.status_code == 201
         assert r.headers["Docker-Content-Digest"] == sha256_digest(body)
         r = session.get(url)
-        assert r.content == body and r.headers["Content-Type"] == OCI_MANIFEST
+        assert r.content == body
+        assert r.headers["Content-Type"] == OCI_MANIFEST
         # index naming a missing child manifest
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
             {"mediaType": OCI_MANIFEST, "digest": missing, "size": 10}]}
         r = session.put(f"{reg.url}/v2/m/manifests/idx", data=json.dumps(index),
                         headers={"Content-Type": OCI_INDEX})
-        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
         # delete by tag, then by digest
         assert session.delete(url).status_code == 202
         assert session.get(url).status_code == 404
@@ -437,7 +449,9 @@ def test_misbehavior_blob_faults(fresh_pushed_image, session):
 
     reg.misbehavior = Misbehavior(corrupt_blobs=True)
     status, headers, body = _raw(reg, "GET", path)
-    assert status == 200 and len(body) == len(full) and body != full
+    assert status == 200
+    assert len(body) == len(full)
+    assert body != full
     assert sum(a != b for a, b in zip(body, full, strict=True)) == 1
 
     reg.misbehavior = Misbehavior(extra_blob_bytes=10)
@@ -477,7 +491,8 @@ def test_misbehavior_manifest_faults(fresh_pushed_image, session):
     assert session.get(url).headers["Content-Type"] == "text/plain"
     reg.misbehavior = Misbehavior(fail_status=503)
     r = session.get(url)
-    assert r.status_code == 503 and r.headers["Retry-After"] == "0"
+    assert r.status_code == 503
+    assert r.headers["Retry-After"] == "0"
     assert session.get(reg.url + "/v2/").status_code == 200  # only /v2/<name>/ fails
     reg.misbehavior = Misbehavior(latency_s=0.3)
     t0 = time.monotonic()

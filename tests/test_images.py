@@ -280,7 +280,8 @@ def test_cli_image_commands(tmp_path, embedded_registry, monkeypatch):
     monkeypatch.setenv("PULLBENCH_CACHE", str(tmp_path / "cache"))
     runner = CliRunner()
     r = runner.invoke(main, ["image", "list"])
-    assert r.exit_code == 0 and "synthetic-256m" in r.output
+    assert r.exit_code == 0
+    assert "synthetic-256m" in r.output
     r = runner.invoke(main, ["image", "list", "--json"])
     assert {e["name"] for e in json.loads(r.output)} >= {"synthetic-small", "torch-cpu"}
     r = runner.invoke(main, ["image", "build", "synthetic-small"])
@@ -298,9 +299,11 @@ def test_cli_image_commands(tmp_path, embedded_registry, monkeypatch):
                              f"{embedded_registry.host}/cli/dir:v1"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(main, ["image", "build", "nope"])
-    assert r.exit_code == 1 and "unknown catalog image" in r.output
+    assert r.exit_code == 1
+    assert "unknown catalog image" in r.output
     r = runner.invoke(main, ["image", "push", "nope", "127.0.0.1:1/x:y"])
-    assert r.exit_code == 1 and "neither a catalog image" in r.output
+    assert r.exit_code == 1
+    assert "neither a catalog image" in r.output
 
 
 def test_cli_registry_serve(tmp_path):

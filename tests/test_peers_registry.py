@@ -40,7 +40,7 @@ def _skopeo_out(host: str, ref: str, out: Path, *, all_platforms: bool = False) 
     cmd = [_need("skopeo"), "--insecure-policy", "copy", "--src-tls-verify=false"]
     if all_platforms:
         cmd.append("--all")
-    _run(cmd + [f"docker://{host}/{ref}", f"oci:{out}:x"])
+    _run([*cmd, f"docker://{host}/{ref}", f"oci:{out}:x"])
     return ImageLayout(out)
 
 

@@ -168,10 +168,10 @@ class _Storage:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                os.replace(tmp, target)
+                Path(tmp).replace(target)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                    Path(tmp).unlink()
                 raise
         return digest
 
@@ -265,14 +265,14 @@ class _Storage:
         if target.exists():
             up.path.unlink()
         else:
-            os.replace(up.path, target)
+            Path(up.path).replace(target)
         self.link_blob(up.name, digest)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(text)
-    os.replace(tmp, path)
+    Path(tmp).replace(path)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
@@ -832,7 +832,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             doc = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _RegistryHTTPError(400, "MANIFEST_INVALID", f"manifest is not JSON: {exc}")
+            raise _RegistryHTTPError(400, "MANIFEST_INVALID",
+                                     f"manifest is not JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise _RegistryHTTPError(400, "MANIFEST_INVALID", "manifest is not a JSON object")
         content_type = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip()
