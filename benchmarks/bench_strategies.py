@@ -393,7 +393,8 @@ def report(
             f"  {worst} makes {extra_calls:.0f} more read/write calls and spends {extra_cpu:.2f} s "
             f"more CPU (~{extra_cpu / extra_calls * 1e6:.1f} µs per extra call); sha256 costs the "
             f"same {w['hash']:.2f} s in both; {total / MiB:.0f} MiB in {w['med']:.0f}-byte writes "
-            f"cost ~{w['write']:.2f} s vs ~{b_['write']:.2f} s."
+            f"cost ~{w['write']:.2f} s vs ~{b_['write']:.2f} s; its downloads spent "
+            f"{w['wait']:.2f} s off-CPU (server, socket, GIL) vs {b_['wait']:.2f} s."
         )
 
 
