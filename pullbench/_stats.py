@@ -570,6 +570,13 @@ class Comparison:
         ``"faster"``, ``"slower"``, ``"equivalent"`` or ``"inconclusive"`` (candidate vs baseline).
     margin, alpha, lower_is_better, n_resamples, seed
         The declared analysis settings and the bootstrap seed used.
+    power_observed : float or None
+        Power of this design (n, SDs; the primary test) to detect the observed effect.
+    mde_relative : float or None
+        Minimum detectable effect at 80 % power, as a fraction of the baseline.
+    runs_needed_per_arm : int or None
+        Runs per arm (blocks, when paired) for 80 % power at the observed effect; None when the
+        observed effect is zero or more than a million runs would be needed.
     diagnostics : tuple of Diagnostic
         Structured warnings about either sample or the pair.
     """
@@ -635,6 +642,9 @@ class Comparison:
     lower_is_better: bool
     n_resamples: int
     seed: int
+    power_observed: float | None = None
+    mde_relative: float | None = None
+    runs_needed_per_arm: int | None = None
     diagnostics: tuple[Diagnostic, ...] = field(default_factory=tuple)
 
     @property
@@ -677,6 +687,37 @@ class Comparison:
         )
         lines.extend(f"  {d}" for d in self.diagnostics)
         return "\n".join(lines)
+
+    def conclusion(self) -> str:
+        """The plain-language conclusion a maintainer should be shown (one paragraph)."""
+        lvl = 1 - self.alpha
+        test = ("the paired t-test on per-block log ratios" if self.paired
+                else "Welch's t-test")
+        ci = (f"{lvl:.0%} CI of the ratio {self.candidate}/{self.baseline}: "
+              f"[{self.ratio_ci_low:.4f}, {self.ratio_ci_high:.4f}]")
+        if self.significant:
+            text = (f"{self.candidate} is {self.verdict} than {self.baseline} by "
+                    f"{abs(self.relative_change):.1%} ({test}, p = {self.p_value:.3g}; {ci}).")
+            if self.significant_but_small:
+                text += (f" The difference is real but smaller than the declared "
+                         f"±{self.margin:.0%}.")
+        elif self.equivalent_within_margin:
+            text = (f"{self.candidate} and {self.baseline} are equivalent within "
+                    f"±{self.margin:.0%} (TOST p = {self.tost_p_value:.3g}; {ci}).")
+        else:
+            text = (f"Inconclusive: no significant difference ({test}, p = {self.p_value:.3g}) "
+                    f"and no equivalence within ±{self.margin:.0%} (TOST p = "
+                    f"{self.tost_p_value:.3g}); {ci}.")
+            if self.mde_relative is not None:
+                text += (f" These runs could reliably detect only effects of about "
+                         f"{self.mde_relative:.1%}")
+                text += (f"; about {self.runs_needed_per_arm} runs per arm would detect the "
+                         f"observed {abs(self.relative_change):.1%}." if self.runs_needed_per_arm
+                         else ".")
+        warn = [d.kind for d in self.diagnostics if d.severity == "warning"]
+        if warn:
+            text += f" Check the warnings first: {', '.join(sorted(set(warn)))}."
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (infinite CI bounds become None)."""
@@ -799,6 +840,7 @@ def _compare(
 
     p = float(batch.p_value[0])
     tost = float(batch.tost_p_value[0])
+    pw, mde_rel, need = _planning(x, y, paired=paired, alpha=alpha)
     return Comparison(
         baseline=baseline, candidate=candidate, n_a=n_a, n_b=n_b, mean_a=ma, mean_b=mb,
         sd_a=sa, sd_b=sb, median_a=med_a, median_b=med_b,
@@ -824,8 +866,32 @@ def _compare(
         significant_but_small=bool(batch.significant_but_small[0]),
         verdict=str(batch.verdict[0]), margin=margin, alpha=alpha,
         lower_is_better=lower_is_better, n_resamples=n_resamples, seed=seed,
+        power_observed=pw, mde_relative=mde_rel, runs_needed_per_arm=need,
         diagnostics=tuple(diags),
     )
+
+
+def _planning(x: np.ndarray, y: np.ndarray, *, paired: bool,
+              alpha: float) -> tuple[float | None, float | None, int | None]:
+    """Power at the observed effect, relative MDE (80 %) and runs needed for the primary test."""
+    if paired:
+        d = np.log(y) - np.log(x)
+        delta, sd_a, sd_b = abs(float(d.mean())), float(d.std(ddof=1)), None
+    else:
+        delta = abs(float(y.mean() - x.mean()))
+        sd_a, sd_b = float(x.std(ddof=1)), float(y.std(ddof=1))
+    kw: dict[str, Any] = {"sd_a": sd_a, "sd_b": sd_b, "alpha": alpha, "paired": paired}
+    try:
+        pw = float(power_at_n(x.size, n_b=y.size, delta=delta, **kw))
+        mde = minimum_detectable_effect(x.size, n_b=y.size, **kw)
+        mde_rel = math.expm1(mde) if paired else mde / float(x.mean())
+    except (StatsInputError, ValueError):
+        return None, None, None
+    try:
+        need: int | None = runs_needed(delta=delta, **kw) if delta > 0 else None
+    except StatsInputError:
+        need = None
+    return pw, mde_rel, need
 
 
 def compare_samples(
@@ -1192,7 +1258,8 @@ class GridResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: settings, table records, comparisons and diagnostics."""
-        table = self.table.astype(object).where(pd.notna(self.table), None)
+        finite = self.table.replace([np.inf, -np.inf], np.nan)
+        table = finite.astype(object).where(pd.notna(finite), None)
         return {
             "baseline": self.baseline, "metric": self.metric, "correction": self.correction,
             "margin": self.margin, "alpha": self.alpha, "seed": self.seed, "paired": self.paired,

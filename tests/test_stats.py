@@ -530,3 +530,22 @@ def test_plan_from_pilot_paired_needs_fewer_blocks_under_drift():
     assert 0 < paired.mde_relative_at_pilot_n < 0.02
     with pytest.raises(StatsInputError, match="same blocks"):
         plan_from_pilot(a, b[:-1], relative_effect=0.01, paired=True)
+
+
+def test_conclusions_state_the_verdict_in_words():
+    rng = np.random.default_rng(21)
+    a = rng.lognormal(np.log(10), 0.05, 15)
+    b = rng.lognormal(np.log(10), 0.05, 15)
+    c = compare_samples(a, b, rng=1, n_resamples=300, names=("go-iocopy", "pr48602"))
+    assert c.verdict == "inconclusive"
+    assert c.conclusion().startswith("Inconclusive")
+    assert c.mde_relative is not None
+    assert 0.02 < c.mde_relative < 0.1
+    fast = compare_samples(a, b * 0.9, rng=1, n_resamples=300, names=("go-iocopy", "pr48602"))
+    assert fast.conclusion().startswith("pr48602 is faster than go-iocopy by")
+    s = compare_from_summary(*PR.values(), margin=0.05).conclusion()
+    assert "Not statistically significant" in s
+    assert "about 42 runs per arm" in s
+    json.dumps(c.to_dict(), allow_nan=False)
+    g = analyze_grid(_grid_frame(5), baseline="base", rng=0, n_resamples=200)
+    json.dumps(g.to_dict(), allow_nan=False)
