@@ -1,7 +1,258 @@
-"""CLI commands for the remote area (registered by pullbench.cli)."""
+"""Remote registries on the command line: ``pullbench image mirror``, ``pullbench net ...``.
+
+``image mirror SRC DEST`` pulls an image through pullbench's own registry client (token flow,
+redirects, CA bundles) and pushes it with the image push code, so a report measured on a public
+image (``docker.io/library/debian:bookworm``) can be replicated on exactly that image from a local
+registry. ``net profiles`` lists the network profiles; ``net selftest`` measures what the shaping
+proxy achieves.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from ._cli_common import handle_errors
+from ._errors import ImageBuildError
+
+__all__ = ["COMMANDS", "MirrorResult", "mirror_image"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorResult:
+    """What :func:`mirror_image` copied.
+
+    Attributes
+    ----------
+    source : str
+        The source reference.
+    destination : str
+        The destination reference.
+    manifest_digest : str
+        Digest of the (platform) manifest pulled from the source and pushed unchanged: pulling
+        ``DEST@<manifest_digest>`` gives byte-identical content.
+    pushed_digest : str
+        Digest of the top manifest pushed (equals ``manifest_digest``: a multi-platform source
+        index is mirrored as the one selected platform).
+    total_bytes : int
+        Bytes of config and layer blobs copied.
+    """
+
+    source: str
+    destination: str
+    manifest_digest: str
+    pushed_digest: str
+    total_bytes: int
+
+
+def _split_creds(text: str | None, what: str) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise click.BadParameter(f"{what} must look like USER:PASSWORD", param_hint=what)
+    return user, password
+
+
+def mirror_image(
+    source: str,
+    destination: str,
+    *,
+    platform: str | None = None,
+    src_plain_http: bool = False,
+    src_ca_bundle: str | Path | None = None,
+    src_credentials: tuple[str, str] | None = None,
+    dest_plain_http: bool = False,
+    dest_ca_bundle: str | Path | None = None,
+    dest_credentials: tuple[str, str] | None = None,
+    work_dir: str | Path | None = None,
+) -> MirrorResult:
+    """Copy one image (one platform) from ``source`` to ``destination``.
+
+    The pull goes through :func:`pullbench.pull` (its registry client: anonymous or Basic-backed
+    tokens, redirects without forwarding Authorization, the CA bundle winning over
+    ``REQUESTS_CA_BUNDLE``); the push through :func:`pullbench.push_image`. Blobs and the
+    platform manifest are copied byte for byte, so digests are preserved. The temporary content
+    store is always deleted.
+
+    Parameters
+    ----------
+    source, destination : str
+        ``registry/repo:tag`` references (``docker.io/library/debian:bookworm``,
+        ``127.0.0.1:5000/mirror/debian:bookworm``).
+    platform : str, optional
+        ``os/arch[/variant]`` to select from an index (default: this host's).
+    src_plain_http, dest_plain_http : bool
+        Speak plain HTTP to that side.
+    src_ca_bundle, dest_ca_bundle : path, optional
+        CA bundle for that side's TLS.
+    src_credentials, dest_credentials : (str, str), optional
+        ``(user, password)``; never logged.
+    work_dir : path, optional
+        Where to put the temporary content store (default: the system temp directory).
+
+    Returns
+    -------
+    MirrorResult
+
+    Raises
+    ------
+    RegistryError
+        Pulling failed (AuthenticationError names the realm, ImageNotFound the reference...).
+    ImageBuildError, RegistryError
+        Pushing failed.
+    """
+    from ._oci import ImageLayout, push_image
+    from ._puller import pull
+
+    tmp = Path(tempfile.mkdtemp(prefix="pullbench-mirror-", dir=work_dir))
+    try:
+        store = tmp / "layout"
+        result = pull(source, "containerd-1m", store, platform=platform,
+                      plain_http=src_plain_http, ca_bundle=src_ca_bundle,
+                      credentials=src_credentials, probes=False)
+        layout = ImageLayout(store, source)
+        if layout.is_index:  # only the selected platform was pulled: mirror that manifest
+            doc = layout.read_json(result.manifest_digest)
+            size = layout.blob_path(result.manifest_digest).stat().st_size
+            media_type = doc.get("mediaType") or "application/vnd.oci.image.manifest.v1+json"
+            index = json.loads((store / "index.json").read_text())
+            top = index["manifests"][0]
+            top.update({"digest": result.manifest_digest, "size": size, "mediaType": media_type})
+            index["manifests"] = [top]
+            (store / "index.json").write_text(json.dumps(index, indent=2))
+        auth = dest_credentials if dest_credentials else None
+        pushed = push_image(layout, destination, plain_http=dest_plain_http,
+                            ca_bundle=dest_ca_bundle, auth=auth)
+        if pushed != result.manifest_digest:
+            raise ImageBuildError(
+                f"mirror of {source} to {destination}: pushed manifest {pushed} differs from the "
+                f"pulled one {result.manifest_digest}; the destination rewrote it"
+            )
+        logger.info("mirrored %s → %s (%s, %d bytes)", source, destination, pushed,
+                    result.total_bytes)
+        return MirrorResult(source=source, destination=destination,
+                            manifest_digest=result.manifest_digest, pushed_digest=pushed,
+                            total_bytes=result.total_bytes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@click.command("mirror")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--platform", default=None, help="os/arch[/variant] to select from an index.")
+@click.option("--src-plain-http", is_flag=True, help="Plain HTTP to the source registry.")
+@click.option("--src-ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CA bundle (PEM) for the source registry.")
+@click.option("--src-creds", envvar="PULLBENCH_SRC_CREDS", default=None, metavar="USER:PASS",
+              help="Source credentials (or env PULLBENCH_SRC_CREDS; never logged).")
+@click.option("--dest-plain-http", is_flag=True, help="Plain HTTP to the destination registry.")
+@click.option("--dest-ca-bundle", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CA bundle (PEM) for the destination registry.")
+@click.option("--dest-creds", envvar="PULLBENCH_DEST_CREDS", default=None, metavar="USER:PASS",
+              help="Destination credentials (or env PULLBENCH_DEST_CREDS; never logged).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def mirror_cmd(source: str, destination: str, platform: str | None, src_plain_http: bool,
+               src_ca_bundle: str | None, src_creds: str | None, dest_plain_http: bool,
+               dest_ca_bundle: str | None, dest_creds: str | None, as_json: bool) -> None:
+    """Copy SOURCE to DESTINATION through pullbench's client (one platform, digests kept).
+
+    SOURCE is e.g. docker.io/library/debian:bookworm. One platform is copied byte for byte (digests preserved), so a report can be replicated on
+    exactly that image from a local registry.
+    """
+    result = mirror_image(
+        source, destination, platform=platform, src_plain_http=src_plain_http,
+        src_ca_bundle=src_ca_bundle, src_credentials=_split_creds(src_creds, "--src-creds"),
+        dest_plain_http=dest_plain_http, dest_ca_bundle=dest_ca_bundle,
+        dest_credentials=_split_creds(dest_creds, "--dest-creds"),
+    )
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+    else:
+        click.echo(f"{result.source} -> {result.destination}\n"
+                   f"  manifest {result.manifest_digest}\n"
+                   f"  {result.total_bytes / 1e6:.1f} MB of blobs\n"
+                   f"  pull it by digest: {result.destination.rsplit(':', 1)[0]}"
+                   f"@{result.manifest_digest}")
+
+
+@click.group("net")
+def net_group() -> None:
+    """Network profiles and the shaping proxy."""
+
+
+@net_group.command("profiles")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def profiles_cmd(as_json: bool) -> None:
+    """List the named network profiles (use them as network_profile in experiment specs)."""
+    from .servers._proxy import PROFILES
+
+    if as_json:
+        click.echo(json.dumps({n: p.to_dict() for n, p in PROFILES.items()}, indent=2))
+        return
+    click.echo(f"{'name':<14}{'rtt_ms':>8}{'Mbit/s':>10}  proxy")
+    for name, p in PROFILES.items():
+        rate = f"{p.bandwidth_mbit_s:g}" if p.bandwidth_mbit_s else "-"
+        click.echo(f"{name:<14}{p.rtt_ms:>8g}{rate:>10}  {'yes' if p.use_proxy else 'no'}")
+    click.echo("custom: --profile 'custom:rtt_ms=5,bandwidth_mbit_s=100' "
+               "(keys: rtt_ms, bandwidth_mbit_s, per_connection_mbit_s, jitter_ms, "
+               "max_send_bytes, seed)")
+
+
+@net_group.command("selftest")
+@click.option("--profile", "profiles", multiple=True,
+              help="Profile(s) to check (repeatable); default: one per --rate.")
+@click.option("--rate", "rates", multiple=True, type=click.FloatRange(min=0.001),
+              help="Target Mbit/s (repeatable; default 10, 100, 1000).")
+@click.option("--rtt-ms", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Added RTT for --rate targets.")
+@click.option("--duration-s", type=click.FloatRange(min=0.05, max=30), default=1.0,
+              show_default=True, help="Length of each bulk transfer at the target rate.")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON.")
+@handle_errors
+def selftest_cmd(profiles: tuple[str, ...], rates: tuple[float, ...], rtt_ms: float,
+                 duration_s: float, as_json: bool) -> None:
+    """Measure the shaping proxy: throughput within ±5 % and added RTT within ±1 ms?"""
+    from .servers._proxy import NetworkProfileError, selftest
+
+    try:
+        rows = selftest(list(profiles) or None, rates_mbit_s=rates or (10.0, 100.0, 1000.0),
+                        rtt_ms=rtt_ms, duration_s=duration_s)
+    except NetworkProfileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from exc
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        click.echo(f"{'profile':<40}{'target':>9}{'achieved':>10}{'err%':>7}"
+                   f"{'rtt':>8}{'added':>8}{'err':>7}{'cpu_s':>7}  ok")
+        for r in rows:
+            click.echo(f"{r.profile[:39]:<40}{r.target_mbit_s:>9.1f}{r.achieved_mbit_s:>10.1f}"
+                       f"{r.throughput_error_pct:>7.2f}{r.target_rtt_ms:>8.2f}"
+                       f"{r.added_rtt_ms:>8.2f}{r.rtt_error_ms:>7.2f}{r.proxy_cpu_s:>7.2f}"
+                       f"  {'yes' if r.passed else 'NO'}")
+    if not all(r.passed for r in rows):
+        raise click.ClickException("the shaping proxy missed its targets (see the table); the "
+                                   "machine may be busy: retry, or use lower rates")
+
+
+def _attach_mirror() -> None:
+    """``mirror`` lives in the ``image`` group owned by the images CLI."""
+    from ._cli_images import image_group
+
+    if "mirror" not in image_group.commands:
+        image_group.add_command(mirror_cmd)
+
+
+_attach_mirror()
+
+COMMANDS: list[click.Command] = [net_group]

@@ -137,11 +137,11 @@ def test_proxy_cpu_time_is_measured_and_process_ends_on_stop():
 
 @pytest.mark.slow
 def test_selftest_meets_accuracy_for_two_rates():
-    """±5 % throughput and ±1 ms added RTT (the issue's targets) at 20 and 400 Mbit/s, 10 ms RTT."""
-    rows = selftest(rates_mbit_s=(20.0, 400.0), rtt_ms=10.0, duration_s=0.5, pings=15)
+    """±5 % throughput and ±1 ms added RTT (the issue's targets) at 20 and 100 Mbit/s, 10 ms RTT."""
+    rows = selftest(rates_mbit_s=(20.0, 100.0), rtt_ms=10.0, duration_s=0.5, pings=15)
     if not all(r.passed for r in rows):  # one retry: the machine is shared and noisy
-        rows = selftest(rates_mbit_s=(20.0, 400.0), rtt_ms=10.0, duration_s=0.5, pings=15)
-    assert [r.target_mbit_s for r in rows] == [20.0, 400.0]
+        rows = selftest(rates_mbit_s=(20.0, 100.0), rtt_ms=10.0, duration_s=0.5, pings=15)
+    assert [r.target_mbit_s for r in rows] == [20.0, 100.0]
     for row in rows:
         assert row.passed, row
         assert abs(row.throughput_error_pct) <= 5.0

@@ -1,0 +1,158 @@
+"""Pulling through the shaping proxy: integrity, a registry that goes away mid-pull, the runner's
+network-profile/TLS factors with proxy_cpu_s per row, and ``pullbench image mirror``."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import pullbench
+from pullbench import (
+    ArmSpec,
+    BenchmarkError,
+    ExperimentSpec,
+    RegistryError,
+    load_results,
+    pull,
+    push_image,
+    run_experiment,
+)
+from pullbench.cli import main
+from pullbench.servers import (
+    DistributionRegistry,
+    EmbeddedRegistry,
+    NetworkProfile,
+    ShapingProxy,
+    TokenServer,
+)
+from pullbench.servers._proxy import add_profile, pull_recording_proxy_cpu
+
+
+def _assert_no_half_written_blob(dest: Path) -> None:
+    for path in dest.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.parent.name == "sha256":
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, path
+        else:
+            assert path.name in {"oci-layout", "index.json"}, f"leftover file {path}"
+
+
+def test_pull_through_shaping_proxy_is_intact_and_costs_proxy_cpu(small_image, tmp_path):
+    with EmbeddedRegistry(tmp_path / "reg") as reg:
+        push_image(small_image, f"{reg.host}/net/app:v1")
+        profile = NetworkProfile("t-5ms", rtt_ms=5.0, bandwidth_mbit_s=400.0)
+        with ShapingProxy(reg.host, profile) as proxy:
+            row = pull_recording_proxy_cpu(f"{proxy.address}/net/app:v1", "go-iocopy",
+                                           tmp_path / "out", plain_http=True)
+            stats = proxy.stats()
+    _assert_no_half_written_blob(tmp_path / "out")
+    assert row["total_bytes"] > 0
+    assert stats["bytes_to_client"] >= row["total_bytes"]
+    assert row["proxy_cpu_s"] >= 0.0
+    assert stats["upstream_failures"] == 0
+
+
+@pytest.mark.peers
+def test_registry_going_away_mid_pull_is_a_clear_error_without_half_blobs(
+        distribution_binary, tmp_path):
+    # bigger than the kernel's socket buffers (a killed registry's send buffer still drains)
+    image = pullbench.build_image(pullbench.SyntheticImageSpec(layer_sizes_bytes=(24 << 20,)))
+    reg = DistributionRegistry(tmp_path / "root").start()
+    try:
+        push_image(image, f"{reg.host}/gone/app:v1")
+        # 32 Mbit/s: the layer takes ~6 s, so the registry dies while bytes are in flight
+        with ShapingProxy(reg.host, "custom:rtt_ms=2,bandwidth_mbit_s=32") as proxy:
+            killer = threading.Timer(0.8, reg.close)
+            killer.start()
+            try:
+                with pytest.raises(RegistryError) as info:
+                    pull(f"{proxy.address}/gone/app:v1", "containerd-1m", tmp_path / "out",
+                         plain_http=True, concurrency=1)
+            finally:
+                killer.cancel()
+                killer.join()
+    finally:
+        reg.close()
+    message = str(info.value)
+    assert message  # a message that says what happened, not a bare traceback
+    assert type(info.value).__name__ in {"RegistryUnavailable", "SizeMismatch", "BlobError",
+                                         "RegistryError", "DigestMismatch"}
+    _assert_no_half_written_blob(tmp_path / "out")
+
+
+def test_runner_records_profile_tls_and_proxy_cpu(tmp_path, monkeypatch):
+    add_profile(NetworkProfile("test-wan-4ms", rtt_ms=4.0, bandwidth_mbit_s=300.0))
+    assert "test-wan-4ms" in pullbench.network_profiles()
+    monkeypatch.chdir(tmp_path)
+    spec = ExperimentSpec(name="remote-t", images=("synthetic-small",), blocks=1,
+                          warmup_blocks=0, network_profile="test-wan-4ms", tls=True,
+                          isolation="inprocess",
+                          arms=(ArmSpec.make("go-iocopy"), ArmSpec.make("containerd-1m")))
+    run_experiment(spec, tmp_path / "res", progress=False,
+                   registry_factory=pullbench.remote_registry_factory,
+                   pull_function="pullbench.servers._proxy:pull_recording_proxy_cpu")
+    df = load_results(tmp_path / "res")
+    assert set(df["status"]) == {"ok"}, df.get("error")
+    assert set(df["network_profile"]) == {"test-wan-4ms"}
+    assert df["tls"].all()
+    assert (df["proxy_cpu_s"] >= 0).all()
+    assert df["proxy_cpu_s"].notna().all()
+
+
+def test_unknown_profile_in_a_spec_lists_the_profiles(tmp_path):
+    spec = ExperimentSpec(name="bad-net", images=("synthetic-small",), blocks=1, warmup_blocks=0,
+                          network_profile="wan-1m", isolation="inprocess",
+                          arms=(ArmSpec.make("go-iocopy"), ArmSpec.make("containerd-1m")))
+    with pytest.raises(BenchmarkError) as info:
+        run_experiment(spec, tmp_path / "res", progress=False)
+    for name in ("lan-1g", "wan-200m", "wan-50m"):
+        assert name in str(info.value)
+
+
+def test_image_mirror_from_token_protected_registry(small_image, tmp_path, monkeypatch,
+                                                    scan_for_secrets):
+    user, password = "mirror-user", "s3cr3t-pass-word"
+    tokens = TokenServer(users={user: password}, anonymous_pull=False, style="dockerhub",
+                         host="127.0.0.2", directory=tmp_path / "tok").start()
+    src = EmbeddedRegistry(tmp_path / "src").start()
+    dst = EmbeddedRegistry(tmp_path / "dst").start()
+    try:
+        push_image(small_image, f"{src.host}/library/debian:bookworm")
+        src.authorizer = tokens.authorizer()
+        monkeypatch.setenv("PULLBENCH_SRC_CREDS", f"{user}:{password}")
+        out = CliRunner().invoke(main, ["image", "mirror", f"{src.host}/library/debian:bookworm",
+                                        f"{dst.host}/mirror/debian:bookworm", "--src-plain-http",
+                                        "--dest-plain-http", "--json"])
+        assert out.exit_code == 0, out.output
+        assert small_image.manifest_digest in out.output
+        again = pull(f"{dst.host}/mirror/debian@{small_image.manifest_digest}", "go-iocopy",
+                     tmp_path / "check", plain_http=True)
+        monkeypatch.delenv("PULLBENCH_SRC_CREDS")
+        refused = CliRunner().invoke(main, ["image", "mirror", f"{src.host}/library/debian:bookworm",
+                                            f"{dst.host}/x/y:z", "--src-plain-http",
+                                            "--dest-plain-http"])
+    finally:
+        dst.close()
+        src.close()
+        tokens.close()
+    assert again.manifest_digest == small_image.manifest_digest
+    assert refused.exit_code == 1
+    assert "AuthenticationError" in refused.output
+    scan_for_secrets(out.output + refused.output, password, f"{user}:{password}")
+    assert not list(tmp_path.glob("pullbench-mirror-*"))
+
+
+def test_net_cli_profiles_and_bad_selftest_profile():
+    runner = CliRunner()
+    listing = runner.invoke(main, ["net", "profiles"])
+    assert listing.exit_code == 0
+    for name in ("loopback", "lan-1g", "wan-200m", "wan-50m"):
+        assert name in listing.output
+    bad = runner.invoke(main, ["net", "selftest", "--profile", "wan-1m"])
+    assert bad.exit_code == 2
+    assert "wan-50m" in bad.output
