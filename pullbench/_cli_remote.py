@@ -167,8 +167,9 @@ def mirror_cmd(source: str, destination: str, platform: str | None, src_plain_ht
                dest_ca_bundle: str | None, dest_creds: str | None, as_json: bool) -> None:
     """Copy SOURCE to DESTINATION through pullbench's client (one platform, digests kept).
 
-    SOURCE is e.g. docker.io/library/debian:bookworm. One platform is copied byte for byte (digests preserved), so a report can be replicated on
-    exactly that image from a local registry.
+    SOURCE is e.g. docker.io/library/debian:bookworm. One platform is copied byte for byte
+    (digests preserved), so a report can be replicated on exactly that image from a local
+    registry.
     """
     result = mirror_image(
         source, destination, platform=platform, src_plain_http=src_plain_http,

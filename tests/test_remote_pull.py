@@ -133,7 +133,8 @@ def test_image_mirror_from_token_protected_registry(small_image, tmp_path, monke
         again = pull(f"{dst.host}/mirror/debian@{small_image.manifest_digest}", "go-iocopy",
                      tmp_path / "check", plain_http=True)
         monkeypatch.delenv("PULLBENCH_SRC_CREDS")
-        refused = CliRunner().invoke(main, ["image", "mirror", f"{src.host}/library/debian:bookworm",
+        refused = CliRunner().invoke(main, ["image", "mirror",
+                                            f"{src.host}/library/debian:bookworm",
                                             f"{dst.host}/x/y:z", "--src-plain-http",
                                             "--dest-plain-http"])
     finally:
