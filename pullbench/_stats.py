@@ -1322,6 +1322,13 @@ def analyze_grid(
     -------
     GridResult
 
+    Notes
+    -----
+    In the unpaired case the baseline's bootstrap replicates are drawn once and shared by all
+    arms (each arm's interval is still a valid BCa interval; intervals of different arms are
+    correlated through the shared baseline, as their estimates already are). Rerunning with the
+    recorded ``seed`` reproduces the table exactly.
+
     Raises
     ------
     StatsInputError
