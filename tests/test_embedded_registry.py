@@ -619,3 +619,22 @@ def test_bad_request_line_and_unknown_method(embedded_registry):
     assert _raw(embedded_registry, "GET", "/v2/")[0] == 200  # and keeps serving
     status, _, _ = _raw(embedded_registry, "OPTIONS", "/v2/")
     assert status == 501
+
+
+def test_load_image_without_http(tmp_path, multiarch_image, session):
+    with EmbeddedRegistry(tmp_path) as reg:
+        digest = reg.load_image(multiarch_image, "loaded/multi", "v1")
+        assert digest == multiarch_image.manifest_digest
+        r = session.get(f"{reg.url}/v2/loaded/multi/manifests/v1")
+        assert r.headers["Content-Type"] == OCI_INDEX
+        assert r.content == multiarch_image.read_blob(digest)
+        for d in multiarch_image.descriptors:
+            kind = "manifests" if d.media_type in (OCI_INDEX, OCI_MANIFEST) else "blobs"
+            r = session.get(f"{reg.url}/v2/loaded/multi/{kind}/{d.digest}")
+            assert r.status_code == 200 and sha256_digest(r.content) == d.digest
+        # the same as a push: pushing afterwards finds everything present
+        assert push_image(multiarch_image, f"{reg.host}/loaded/multi:v2") == digest
+        with pytest.raises(ServerError, match="invalid repository"):
+            reg.load_image(multiarch_image, "Bad/Name")
+        with pytest.raises(ServerError, match="invalid tag"):
+            reg.load_image(multiarch_image, "ok", "-bad")

@@ -47,10 +47,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .._errors import ServerError
+from .._errors import ImageBuildError, ServerError
 from .._media import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -61,6 +61,9 @@ from .._media import (
     is_valid_digest,
 )
 from ._faults import Misbehavior
+
+if TYPE_CHECKING:
+    from .._oci import ImageLayout
 
 __all__ = ["Authorizer", "BlobRedirect", "EmbeddedRegistry"]
 
@@ -174,6 +177,24 @@ class _Storage:
                     Path(tmp).unlink()
                 raise
         return digest
+
+    def ingest_file(self, source: Path, digest: str) -> None:
+        """Add a file already known to hash to ``digest`` (hard link, else copy + rename)."""
+        target = self.blob_path(digest)
+        if target.exists():
+            return
+        if not source.is_file():
+            raise ImageBuildError(f"blob {digest} missing from the image layout ({source})")
+        tmp = self.uploads_dir / f"load-{uuid.uuid4().hex}"
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            Path(tmp).replace(target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
     # --- manifests -----------------------------------------------------------------------
     def resolve(self, name: str, reference: str) -> str | None:
@@ -1008,6 +1029,51 @@ class EmbeddedRegistry:
             self._thread = None
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def load_image(self, layout: ImageLayout, repository: str, tag: str = "latest") -> str:
+        """Put an image layout straight into storage (no HTTP): hard links when possible.
+
+        Much faster than :func:`pullbench.push_image` for big fixtures; the result is the same
+        as pushing (blobs linked into ``repository``, child manifests by digest, the top
+        manifest or index tagged ``tag``). Works whether or not the server is running.
+
+        Parameters
+        ----------
+        layout : ImageLayout
+        repository : str
+            Repository name (distribution-spec grammar), e.g. ``"bench/synthetic-256m"``.
+        tag : str
+
+        Returns
+        -------
+        str
+            The top manifest digest.
+
+        Raises
+        ------
+        ServerError
+            Invalid repository name or tag.
+        pullbench.ImageBuildError
+            A blob of the layout is missing.
+        """
+        if not NAME_RE.match(repository) or len(repository) > 255:
+            raise ServerError(f"invalid repository name {repository!r} (lowercase "
+                              "a-z0-9 components separated by '/', '.', '_', '-')")
+        if not TAG_RE.match(tag):
+            raise ServerError(f"invalid tag {tag!r} (up to 128 of [A-Za-z0-9_.-], not "
+                              "starting with '.' or '-')")
+        storage = self._storage
+        top = layout.top
+        for m in layout.manifests():
+            doc = layout.read_json(m.digest)
+            for obj in [doc["config"], *doc.get("layers", [])]:
+                digest = obj["digest"]
+                storage.ingest_file(layout.blob_path(digest), digest)
+                storage.link_blob(repository, digest)
+            if m.digest != top.digest:
+                storage.put_manifest(repository, layout.read_blob(m.digest), m.media_type, None)
+        return storage.put_manifest(repository, layout.read_blob(top.digest), top.media_type,
+                                    tag)
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until KeyboardInterrupt (used by the CLI)."""
