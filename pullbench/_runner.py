@@ -450,11 +450,17 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     if task.get("ca_bundle"):
         kwargs["ca_bundle"] = task["ca_bundle"]
     dest = Path(task["dest"])
+    cpu_before = os.times()
     started = time.perf_counter()
     result = pull(task["reference"], strategy, dest, **kwargs)
     pull_wall_s = time.perf_counter() - started
+    cpu_after = os.times()
     row = result.to_row() if hasattr(result, "to_row") else dict(result)
     row["pull_wall_s"] = pull_wall_s
+    # CPU of the whole process around the pull, independent of the puller's probes (in a worker
+    # process that is the pull alone; in-process it also counts an in-process registry)
+    row["worker_cpu_user_s"] = cpu_after.user - cpu_before.user
+    row["worker_cpu_sys_s"] = cpu_after.system - cpu_before.system
     row["worker_pid"] = os.getpid()
     return row
 
