@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -638,3 +639,23 @@ def test_load_image_without_http(tmp_path, multiarch_image, session):
             reg.load_image(multiarch_image, "Bad/Name")
         with pytest.raises(ServerError, match="invalid tag"):
             reg.load_image(multiarch_image, "ok", "-bad")
+
+
+def test_failed_tls_handshake_is_quiet_and_harmless(tmp_path, capfd):
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(ctx)
+    with EmbeddedRegistry(tmp_path, ssl_context=ctx) as reg:
+        with socket.create_connection(("127.0.0.1", reg.port), timeout=10) as raw:
+            raw.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to TLS
+            with contextlib.suppress(OSError):
+                raw.recv(100)
+        s = requests.Session()
+        s.trust_env = False
+        with pytest.raises(requests.exceptions.SSLError):
+            s.get(reg.url + "/v2/", timeout=10)  # our CA is unknown to the client
+        s.close()
+    assert "Traceback" not in capfd.readouterr().err
+

@@ -930,6 +930,11 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # e.g. a failed TLS handshake or a client vanishing: log, do not print a traceback
+        logger.debug("embedded registry: connection from %s failed", client_address,
+                     exc_info=True)
+
     def close_connections(self) -> None:
         """Cut every open client connection (keep-alive ones included)."""
         with self._open_lock:
