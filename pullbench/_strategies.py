@@ -467,8 +467,8 @@ class _Reader:
         return n
 
     def finish(self) -> None:
-        if self.path != "read1":
-            _finish_body(self.response, self.hr, self.consumed)
+        # read1 went through http.client, which already counted the bytes (consumed=0 here).
+        _finish_body(self.response, self.hr, 0 if self.path == "read1" else self.consumed)
 
 
 def _socket_of(bio: Any) -> socket.socket:
