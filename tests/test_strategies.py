@@ -286,3 +286,33 @@ def test_splice_refuses_tls(tmp_path, small_image):
         )
         assert max(result.read_size_hist) <= 16384
     assert not any(p.name.startswith(".") for p in (tmp_path / "s" / "blobs" / "sha256").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("go-iocopy", {}),
+        ("go-iocopy", {"read_path": "read1"}),
+        ("go-iocopy", {"read_path": "recv_into"}),
+        ("containerd-1m", {}),
+        ("requests-iter-content", {}),
+        ("copyfileobj", {}),
+        ("splice", {}),
+    ],
+)
+def test_connection_is_reused_across_blobs(pushed_image, tmp_path, name, params):
+    """Reading below urllib3 still hands the keep-alive connection back to its pool."""
+    import requests
+
+    with requests.Session() as session:
+        pull(
+            pushed_image.reference,
+            get_strategy(name, **params),
+            tmp_path / "s",
+            plain_http=True,
+            session=session,
+            concurrency=1,
+        )
+        pools = session.adapters["http://"].poolmanager.pools
+        counts = [pool.num_connections for pool in pools._container.values()]
+    assert counts == [1]  # manifest + 4 blobs over one connection
