@@ -527,6 +527,12 @@ def test_ca_bundle_wins_over_requests_ca_bundle(tls_registry, tmp_path, monkeypa
     assert result.total_bytes > 0
     with pytest.raises(RegistryUnavailable, match="TLS verification"):
         pull(f"{reg.host}/fixtures/small:latest", "go-iocopy", tmp_path / "t")
+    if env_bundle == "system":
+        # the trap pullbench avoids: Session.verify loses to REQUESTS_CA_BUNDLE in requests
+        with requests.Session() as session:
+            session.verify = str(material.ca_bundle)
+            with pytest.raises(requests.exceptions.SSLError):
+                session.get(f"{reg.url}/v2/", timeout=10)
 
 
 def test_tls_default_verification_uses_environment_bundle(tls_registry, tmp_path, monkeypatch):
