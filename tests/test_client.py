@@ -567,3 +567,37 @@ def test_strict_blob_host_never_sees_credentials(fresh_pushed_image, tmp_path):
         counters = host.counters
     assert counters.served == len(result.layers) == 4
     assert counters.rejected_authorization == 0
+
+
+def test_credentials_never_logged(pushed_image, tmp_path, caplog):
+    reg = pushed_image.registry
+    tokens = TokenServer(require_basic=("erin", SECRET))
+    seen = _Recorder()
+    caplog.set_level("DEBUG")
+    with _serve(tokens.handler()) as ts:
+        realm = f"http://127.0.0.1:{ts.server_address[1]}/token"
+        reg.authorizer = _bearer_authorizer(tokens, realm, seen)
+        try:
+            pull(
+                pushed_image.reference,
+                "go-iocopy",
+                tmp_path / "s",
+                plain_http=True,
+                credentials=("erin", SECRET),
+            )
+            with pytest.raises(AuthenticationError) as info:
+                pull(
+                    pushed_image.reference,
+                    "go-iocopy",
+                    tmp_path / "t",
+                    plain_http=True,
+                    credentials=("erin", SECRET + "x"),
+                )
+        finally:
+            reg.authorizer = None
+    assert caplog.records  # debug logging was on
+    basic = base64.b64encode(f"erin:{SECRET}".encode()).decode()
+    for text in (caplog.text, str(info.value), repr(info.value)):
+        assert SECRET not in text
+        assert basic not in text
+        assert "tok-" not in text  # issued tokens are secrets too
