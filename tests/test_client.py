@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -601,3 +602,31 @@ def test_credentials_never_logged(pushed_image, tmp_path, caplog):
         assert SECRET not in text
         assert basic not in text
         assert "tok-" not in text  # issued tokens are secrets too
+
+
+@pytest.mark.parametrize("style", ["distribution", "dockerhub", "ghcr"])
+def test_against_the_project_token_server(fresh_pushed_image, tmp_path, style):
+    """issue 6's JWT token server in its three challenge styles: private repo, user credentials."""
+    from pullbench.servers import TokenServer as RealTokenServer
+
+    reg = fresh_pushed_image.registry
+    host = "127.0.0.2" if style == "dockerhub" else "127.0.0.1"
+    with RealTokenServer(
+        users={"frank": SECRET}, anonymous_pull=False, style=style, host=host, expires_in_s=120
+    ) as tokens:
+        reg.authorizer = tokens.authorizer()
+        try:
+            result = pull(
+                fresh_pushed_image.reference,
+                "containerd-1m",
+                tmp_path / "ok",
+                plain_http=True,
+                credentials=("frank", SECRET),
+            )
+            assert len(result.layers) == 4
+            with pytest.raises(AuthenticationError, match=re.escape(tokens.realm)):
+                pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "anon", plain_http=True)
+        finally:
+            reg.authorizer = None
+        # one token for the pull with credentials (cached for the manifest and all blobs)
+        assert len([t for t in tokens.issued if t.subject == "frank"]) == 1
