@@ -520,14 +520,24 @@ def import_image(path: str | os.PathLike[str], *, name: str | None = None,
         shutil.rmtree(work, ignore_errors=True)
 
 
+_LAYOUT_MEMBER_RE = re.compile(r"^(?:oci-layout|index\.json|blobs/[a-z0-9]+/[a-zA-Z0-9=_-]+)$")
+
+
 def _safe_extract(tar: tarfile.TarFile, dst: Path) -> None:
+    """Extract only the OCI layout's own files (regular files, known names) into ``dst``.
+
+    Anything else in the tarball (``manifest.json`` and the ``<id>/layer.tar`` links that
+    Docker >= 25 adds next to the OCI layout, or hostile ``../`` names) is ignored.
+    """
     dst.mkdir(parents=True)
     for member in tar.getmembers():
-        target = (dst / member.name).resolve()
-        if not str(target).startswith(str(dst.resolve())) or member.issym() or member.islnk():
-            raise ImageBuildError(f"refusing tarball member {member.name!r}: outside the layout "
-                                  "or a link")
-    try:
-        tar.extractall(dst, filter="data")
-    except TypeError:  # Python < 3.11.4 has no extraction filters; members were checked above
-        tar.extractall(dst)
+        name = member.name.removeprefix("./")
+        if not member.isfile() or not _LAYOUT_MEMBER_RE.match(name):
+            continue
+        target = dst / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(member)
+        if src is None:
+            continue
+        with src, target.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)

@@ -342,3 +342,24 @@ def test_catalog_recipes_are_sane():
         assert (e.spec is not None) == (e.source == "synthetic")
         assert e.approx_size_bytes > 0
     assert catalog["debian-minbase"].needs_root
+
+
+def test_import_layout_tar_ignores_links_and_hostile_names(tmp_path, small_image):
+    """Docker >= 25 `docker save` output: an OCI layout plus legacy symlinks and manifest.json."""
+    tarball = tmp_path / "docker25.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(small_image.path, arcname=".")
+        link = tarfile.TarInfo("abc123/layer.tar")
+        link.type, link.linkname = tarfile.SYMTYPE, "../blobs/sha256/" + "0" * 64
+        tar.addfile(link)
+        evil = tarfile.TarInfo("../../evil.txt")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+        manifest = json.dumps([{"Config": "x", "Layers": []}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    got = import_image(tarball, cache_dir=tmp_path / "cache")
+    assert got.manifest_digest == small_image.manifest_digest
+    assert not (tmp_path / "evil.txt").exists()
+    assert not any(p.is_symlink() for p in got.path.rglob("*"))
