@@ -244,9 +244,9 @@ def _fetch_blob(
         )
     except PullbenchError as exc:
         if getattr(exc, "registry", None) is None and hasattr(exc, "registry"):
-            exc.registry = client.registry  # type: ignore[attr-defined]
+            exc.registry = client.registry
         if getattr(exc, "image_ref", None) is None and hasattr(exc, "image_ref"):
-            exc.image_ref = f"{client.registry}/{repository}@{desc.digest}"  # type: ignore[attr-defined]
+            exc.image_ref = f"{client.registry}/{repository}@{desc.digest}"
         raise
     if unpack is not None:
         unpack(desc, path)

@@ -446,7 +446,7 @@ class _Reader:
         n = self._readinto1(view)
         self.remaining -= n
         self.consumed += n
-        return n
+        return int(n)
 
     def _recv_into(self, view: memoryview) -> int:
         if self.remaining <= 0:
@@ -460,7 +460,7 @@ class _Reader:
                 n = self.bio.readinto1(view[: min(k, pending)])
                 self.remaining -= n
                 self.consumed += n
-                return n
+                return int(n)
         n = self.sock.recv_into(view, k)
         self.remaining -= n
         self.consumed += n
@@ -565,9 +565,9 @@ class SocketCopy(CopyStrategy):
         mode, r, w = p["write_mode"], p["read_size"], p["write_size"]
         if mode == "fill":
             per = w
-            return per * (_HASH_SLOTS if p["hash_mode"] == "thread" else 1)
+            return int(per) * (_HASH_SLOTS if p["hash_mode"] == "thread" else 1)
         per = r * (_HASH_SLOTS if p["hash_mode"] == "thread" else 1)
-        return per + (w if mode == "bufio" else 0)
+        return int(per) + (int(w) if mode == "bufio" else 0)
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
@@ -724,7 +724,7 @@ class IterContentCopy(CopyStrategy):
 
     def buffer_bytes(self) -> int:
         slots = _HASH_SLOTS if self.params["hash_mode"] == "thread" else 1
-        return self.params["chunk_size"] * slots
+        return int(self.params["chunk_size"]) * slots
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
@@ -767,13 +767,15 @@ class CopyfileobjCopy(CopyStrategy):
 
     name = "copyfileobj"
     mirrors = "python/cpython:Lib/shutil.py copyfileobj(r.raw, f, COPY_BUFSIZE)"
-    defaults: ClassVar[Mapping[str, Any]] = {"chunk_size": shutil.COPY_BUFSIZE}
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "chunk_size": getattr(shutil, "COPY_BUFSIZE", 64 * KiB)
+    }
 
     def validate(self) -> None:
         _size(self.name, "chunk_size", self.params["chunk_size"])
 
     def buffer_bytes(self) -> int:
-        return self.params["chunk_size"]
+        return int(self.params["chunk_size"])
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
@@ -783,10 +785,11 @@ class CopyfileobjCopy(CopyStrategy):
         class _Src:
             remaining = limit
 
-            def read(self, n: int) -> bytes:
+            def read(self, n: int = -1, /) -> bytes:
                 if self.remaining <= 0:
                     return b""
-                data = raw.read(min(n, self.remaining), decode_content=False)
+                want = self.remaining if n < 0 else min(n, self.remaining)
+                data = raw.read(want, decode_content=False)
                 self.remaining -= len(data)
                 meter.read(len(data))
                 return data
@@ -828,7 +831,7 @@ class SpliceCopy(CopyStrategy):
         _size(self.name, "pipe_size", self.params["pipe_size"])
 
     def buffer_bytes(self) -> int:
-        return self.params["pipe_size"] + _REHASH_CHUNK
+        return int(self.params["pipe_size"]) + _REHASH_CHUNK
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
@@ -976,7 +979,7 @@ def register_strategy(
             obj = cls(**params)
             if obj.name != preset_name:
                 obj.name = preset_name
-            return obj
+            return obj  # type: ignore[no-any-return]
     else:
         if not name:
             raise StrategyError("register_strategy(factory, name=...) needs a name for a factory")
