@@ -21,7 +21,7 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
     """``ARM.KEY=VALUE`` or ``KEY=VALUE`` (all arms)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise click.BadParameter(f"{text!r}: expected [ARM.]KEY=VALUE, e.g. pr48602.buffer_bytes=64k",
+        raise click.BadParameter(f"{text!r}: expected [ARM.]KEY=VALUE, e.g. pr48602.write_size=64k",
                                  param_hint="--param")
     arm, dot, name = key.rpartition(".")
     return (arm if dot else None), name, value
@@ -75,7 +75,7 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
                              "requests-iter-content,splice.")
 @click.option("--baseline", help="Arm to compare against (default: first arm).")
 @click.option("--param", "params", multiple=True,
-              help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.buffer_bytes=64k). "
+              help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.write_size=64k). "
                    "Repeatable.")
 @click.option("--blocks", type=click.IntRange(min=1), help="Blocks (each runs every arm once).")
 @click.option("--warmup-blocks", type=click.IntRange(min=0), help="Warm-up blocks (not analysed).")
@@ -88,6 +88,10 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
               help="Results folder (default results/<timestamp>-<name>).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Continue the interrupted experiment in this results folder.")
+@click.option("--network-profile",
+              help="Network between puller and registry: loopback (default) or a shaping-proxy "
+                   "profile (see `pullbench.profile_names()`, e.g. lan-1g, wan-200m).")
+@click.option("--tls", is_flag=True, help="The registry serves TLS itself (trustme certificates).")
 @click.option("--drop-caches", is_flag=True,
               help="Drop the page cache before every run (root only): cache_state=cold.")
 @click.option("--in-process", is_flag=True, help="Run pulls in this process, not a fresh worker.")
@@ -101,7 +105,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           arms: str | None, baseline: str | None, params: tuple[str, ...], blocks: int | None,
           warmup_blocks: int | None, seed: int | None, margin: float | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
-          drop_caches: bool, in_process: bool, dest: Path | None, no_probes: bool,
+          network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool, dest: Path | None, no_probes: bool,
           no_report: bool, progress: bool) -> None:
     """Run an experiment and print verdicts (the main job).
 
@@ -130,6 +134,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
             "images": tuple(images) or None, "registry": registry, "blocks": blocks,
             "warmup_blocks": warmup_blocks, "seed": seed, "margin": margin,
             "concurrency": concurrency, "baseline": baseline,
+            "network_profile": network_profile, "tls": True if tls else None,
         }
         if quick:
             overrides.update({k: v for k, v in QUICK.items() if overrides.get(k) is None})
@@ -150,7 +155,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
             spec = spec.with_params(parsed_params)
         click.echo(f"experiment {spec.name}: {len(spec.arms)} arms x {spec.blocks} blocks "
                    f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
-                   f"{spec.total_runs} runs on the {spec.registry} registry", err=True)
+                   f"{spec.total_runs} runs on the {spec.registry} registry "
+                   f"({spec.network_profile}{', TLS' if spec.tls else ''})", err=True)
     try:
         result = run_experiment(spec, out, resume=resume_dir is not None, progress=progress)
     except ExperimentInterrupted as exc:

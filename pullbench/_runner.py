@@ -597,6 +597,21 @@ class ExperimentResult:
         return self.completed_runs >= self.planned_runs
 
 
+def _default_wiring(spec: ExperimentSpec, factory: RegistryFactory | None,
+                    pull_function: str | None) -> tuple[RegistryFactory, str]:
+    """Pick the registry factory and pull function the spec's network set-up needs."""
+    import pullbench
+
+    if factory is None:
+        remote = getattr(pullbench, "remote_registry_factory", None)
+        factory = remote if spec.tls and remote is not None else default_registry_factory
+    if pull_function is None:
+        pull_function = DEFAULT_PULL_FUNCTION
+        if spec.network_profile != "loopback" and hasattr(pullbench, "pull_recording_proxy_cpu"):
+            pull_function = "pullbench.servers._proxy:pull_recording_proxy_cpu"
+    return factory, pull_function
+
+
 def default_results_dir(spec: ExperimentSpec, base: str | Path = "results") -> Path:
     """``<base>/<UTC timestamp>-<spec.name>`` (e.g. ``results/20261129T084400Z-bench``)."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -625,7 +640,7 @@ def run_experiment(
     resume: bool = False,
     progress: bool = True,
     registry_factory: RegistryFactory | None = None,
-    pull_function: str = DEFAULT_PULL_FUNCTION,
+    pull_function: str | None = None,
     image_cache_dir: str | Path | None = None,
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
     notes: Mapping[str, Any] | None = None,
@@ -646,10 +661,13 @@ def run_experiment(
     progress : bool
         Show a tqdm progress bar with ETA on stderr.
     registry_factory : callable, optional
-        ``(spec, work_dir) -> context manager yielding an Endpoint``; default
-        :func:`default_registry_factory`.
-    pull_function : str
-        ``"module:function"`` with :func:`pullbench.pull`'s signature (the default).
+        ``(spec, work_dir) -> context manager yielding an Endpoint``. Default:
+        :func:`default_registry_factory`, or ``pullbench.remote_registry_factory`` (a registry
+        serving TLS itself) when ``spec.tls``.
+    pull_function : str, optional
+        ``"module:function"`` with :func:`pullbench.pull`'s signature. Default: ``pull``, or
+        ``pullbench.pull_recording_proxy_cpu`` (adds ``proxy_cpu_s``) when the network profile
+        puts a shaping proxy between puller and registry.
     image_cache_dir : path, optional
         Fixture-image build cache (``build_image``'s default when None).
     run_timeout_s : float
@@ -691,6 +709,11 @@ def run_experiment(
 
     # -- preflight: everything that can fail before a registry starts ---------------------------
     _validate_strategies(spec)
+    if spec.network_profile not in network_profiles():
+        raise BenchmarkError(
+            f"unknown network profile {spec.network_profile!r}; choose one of {network_profiles()}"
+        )
+    registry_factory, pull_function = _default_wiring(spec, registry_factory, pull_function)
     if spec.cache_policy == "drop" and (not hasattr(os, "geteuid") or os.geteuid() != 0):
         raise BenchmarkError(
             "--drop-caches / cache_policy='drop' needs root to write /proc/sys/vm/drop_caches; "
@@ -709,7 +732,7 @@ def run_experiment(
         if bad:
             raise BenchmarkError(f"rows {bad[:5]} do not match the saved plan; the folder is corrupt")
     todo = [p for p in plan if p.run_index not in done]
-    factory = registry_factory or default_registry_factory
+    factory = registry_factory
     cache_state = "cold" if spec.cache_policy == "drop" else "warm"
 
     starts_registry = spec.registry in ("embedded", "distribution")

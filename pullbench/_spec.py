@@ -276,7 +276,7 @@ class ExperimentSpec:
     tls: bool = False
     arms: tuple[ArmSpec, ...] = tuple(ArmSpec.make(a) for a in DEFAULT_ARMS)
     baseline: str = ""
-    blocks: int = 12
+    blocks: int = 20
     warmup_blocks: int = 1
     cache_policy: str = "warm"
     isolation: str = "process"

@@ -126,3 +126,24 @@ def test_ctrl_c_and_crash_then_resume_lose_and_repeat_nothing(tmp_path):
     assert "vs baseline go-iocopy" in stdout
     env = json.loads((out / "environment.json").read_text())
     assert len(env["resumed_sessions"]) == 2
+
+
+def test_bench_from_a_spec_file_with_overrides(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: from-file\nimages: [synthetic-small]\narms: [go-iocopy, containerd-1m]\n"
+        "blocks: 2\nwarmup_blocks: 0\nisolation: inprocess\nmetrics: [duration_s]\n"
+    )
+    out = tmp_path / "res"
+    result = CliRunner().invoke(main, ["bench", "--spec", str(spec), "--param",
+                                       "containerd-1m.write_size=256k", "--blocks", "3",
+                                       "--out", str(out), "--no-progress", "--no-report"])
+    assert result.exit_code == 0, result.output
+    assert "containerd-1m[write_size=262144]" in result.output
+    saved = json.loads((out / "spec.json").read_text())
+    assert saved["name"] == "from-file" and saved["blocks"] == 3
+    assert saved["arms"][1]["params"] == {"write_size": 262144}
+    rows = _rows(out / "rows.jsonl")
+    assert len(rows) == 6 and {r["isolation"] for r in rows} == {"inprocess"}
+    assert {r["effective_params"]["write_size"] for r in rows
+            if r["strategy"] == "containerd-1m"} == {262144}
