@@ -30,9 +30,12 @@ write coalescing (``write_mode``, ``write_size``)
     ``write_size`` buffer is full, then write it (containerd's ``io.ReadAtLeast`` loop,
     containerd/containerd:core/content/helpers.go ``copyWithBuffer``).
 hash location (``hash_mode``)
-    ``inline`` (in the copy loop, as ``io.TeeReader`` into the digester), ``thread`` (a helper
-    thread; ``hashlib`` releases the GIL for large updates, so hashing overlaps the socket read and
-    the file write), or ``after`` (re-read the finished file; what ``splice`` has to do).
+    ``inline`` (in the copy loop, as ``io.TeeReader`` into the digester; with ``fill`` each full
+    buffer is hashed when it is written, as containerd's content writer does), ``on-read`` (each
+    read is hashed as soon as it lands, while it is still in the CPU cache; differs from
+    ``inline`` only for ``fill``), ``thread`` (a helper thread; ``hashlib`` releases the GIL for
+    large updates, so hashing overlaps the socket read and the file write), or ``after``
+    (re-read the finished file; what ``splice`` has to do).
 
 Every strategy's reads must come from real reads: nothing is simulated. Counts are made by the
 strategy itself as it calls the OS, so the write-size histogram of a pull equals what
@@ -103,7 +106,8 @@ _HASH_SLOTS = 3  # buffers in flight between the copy loop and the hashing threa
 
 READ_PATHS = ("readinto", "read1", "recv_into")
 WRITE_MODES = ("per-read", "bufio", "fill")
-HASH_MODES = ("inline", "thread", "after")
+HASH_MODES = ("inline", "on-read", "thread", "after")
+_IN_LOOP = frozenset({"inline", "on-read"})
 
 
 # ----------------------------------------------------------------------------- records
@@ -539,7 +543,7 @@ class SocketCopy(CopyStrategy):
     write_mode : {"per-read", "bufio", "fill"}
     write_size : int
         Size of the write buffer for ``bufio`` and ``fill`` (bytes; ignored for ``per-read``).
-    hash_mode : {"inline", "thread", "after"}
+    hash_mode : {"inline", "on-read", "thread", "after"}
     """
 
     name = "tunable"
@@ -579,11 +583,11 @@ class SocketCopy(CopyStrategy):
         try:
             if p["write_mode"] == "fill":
                 self._fill(
-                    reader, fd, meter, limit, hasher if hash_mode == "inline" else None, worker
+                    reader, fd, meter, limit, hasher if hash_mode in _IN_LOOP else None, worker
                 )
             else:
                 self._stream(
-                    reader, fd, meter, limit, hasher if hash_mode == "inline" else None, worker
+                    reader, fd, meter, limit, hasher if hash_mode in _IN_LOOP else None, worker
                 )
         finally:
             if worker is not None:
@@ -667,7 +671,8 @@ class SocketCopy(CopyStrategy):
         read = reader.read
         reads = meter.reads
         write = meter.write
-        update = hasher.update if hasher is not None else None
+        on_read = hasher.update if hasher is not None and p["hash_mode"] == "on-read" else None
+        update = hasher.update if hasher is not None and on_read is None else None
         total = 0
         eof = False
         slot = 0
@@ -683,6 +688,8 @@ class SocketCopy(CopyStrategy):
                     eof = True
                     break
                 reads[n] += 1
+                if on_read is not None:
+                    on_read(buf[filled : filled + n])
                 filled += n
             if filled == 0:
                 if worker is not None:
@@ -711,7 +718,8 @@ class IterContentCopy(CopyStrategy):
     Parameters
     ----------
     chunk_size : int
-    hash_mode : {"inline", "thread", "after"}
+    hash_mode : {"inline", "on-read", "thread", "after"}
+        ``on-read`` is the same as ``inline`` here.
     """
 
     name = "requests-iter-content"
@@ -731,7 +739,7 @@ class IterContentCopy(CopyStrategy):
     ) -> Any | None:
         mode = self.params["hash_mode"]
         worker = _HashWorker(hasher, _HASH_SLOTS, meter) if mode == "thread" else None
-        update = hasher.update if mode == "inline" else None
+        update = hasher.update if mode in _IN_LOOP else None
         reads = meter.reads
         write = meter.write
         total = 0

@@ -116,6 +116,8 @@ def test_every_preset_stores_identical_bytes(pushed_image, tmp_path, name):
         {"read_path": "recv_into"},
         {"hash_mode": "thread"},
         {"hash_mode": "after"},
+        {"write_mode": "fill", "write_size": 1 << 20, "read_size": 1 << 20, "hash_mode": "on-read"},
+        {"hash_mode": "on-read"},
         {
             "read_path": "recv_into",
             "write_mode": "bufio",
