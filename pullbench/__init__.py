@@ -64,6 +64,7 @@ from ._images import (
     catalog,
     default_cache_dir,
     image_from_directory,
+    image_from_pip,
     list_catalog,
     tar_directory,
 )

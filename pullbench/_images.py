@@ -57,6 +57,7 @@ __all__ = [
     "catalog",
     "default_cache_dir",
     "image_from_directory",
+    "image_from_pip",
     "list_catalog",
     "tar_directory",
 ]
@@ -556,21 +557,32 @@ def _build_debian_minbase(layout_dir: Path, work: Path, mirror: str, tag: str) -
         shutil.rmtree(rootfs, ignore_errors=True)
 
 
-def _build_torch(layout_dir: Path, work: Path, tag: str) -> ImageLayout:
-    target = work / "site-packages"
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-           "--disable-pip-version-check", "--target", str(target), TORCH_REQUIREMENT]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ImageBuildError(
-            f"torch-cpu: `{' '.join(cmd[2:])}` failed (exit {proc.returncode}); pip must be able "
-            f"to find the {TORCH_REQUIREMENT} CPU wheel (index or --find-links):\n"
-            f"{(proc.stdout + proc.stderr)[-1500:]}")
-    try:
-        return image_from_directory(target, layout_dir,
-                                    prefix="usr/local/lib/python3.11/site-packages", tag=tag)
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
+def image_from_pip(requirement: str, layout_dir: Path, *, pip_args: Iterable[str] = (),
+                   prefix: str = "usr/local/lib/python3.11/site-packages",
+                   tag: str = "latest") -> ImageLayout:
+    """Build a one-layer image of ``pip install --target DIR --no-deps REQUIREMENT``.
+
+    The tree pip writes (wheels unpacked: shared libraries, Python sources, metadata) becomes
+    one reproducibly tarred gzip layer under ``prefix``, like a Python ML image's main layer.
+    pip runs with the interpreter's own configuration (index, ``--find-links``) plus
+    ``pip_args``.
+
+    Raises
+    ------
+    ImageBuildError
+        pip failed (the message carries its output and names the requirement).
+    """
+    with tempfile.TemporaryDirectory(prefix="pullbench-pip-") as tmp:
+        target = Path(tmp) / "site-packages"
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+               "--disable-pip-version-check", "--target", str(target), *pip_args, requirement]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise ImageBuildError(
+                f"`pip {' '.join(cmd[3:])}` failed (exit {proc.returncode}); pip must be able "
+                f"to find a wheel for {requirement} (its index or --find-links):\n"
+                f"{(proc.stdout + proc.stderr)[-1500:]}")
+        return image_from_directory(target, layout_dir, prefix=prefix, tag=tag)
 
 
 def _recipe(entry_or_spec: CatalogEntry | SyntheticImageSpec) -> tuple[str, dict[str, Any]]:
@@ -638,7 +650,7 @@ def build_image(name_or_spec: str | SyntheticImageSpec, *,
         elif entry.source == "debootstrap":
             _build_debian_minbase(layout_dir, work, recipe["mirror"], tag)
         else:
-            _build_torch(layout_dir, work, tag)
+            image_from_pip(TORCH_REQUIREMENT, layout_dir, tag=tag)
         try:
             Path(layout_dir).replace(final)
         except OSError:

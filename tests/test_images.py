@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from pullbench import (
     build_image,
     catalog,
     image_from_directory,
+    image_from_pip,
     import_image,
     list_catalog,
     push_image,
@@ -363,3 +365,47 @@ def test_import_layout_tar_ignores_links_and_hostile_names(tmp_path, small_image
     assert got.manifest_digest == small_image.manifest_digest
     assert not (tmp_path / "evil.txt").exists()
     assert not any(p.is_symlink() for p in got.path.rglob("*"))
+
+
+def _toy_wheel(directory: Path) -> Path:
+    """A real (tiny) wheel: pbtoy 1.0 with a module and a fake shared library."""
+    import base64
+    import zipfile
+
+    files = {
+        "pbtoy/__init__.py": b"VALUE = 42\n",
+        "pbtoy/_native.so": bytes(range(256)) * 64,
+        "pbtoy-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: pbtoy\nVersion: 1.0\n",
+        "pbtoy-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
+                                     b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append("pbtoy-1.0.dist-info/RECORD,,")
+    files["pbtoy-1.0.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = directory / "pbtoy-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return wheel
+
+
+def test_image_from_pip_target(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _toy_wheel(wheels)
+    args = ("--no-index", "--find-links", str(wheels))
+    layout = image_from_pip("pbtoy==1.0", tmp_path / "layout", pip_args=args)
+    layout.verify()
+    (layer,) = layout.layers
+    raw = gzip.decompress(layout.read_blob(layer.digest))
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        names = tar.getnames()
+        so = tar.extractfile("usr/local/lib/python3.11/site-packages/pbtoy/_native.so")
+        assert so is not None and so.read() == bytes(range(256)) * 64
+    assert "usr/local/lib/python3.11/site-packages/pbtoy-1.0.dist-info/METADATA" in names
+    with pytest.raises(ImageBuildError, match="pbtoy==9.9"):
+        image_from_pip("pbtoy==9.9", tmp_path / "layout2", pip_args=args)
+    assert not (tmp_path / "layout2").exists()
