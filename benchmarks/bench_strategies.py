@@ -326,8 +326,9 @@ def report(
                 f"{r.buffer_bytes / MiB:5.1f}Mi"
             )
         print(line)
-    best = max(presets, key=lambda k: rate[k])
-    worst = min(presets, key=lambda k: rate[k])
+    named = [k for k in presets if k in PRESETS]
+    best = max(named, key=lambda k: rate[k])
+    worst = min(named, key=lambda k: rate[k])
     met = rate[best] / skopeo >= 2.5 and rate[best] / serial >= 0.8
     print()
     print(
@@ -335,6 +336,13 @@ def report(
         f"{rate[best] / serial:.2f} of the serial limit (target >= 0.8): "
         f"{'MET' if met else 'MISSED'}"
     )
+    variants = [k for k in presets if k not in PRESETS]
+    if variants:
+        top = max(variants, key=lambda k: rate[k])
+        print(
+            f"best variant (--extra) {top}: {rate[top] / skopeo:.2f}x skopeo, "
+            f"{rate[top] / serial:.2f} of the serial limit"
+        )
     print(
         f"curl -o (no hashing at all) reached {rate['curl -o (no hash)'] / serial:.2f} of the "
         "serial limit: the registry + loopback ceiling on this machine during this run"
