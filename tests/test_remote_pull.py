@@ -157,3 +157,51 @@ def test_net_cli_profiles_and_bad_selftest_profile():
     bad = runner.invoke(main, ["net", "selftest", "--profile", "wan-1m"])
     assert bad.exit_code == 2
     assert "wan-50m" in bad.output
+
+
+NOTEBOOK_03 = Path(__file__).resolve().parents[1] / "notebooks" / "03-remote-registry.ipynb"
+
+
+def test_notebook_03_has_one_literal_parameters_cell():
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK_03, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for node in ast.parse(tagged[0].source).body:
+        assert isinstance(node, ast.Assign)
+        ast.literal_eval(node.value)  # plain literals only
+
+
+@pytest.mark.slow
+@pytest.mark.peers
+def test_notebook_03_runs_with_tiny_parameters_and_renders_html(distribution_binary, tmp_path):
+    import subprocess
+    import sys
+
+    import nbformat
+    import papermill
+
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK_03), str(out), cwd=str(tmp_path), kernel_name="python3",
+        progress_bar=False,
+        parameters={"profiles": ["loopback", "wan-50m"], "tls_options": [False, True],
+                    "arms": ["go-iocopy", "containerd-1m"], "blocks": 2, "warmup_blocks": 0,
+                    "isolation": "inprocess", "n_resamples": 200, "selftest_duration_s": 0.2},
+    )
+    nb = nbformat.read(out, as_version=4)
+    text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "16 runs, 0 failed; cells: 4" in text
+    assert "wan-50m" in text
+    assert "proxy_cpu_s_per_gb" in text
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert images, "the ratio plot is missing"
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", str(out)],
+                   check=True, capture_output=True, cwd=tmp_path, timeout=300)
+    html = (tmp_path / "out.html").read_text()
+    assert "Does the buffering change matter remotely?" in html
