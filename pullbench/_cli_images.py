@@ -13,6 +13,7 @@ import click
 
 from ._cli_common import handle_errors
 from ._errors import ImageBuildError
+from ._oci import ImageLayout
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +22,8 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def _resolve_image(name: str):  # -> ImageLayout
+def _resolve_image(name: str) -> ImageLayout:
     from ._images import build_image, catalog
-    from ._oci import ImageLayout
 
     if name in catalog:
         return build_image(name)
@@ -51,7 +51,7 @@ def registry_group() -> None:
 def serve(root: Path, port: int, host: str, push_names: tuple[str, ...]) -> None:
     """Serve the embedded OCI registry from ROOT until Ctrl-C."""
     from ._oci import push_image
-    from .servers import EmbeddedRegistry
+    from .servers._embedded import EmbeddedRegistry
 
     reg = EmbeddedRegistry(root, host=host, port=port).start()
     try:

@@ -308,7 +308,7 @@ def _write_synthetic_layer(blobs: Path, rng: np.random.Generator, size: int,
                     n = min(per_file, size - offset)
                     ext = "bin" if random else "py"
                     reader = _RandomReader(rng, n) if random else _TextReader(rng, n)
-                    tar.addfile(_tarinfo(f"{top}/f{j:05d}.{ext}", n), reader)  # type: ignore[arg-type]
+                    tar.addfile(_tarinfo(f"{top}/f{j:05d}.{ext}", n), reader)
                     offset += n
                     j += 1
             digest, diff_id, written = sink.finish()
@@ -472,8 +472,8 @@ def image_from_directory(directory: Path, layout_dir: Path, *, compression: str 
         _compress_file(raw, packed, compression)
         raw.unlink()
         h = hashlib.sha256()
-        with packed.open("rb") as f:
-            while chunk := f.read(MiB):
+        with packed.open("rb") as packed_in:
+            while chunk := packed_in.read(MiB):
                 h.update(chunk)
         digest = "sha256:" + h.hexdigest()
         size = packed.stat().st_size

@@ -113,7 +113,8 @@ class ImageLayout:
     # --- reading -------------------------------------------------------------------------
     def _index_json(self) -> dict[str, Any]:
         try:
-            return json.loads((self.path / "index.json").read_text())
+            doc: dict[str, Any] = json.loads((self.path / "index.json").read_text())
+            return doc
         except (OSError, json.JSONDecodeError) as exc:
             raise ImageBuildError(f"{self.path} is not an OCI image layout (index.json: {exc}); "
                                   "build or import the image again") from exc
@@ -150,7 +151,9 @@ class ImageLayout:
         return self.blob_path(digest).read_bytes()
 
     def read_json(self, digest: str) -> dict[str, Any]:
-        return json.loads(self.read_blob(digest))
+        """Parse the JSON blob ``digest`` (a manifest, index or config)."""
+        doc: dict[str, Any] = json.loads(self.read_blob(digest))
+        return doc
 
     def manifests(self) -> list[LayoutDescriptor]:
         """Descriptors of the image manifests (one per platform for an index)."""

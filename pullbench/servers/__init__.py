@@ -9,8 +9,9 @@ from __future__ import annotations
 from ._faults import Misbehavior
 
 # --- section: registries (issue 2) ---
-from ._distribution import DistributionRegistry  # noqa: I001
-from ._embedded import EmbeddedRegistry
+# (``X as X``: explicit re-exports, visible to type checkers despite the computed __all__)
+from ._distribution import DistributionRegistry as DistributionRegistry  # noqa: I001
+from ._embedded import EmbeddedRegistry as EmbeddedRegistry
 
 # --- end section: registries ---
 

@@ -91,6 +91,32 @@ _API_VERSION = "registry/2.0"
 _MANIFEST_TYPES = MANIFEST_MEDIA_TYPES | INDEX_MEDIA_TYPES
 
 
+class _HeaderView(Mapping[str, str]):
+    """Case-insensitive read-only mapping over the request's ``email.message.Message``."""
+
+    def __init__(self, message: Any) -> None:
+        self._m = message
+
+    def __getitem__(self, key: str) -> str:
+        value = self._m.get(key)
+        if value is None:
+            raise KeyError(key)
+        return str(value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._m.get(key)
+        return default if value is None else str(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._m.keys())
+
+    def __len__(self) -> int:
+        return len(self._m.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._m.get(key) is not None
+
+
 class _RegistryHTTPError(Exception):
     """Internal: an error answer (status, spec error code, message, detail, extra headers)."""
 
@@ -381,7 +407,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw_path = split.path
             self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
             if reg.authorizer is not None:
-                denied = reg.authorizer(method, raw_path, self.headers)
+                headers_map: Mapping[str, str] = _HeaderView(self.headers)
+                denied = reg.authorizer(method, raw_path, headers_map)
                 if denied is not None:
                     status, headers = denied
                     code = {401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}.get(
@@ -782,9 +809,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_empty(201, {"Location": f"/v2/{name}/blobs/{digest}",
                                        "Docker-Content-Digest": digest})
                 return
-        digest = self.query.get("digest")
-        if digest is not None:
-            digest = self._digest_arg(digest)
+        digest_text = self.query.get("digest")
+        if digest_text is not None:
+            self._digest_arg(digest_text)
             up = storage.new_upload(name)
             upload_id = up.path.name
             with up.lock:
@@ -891,12 +918,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _missing_references(storage: _Storage, name: str, doc: dict[str, Any],
                             media_type: str) -> list[str]:
         try:
-            if media_type in INDEX_MEDIA_TYPES:
+            index = media_type in INDEX_MEDIA_TYPES
+            if index:
                 descs = list(doc.get("manifests") or [])
-                check = lambda d: storage.resolve(name, d) is not None  # noqa: E731
             else:
                 descs = [doc["config"], *(doc.get("layers") or [])]
-                check = lambda d: storage.blob_linked(name, d)  # noqa: E731
             digests = [d["digest"] for d in descs]
         except (KeyError, TypeError) as exc:
             raise _RegistryHTTPError(400, "MANIFEST_INVALID",
@@ -905,7 +931,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(d, str) or not is_valid_digest(d):
                 raise _RegistryHTTPError(400, "MANIFEST_INVALID", "invalid digest in manifest",
                                          str(d)[:200])
-        return [d for d in digests if not check(d)]
+        if index:
+            return [d for d in digests if storage.resolve(name, d) is None]
+        return [d for d in digests if not storage.blob_linked(name, d)]
 
 
 class _Server(ThreadingHTTPServer):
