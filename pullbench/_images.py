@@ -65,7 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when the builder's output for the same recipe changes (invalidates the cache).
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 MiB = 1 << 20
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9.]+)?$")
 _RANDOM_FILE_BYTES = 32 * MiB
