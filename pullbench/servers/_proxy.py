@@ -297,11 +297,11 @@ def _quantum(profile: NetworkProfile) -> int:
     return q
 
 
-_SPIN_S = 0.0005
+_SPIN_S = 0.002
 
 
 def _sleep_until(deadline: float) -> None:
-    """Sleep until ``deadline`` (monotonic): coarse sleep, then yield-spin the last 0.5 ms.
+    """Sleep until ``deadline`` (monotonic): coarse sleep, then yield-spin the last 2 ms.
 
     A plain ``time.sleep`` overshoots by ~0.1 ms plus the wake-up latency of an idle CPU; the
     spin keeps the added RTT within the self-test's ±1 ms at 60 ms RTT.
@@ -932,7 +932,7 @@ def selftest(
     duration_s : float
         Target duration of each bulk transfer, seconds (the transfer is bounded, never open-ended).
     max_transfer_bytes : int
-        Cap on the bulk transfer size.
+        Cap on the bulk transfer size (the size itself for profiles without a rate limit).
     pings : int
         Number of ping-pongs per measurement.
 
@@ -963,7 +963,7 @@ def selftest(
                     nbytes = int(min(max(rate * 1e6 / 8 * duration_s, 256 * 1024),
                                      max_transfer_bytes))
                 else:
-                    nbytes = int(min(64 * 1024 * 1024, max_transfer_bytes))
+                    nbytes = int(max_transfer_bytes)
                 achieved = _bulk_mbit_s(target_addr, nbytes)
                 cpu = proxy.cpu_s() - cpu0
             target = float(rate) if rate else float("nan")
