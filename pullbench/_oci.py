@@ -70,7 +70,7 @@ class LayoutDescriptor:
     digest: str
     size_bytes: int
     platform: str | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> LayoutDescriptor:
