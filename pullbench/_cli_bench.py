@@ -86,7 +86,8 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
 @click.option("--quick", is_flag=True, help="A short run (about a minute): 4 blocks + 1 warm-up.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Results folder (default results/<timestamp>-<name>).")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+@click.option("--resume", "resume_dir",
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Continue the interrupted experiment in this results folder.")
 @click.option("--network-profile",
               help="Network between puller and registry: loopback (default) or a shaping-proxy "
@@ -105,7 +106,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           arms: str | None, baseline: str | None, params: tuple[str, ...], blocks: int | None,
           warmup_blocks: int | None, seed: int | None, margin: float | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
-          network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool, dest: Path | None, no_probes: bool,
+          network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
+          dest: Path | None, no_probes: bool,
           no_report: bool, progress: bool) -> None:
     """Run an experiment and print verdicts (the main job).
 

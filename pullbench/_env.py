@@ -57,7 +57,8 @@ def filesystem_type(path: str | Path) -> dict[str, str]:
     """Filesystem of ``path``: ``{"mountpoint", "fstype", "device"}`` from ``/proc/self/mounts``.
 
     The longest mount point that is a prefix of the resolved path wins. Unknown values are
-    ``"unknown"`` (not on Linux, or the path does not exist yet: its nearest existing parent is used).
+    ``"unknown"`` (not on Linux); for a path that does not exist yet, its nearest existing parent
+    is used.
     """
     p = Path(path).resolve()
     while not p.exists() and p != p.parent:
@@ -150,7 +151,8 @@ def capture_environment(
             "hostname": socket.gethostname(),
             "cpu_model": _cpu_model(),
             "cpu_count": os.cpu_count(),
-            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "cpu_affinity": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else None),
             "mem_total_bytes": _mem_total_bytes(),
             "kernel": uname.release,
             "os": uname.system,
@@ -166,11 +168,13 @@ def capture_environment(
         "packages": _versions(),
         "pullbench": {"version": __version__, **_git_commit()},
         "destination": (
-            {"path": str(Path(dest_dir).resolve()), **filesystem_type(dest_dir)} if dest_dir is not None else None
+            {"path": str(Path(dest_dir).resolve()), **filesystem_type(dest_dir)}
+            if dest_dir is not None else None
         ),
         "registry": dict(registry) if registry else None,
         "images": [dict(i) for i in images],
-        "network_profile": (registry or {}).get("network_profile", (spec or {}).get("network_profile")),
+        "network_profile": (registry or {}).get("network_profile",
+                                                (spec or {}).get("network_profile")),
         "spec": dict(spec) if spec else None,
         "seed": (spec or {}).get("seed"),
         "extra": dict(extra) if extra else {},

@@ -115,8 +115,8 @@ def analyze_results(
         "margin": margin,
         "alpha": alpha,
         "seed": seed,
-        "n_runs": int(len(ok)),
-        "n_failed": int(len(failed)),
+        "n_runs": len(ok),
+        "n_failed": len(failed),
         "failed_by_arm": {str(k): int(v) for k, v in failed.groupby("arm").size().items()}
         if len(failed) else {},
         "failed_messages": sorted({str(m) for m in failed.get("error", pd.Series()).dropna()})[:10],
@@ -184,7 +184,7 @@ def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> list[dict[st
     for arm, group in sub.groupby("arm", sort=False):
         first = group.iloc[0]
         record: dict[str, Any] = {"arm": str(arm), "strategy": str(first.get("strategy", "")),
-                                  "n": int(len(group))}
+                                  "n": len(group)}
         for col in cols:
             values = pd.to_numeric(group[col], errors="coerce").dropna()
             record[col] = float(values.median()) if len(values) else None
@@ -243,6 +243,12 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def _fmt_p(value: Any) -> str:
+    if isinstance(value, (int, float)) and np.isfinite(value) and value < 1e-16:
+        return "<1e-16"
+    return _fmt(value, ".3g")
+
+
 def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
                          metric: str = "duration_s") -> str:
     """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print)."""
@@ -261,7 +267,7 @@ def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
             verdict += " (significant but < margin)"
         lines.append([
             str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
-            _fmt(rec.get("p_holm"), ".3g"), verdict, _fmt_bytes(rec.get("median_write_bytes")),
+            _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
             _fmt(rec.get("throughput_mb_s"), ".0f"),
         ])
     widths = [max(len(header[i]), *(len(r[i]) for r in lines)) for i in range(len(header))]
@@ -305,7 +311,7 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
                 plots.plot_arm_distributions(sub, table, metric=metric,
                                              baseline=analysis["baseline"]),
                 f"per-arm distribution of {metric}"))
-        except Exception as exc:  # noqa: BLE001 - a plot never breaks the report
+        except Exception as exc:
             logger.warning("plot of %s failed: %s", metric, exc)
     for name, func in (("write sizes", "plot_write_size_histograms"),
                        ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
@@ -313,7 +319,7 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
         try:
             blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis["baseline"]),
                                          name))
-        except Exception as exc:  # noqa: BLE001 - a plot never breaks the report
+        except Exception as exc:
             logger.warning("plot %s failed: %s", name, exc)
     return blocks
 
@@ -325,7 +331,7 @@ def _table_html(table: pd.DataFrame) -> str:
             shown[col] = shown[col].map(_fmt_bytes)
         elif pd.api.types.is_float_dtype(shown[col]):
             shown[col] = shown[col].map(lambda v: _fmt(v, ".4g"))
-    return shown.to_html(index=False, border=0, classes="verdicts", na_rep="-")
+    return str(shown.to_html(index=False, border=0, classes="verdicts", na_rep="-"))
 
 
 def render_report(directory: str | Path, output: str | Path | None = None) -> Path:

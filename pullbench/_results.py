@@ -106,7 +106,7 @@ def _fsync_dir(path: Path) -> None:
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +221,12 @@ class ResultsStore:
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            payload = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ResultSchemaError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise ResultSchemaError(f"{path} does not hold a JSON object")
+        return payload
 
 
 def _check_schema(row: Mapping[str, Any], where: str) -> None:
@@ -307,10 +310,10 @@ def consolidate_results(directory: str | Path) -> tuple[Path, Path]:
     csv = store.directory / ROWS_CSV
     tmp_parquet = parquet.with_name(f".{parquet.name}.tmp")
     df.to_parquet(tmp_parquet, index=False)
-    os.replace(tmp_parquet, parquet)
+    tmp_parquet.replace(parquet)
     tmp_csv = csv.with_name(f".{csv.name}.tmp")
     df.to_csv(tmp_csv, index=False)
-    os.replace(tmp_csv, csv)
+    tmp_csv.replace(csv)
     _fsync_dir(store.directory)
     return parquet, csv
 

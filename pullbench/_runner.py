@@ -151,7 +151,7 @@ def register_network_profile(name: str, layer: EndpointLayer) -> None:
 
 
 def register_tls_layer(layer: EndpointLayer) -> None:
-    """Make ``tls=True`` usable: ``layer(spec, endpoint)`` yields a TLS endpoint (sets ca_bundle)."""
+    """Make ``tls=True`` usable: ``layer(spec, endpoint)`` yields a TLS endpoint."""
     _TLS_LAYER[:] = [layer]
 
 
@@ -196,9 +196,10 @@ def default_registry_factory(spec: ExperimentSpec, work_dir: Path) -> Iterator[E
         The registry could not be started (the message names the fix).
     """
     if spec.registry in ("embedded", "distribution"):
-        from . import servers
+        from .servers._distribution import DistributionRegistry
+        from .servers._embedded import EmbeddedRegistry
 
-        cls = servers.EmbeddedRegistry if spec.registry == "embedded" else servers.DistributionRegistry
+        cls: Any = EmbeddedRegistry if spec.registry == "embedded" else DistributionRegistry
         root = work_dir / f"{spec.registry}-storage"
         root.mkdir(parents=True, exist_ok=True)
         with cls(root) as reg:
@@ -215,7 +216,8 @@ def default_registry_factory(spec: ExperimentSpec, work_dir: Path) -> Iterator[E
 
 
 @contextlib.contextmanager
-def _endpoint_for(spec: ExperimentSpec, factory: RegistryFactory, work_dir: Path) -> Iterator[Endpoint]:
+def _endpoint_for(spec: ExperimentSpec, factory: RegistryFactory,
+                  work_dir: Path) -> Iterator[Endpoint]:
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(factory(spec, work_dir))
         if spec.tls and not endpoint.tls:
@@ -264,8 +266,9 @@ def _layout_size(layout: Any) -> int | None:
     layers = getattr(layout, "layers", None)
     if layers:
         sizes = [getattr(layer, "size", getattr(layer, "size_bytes", None)) for layer in layers]
-        if all(isinstance(s, int) for s in sizes):
-            return int(sum(sizes))
+        ints = [s for s in sizes if isinstance(s, int)]
+        if len(ints) == len(sizes):
+            return sum(ints)
     return None
 
 
@@ -290,7 +293,8 @@ def _check_images(spec: ExperimentSpec) -> None:
             )
 
 
-def _prepare_images(spec: ExperimentSpec, endpoint: Endpoint, cache_dir: Path | None) -> list[ImageInfo]:
+def _prepare_images(spec: ExperimentSpec, endpoint: Endpoint,
+                    cache_dir: Path | None) -> list[ImageInfo]:
     from ._images import build_image
     from ._oci import push_image
 
@@ -334,7 +338,8 @@ def _resolve_digest(reference: str, endpoint: Endpoint) -> str | None:
     if response.status_code == 404:
         raise ImageNotFound(
             f"image {reference} does not exist in {endpoint.url}; push it first or use a catalog "
-            "name with --registry embedded/distribution", registry=endpoint.host, image_ref=reference,
+            "name with --registry embedded/distribution", registry=endpoint.host,
+            image_ref=reference,
         )
     return response.headers.get("Docker-Content-Digest")
 
@@ -396,7 +401,8 @@ def _check_disk(store_root: Path, sizes: list[int], registry_dir: Path | None,
         if free < need:
             raise BenchmarkError(
                 f"too little disk for the planned runs on {probe}: {free / 2**20:.0f} MiB free, "
-                f"need about {need / 2**20:.0f} MiB ({what}image sizes {[s // 2**20 for s in sizes]}"
+                f"need about {need / 2**20:.0f} MiB ({what}image sizes "
+                f"{[s // 2**20 for s in sizes]}"
                 f" MiB x {concurrent_stores} content store at a time, plus the registry's copy "
                 "and headroom); free space, or put the stores elsewhere with --dest"
             )
@@ -434,7 +440,9 @@ def _load_function(path: str) -> Callable[..., Any]:
     obj: Any = importlib.import_module(module)
     for part in name.split("."):
         obj = getattr(obj, part)
-    return obj
+    if not callable(obj):
+        raise BenchmarkError(f"pull function {path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
 
 
 def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -471,7 +479,7 @@ def _worker_main(conn: Any, task: dict[str, Any]) -> None:
     try:
         row = _execute_pull(task)
         conn.send(("ok", row))
-    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+    except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5)))
     finally:
         conn.close()
@@ -513,7 +521,8 @@ def _run_in_worker(task: dict[str, Any], timeout_s: float) -> tuple[str, Any]:
                 message = parent_conn.recv() if parent_conn.poll(0.5) else None
                 break
             if time.monotonic() > deadline:
-                message = ("error", f"run exceeded the {timeout_s:.0f} s timeout and was stopped", "")
+                message = ("error",
+                           f"run exceeded the {timeout_s:.0f} s timeout and was stopped", "")
                 break
         proc.join(timeout=10)
         if message is None:
@@ -534,7 +543,7 @@ def _run_inprocess(task: dict[str, Any]) -> tuple[str, Any]:
         return "ok", _execute_pull(task)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - recorded as an error row
+    except Exception as exc:
         logger.debug("run %s failed", task["run_index"], exc_info=True)
         return "error", f"{type(exc).__name__}: {exc}"
 
@@ -727,10 +736,13 @@ def run_experiment(
     done = {int(r["run_index"]) for r in rows}
     plan = design(spec)
     if resume and rows:
-        planned = {p.run_index: p.run_id for p in plan}
-        bad = [r["run_index"] for r in rows if planned.get(int(r["run_index"])) != r["run_id"]]
+        planned_ids = {p.run_index: p.run_id for p in plan}
+        bad = [r["run_index"] for r in rows
+               if planned_ids.get(int(r["run_index"])) != r["run_id"]]
         if bad:
-            raise BenchmarkError(f"rows {bad[:5]} do not match the saved plan; the folder is corrupt")
+            raise BenchmarkError(
+                f"rows {bad[:5]} do not match the saved plan; the folder is corrupt"
+            )
     todo = [p for p in plan if p.run_index not in done]
     factory = registry_factory
     cache_state = "cold" if spec.cache_policy == "drop" else "warm"

@@ -118,7 +118,8 @@ def _freeze_params(params: Mapping[str, Any] | None) -> tuple[tuple[str, Any], .
         value = parse_param_value(value)
         if not isinstance(value, (int, float, bool, str, type(None))):
             raise BenchmarkError(
-                f"arm parameter {key}={value!r}: values must be plain scalars (int, float, bool, str)"
+                f"arm parameter {key}={value!r}: values must be plain scalars "
+                "(int, float, bool, str)"
             )
         out.append((key, value))
     return tuple(sorted(out))
@@ -308,7 +309,9 @@ class ExperimentSpec:
         names = [a.name for a in arms]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise BenchmarkError(f"arm names must be unique; repeated: {dupes} (give them a 'name')")
+            raise BenchmarkError(
+                f"arm names must be unique; repeated: {dupes} (give them a 'name')"
+            )
         object.__setattr__(self, "arms", arms)
         if not self.baseline:
             object.__setattr__(self, "baseline", arms[0].name)
@@ -325,11 +328,15 @@ class ExperimentSpec:
         if self.concurrency < 1:
             raise BenchmarkError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.cache_policy not in CACHE_POLICIES:
-            raise BenchmarkError(f"cache_policy {self.cache_policy!r}: choose one of {CACHE_POLICIES}")
+            raise BenchmarkError(
+                f"cache_policy {self.cache_policy!r}: choose one of {CACHE_POLICIES}"
+            )
         if self.isolation not in ISOLATIONS:
             raise BenchmarkError(f"isolation {self.isolation!r}: choose one of {ISOLATIONS}")
         if not 0 < float(self.margin) < 1:
-            raise BenchmarkError(f"margin is a fraction of the baseline in (0, 1), got {self.margin}")
+            raise BenchmarkError(
+                f"margin is a fraction of the baseline in (0, 1), got {self.margin}"
+            )
         if not 0 < float(self.alpha) < 0.5:
             raise BenchmarkError(f"alpha must be in (0, 0.5), got {self.alpha}")
         if isinstance(self.metrics, str):

@@ -28,22 +28,26 @@ def test_bench_analyze_report(tmp_path):
     assert "CPU time (user + sys) per byte (ns/B)" in text
     for column in ("ratio [95% CI]", "p (Holm)", "verdict", "write size", "MB/s"):
         assert column in text
-    assert "containerd-1m  3" in text and "go-iocopy      3" in text
+    assert "containerd-1m  3" in text
+    assert "go-iocopy      3" in text
     for name in ("rows.jsonl", "rows.parquet", "rows.csv", "environment.json", "analysis.json",
                  "report.html"):
         assert (out / name).is_file(), name
     analysis = json.loads((out / "analysis.json").read_text())
-    assert analysis["n_runs"] == 6 and analysis["n_failed"] == 0
+    assert analysis["n_runs"] == 6
+    assert analysis["n_failed"] == 0
     table = analysis["images"]["synthetic-small"]["metrics"]["duration_s"]["table"]
     assert [r["arm"] for r in table] == ["containerd-1m"]
     assert table[0]["verdict"] in {"faster", "slower", "equivalent", "inconclusive"}
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "containerd-1m" in html
+    assert "data:image/png;base64," in html
+    assert "containerd-1m" in html
 
     result = runner.invoke(main, ["analyze", str(out), "--metric", "throughput_mb_s",
                                   "--margin", "0.1"])
     assert result.exit_code == 0, result.output
-    assert "throughput_mb_s" in result.output and "±10%" in result.output
+    assert "throughput_mb_s" in result.output
+    assert "±10%" in result.output
     result = runner.invoke(main, ["report", str(out), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") >= 3
@@ -54,21 +58,27 @@ def test_cli_errors_are_clear(tmp_path):
     result = runner.invoke(main, ["bench", *TINY, "--arms", "go-iocopy,zzz", "--out",
                                   str(tmp_path / "a")])
     assert result.exit_code == 1
-    assert "unknown strategy 'zzz'" in result.output and "pools-bufio32k" in result.output
+    assert "unknown strategy 'zzz'" in result.output
+    assert "pools-bufio32k" in result.output
     result = runner.invoke(main, ["bench", *TINY, "--param", "nonsense", "--out",
                                   str(tmp_path / "b")])
-    assert result.exit_code == 2 and "[ARM.]KEY=VALUE" in result.output
+    assert result.exit_code == 2
+    assert "[ARM.]KEY=VALUE" in result.output
     result = runner.invoke(main, ["bench", *TINY, "--image", "nope", "--out",
                                   str(tmp_path / "c")])
-    assert result.exit_code == 1 and "unknown image" in result.output
+    assert result.exit_code == 1
+    assert "unknown image" in result.output
     result = runner.invoke(main, ["bench", "--registry", "http://127.0.0.1:9", *TINY, "--out",
                                   str(tmp_path / "d")])
-    assert result.exit_code == 1 and "not reachable" in result.output
+    assert result.exit_code == 1
+    assert "not reachable" in result.output
     (tmp_path / "e").mkdir()
     result = runner.invoke(main, ["bench", "--resume", str(tmp_path / "e"), "--arms", "x"])
-    assert result.exit_code == 2 and "drop --arms" in result.output
+    assert result.exit_code == 2
+    assert "drop --arms" in result.output
     result = runner.invoke(main, ["analyze", str(tmp_path / "e")])
-    assert result.exit_code == 1 and "not a results folder" in result.output
+    assert result.exit_code == 1
+    assert "not a results folder" in result.output
 
 
 def _rows(path):
@@ -141,9 +151,11 @@ def test_bench_from_a_spec_file_with_overrides(tmp_path):
     assert result.exit_code == 0, result.output
     assert "containerd-1m[write_size=262144]" in result.output
     saved = json.loads((out / "spec.json").read_text())
-    assert saved["name"] == "from-file" and saved["blocks"] == 3
+    assert saved["name"] == "from-file"
+    assert saved["blocks"] == 3
     assert saved["arms"][1]["params"] == {"write_size": 262144}
     rows = _rows(out / "rows.jsonl")
-    assert len(rows) == 6 and {r["isolation"] for r in rows} == {"inprocess"}
+    assert len(rows) == 6
+    assert {r["isolation"] for r in rows} == {"inprocess"}
     assert {r["effective_params"]["write_size"] for r in rows
             if r["strategy"] == "containerd-1m"} == {262144}

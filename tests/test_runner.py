@@ -18,6 +18,7 @@ from pullbench._results import load_results
 from pullbench._runner import (
     Endpoint,
     _check_disk,
+    default_registry_factory,
     drop_page_cache,
     register_network_profile,
     run_experiment,
@@ -32,29 +33,36 @@ def test_inprocess_experiment_writes_rows_with_provenance(tmp_path):
     spec = ExperimentSpec(name="t-inproc", isolation="inprocess", **SMALL)
     result = run_experiment(spec, tmp_path / "res", progress=False)
     assert (result.planned_runs, result.completed_runs, result.ok_runs) == (6, 6, 6)
-    assert not result.interrupted and result.complete
+    assert not result.interrupted
+    assert result.complete
     for name in ("rows.jsonl", "rows.parquet", "rows.csv", "environment.json", "spec.json"):
         assert (tmp_path / "res" / name).is_file(), name
     df = load_results(tmp_path / "res", include_warmup=True)
     plan = design(spec)
     assert list(df["run_id"]) == [p.run_id for p in plan]  # the plan's order, every run once
     assert list(df["warmup"]) == [True, True, False, False, False, False]
-    assert set(df["status"]) == {"ok"} and set(df["cache_state"]) == {"warm"}
-    assert set(df["network_profile"]) == {"loopback"} and not df["tls"].any()
-    assert (df["bytes"] == df["total_bytes"]).all() and (df["bytes"] > 3_000_000).all()
+    assert set(df["status"]) == {"ok"}
+    assert set(df["cache_state"]) == {"warm"}
+    assert set(df["network_profile"]) == {"loopback"}
+    assert not df["tls"].any()
+    assert (df["bytes"] == df["total_bytes"]).all()
+    assert (df["bytes"] > 3_000_000).all()
     assert (df["cpu_ns_per_byte"] > 0).all()
     # time measured around the pull call only, never less than the puller's own timer
     assert (df["pull_wall_s"] >= df["duration_s"]).all()
     cd = df[df["arm"] == "containerd-1m"].iloc[0]
-    assert isinstance(cd["write_size_hist"], dict) and cd["effective_params"]
+    assert isinstance(cd["write_size_hist"], dict)
+    assert cd["effective_params"]
     assert cd["median_write_bytes"] > df[df["arm"] == "go-iocopy"]["median_write_bytes"].max()
     # the store is emptied between runs and removed at the end
     assert not (tmp_path / "res" / "store").exists()
     env = json.loads((tmp_path / "res" / "environment.json").read_text())
-    assert env["registry"]["kind"] == "embedded" and env["network_profile"] == "loopback"
+    assert env["registry"]["kind"] == "embedded"
+    assert env["network_profile"] == "loopback"
     assert env["images"][0]["name"] == "synthetic-small"
     assert env["images"][0]["digest"].startswith("sha256:")
-    assert env["spec"]["seed"] == 5 and env["seed"] == 5
+    assert env["spec"]["seed"] == 5
+    assert env["seed"] == 5
     assert env["destination"]["fstype"]
 
 
@@ -62,9 +70,11 @@ def test_worker_processes_isolate_runs(tmp_path):
     spec = ExperimentSpec(name="t-proc", **{**SMALL, "warmup_blocks": 0})
     run_experiment(spec, tmp_path / "res", progress=False)
     df = load_results(tmp_path / "res")
-    assert len(df) == 4 and set(df["status"]) == {"ok"}
+    assert len(df) == 4
+    assert set(df["status"]) == {"ok"}
     pids = list(df["worker_pid"])
-    assert len(set(pids)) == 4 and os.getpid() not in pids  # a fresh process per run
+    assert len(set(pids)) == 4
+    assert os.getpid() not in pids
     assert (df["harness_wall_s"] >= df["pull_wall_s"]).all()
 
 
@@ -89,12 +99,12 @@ def test_preflight_errors_come_before_any_run(tmp_path):
     def spec(**kw):
         return ExperimentSpec(**{**SMALL, **kw})
 
-    with pytest.raises(StrategyError, match="unknown strategy 'nope'.*go-iocopy"):
+    with pytest.raises(StrategyError, match=r"unknown strategy 'nope'.*go-iocopy"):
         run_experiment(spec(arms=("go-iocopy", "nope")), tmp_path / "a", progress=False)
     with pytest.raises(StrategyError, match="containerd-1m"):
         run_experiment(spec(arms=("go-iocopy", "containerd-1m:no_such_param=1")), tmp_path / "b",
                        progress=False)
-    with pytest.raises(ImageNotFound, match="unknown image.*synthetic-small"):
+    with pytest.raises(ImageNotFound, match=r"unknown image.*synthetic-small"):
         run_experiment(spec(images=("no-such-image",)), tmp_path / "c", progress=False)
     with pytest.raises(RegistryUnavailable, match="not reachable"):
         run_experiment(spec(registry="http://127.0.0.1:9"), tmp_path / "d", progress=False)
@@ -104,8 +114,9 @@ def test_preflight_errors_come_before_any_run(tmp_path):
         run_experiment(spec(dest_dir=str(blocker / "x")), tmp_path / "e", progress=False)
     with pytest.raises(BenchmarkError, match="unknown network profile 'moon'"):
         run_experiment(spec(network_profile="moon"), tmp_path / "f", progress=False)
-    with pytest.raises(BenchmarkError, match="tls=True"):
-        run_experiment(spec(tls=True), tmp_path / "g", progress=False)
+    with pytest.raises(BenchmarkError, match="tls=True"):  # a plain-HTTP registry and tls=True
+        run_experiment(spec(tls=True), tmp_path / "g", progress=False,
+                       registry_factory=default_registry_factory)
     for name in "abcdefg":  # nothing was run
         assert not (tmp_path / name / "rows.jsonl").exists()
     with pytest.raises(BenchmarkError, match="too little disk"):

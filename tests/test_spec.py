@@ -26,14 +26,16 @@ def test_defaults_are_the_main_job():
     assert spec.network_profile == "loopback"
     assert spec.tls is False
     assert spec.isolation == "process"
-    assert "duration_s" in spec.metrics and "cpu_ns_per_byte" in spec.metrics
+    assert "duration_s" in spec.metrics
+    assert "cpu_ns_per_byte" in spec.metrics
 
 
 def test_roundtrip_through_dict_yaml_toml_json(tmp_path):
     spec = ExperimentSpec(
         name="grid", images=("synthetic-small",),
         arms=("go-iocopy", {"strategy": "copyfileobj", "grid": {"chunk_bytes": ["8k", 65536]}},
-              {"strategy": "containerd-1m", "params": {"buffer_bytes": "256KiB"}, "name": "cd-256k"}),
+              {"strategy": "containerd-1m", "params": {"buffer_bytes": "256KiB"},
+               "name": "cd-256k"}),
         blocks=3, warmup_blocks=0, seed=7, margin=0.05,
     )
     assert spec.arm_names == ("go-iocopy", "copyfileobj[chunk_bytes=8192]",
@@ -83,7 +85,7 @@ def test_load_spec_errors(tmp_path):
     with pytest.raises(BenchmarkError, match="could not be parsed"):
         load_spec(bad)
     (tmp_path / "x.ini").write_text("")
-    with pytest.raises(BenchmarkError, match="use .yaml"):
+    with pytest.raises(BenchmarkError, match=r"use \.yaml"):
         load_spec(tmp_path / "x.ini")
 
 
