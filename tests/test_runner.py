@@ -166,3 +166,17 @@ def test_existing_results_are_not_overwritten(tmp_path):
     # resuming a finished experiment runs nothing and repeats nothing
     result = run_experiment(None, tmp_path / "res", resume=True, progress=False)
     assert result.resumed_runs == result.planned_runs == result.completed_runs == 2
+
+
+def test_tls_experiment_uses_the_native_tls_registry(tmp_path):
+    spec = ExperimentSpec(tls=True, isolation="inprocess",
+                          **{**SMALL, "blocks": 1, "warmup_blocks": 0})
+    run_experiment(spec, tmp_path / "res", progress=False)
+    df = load_results(tmp_path / "res")
+    assert set(df["status"]) == {"ok"}
+    assert df["tls"].all()
+    # a TLS read returns at most one record (16 KiB), so io.Copy-style writes are <= 16 KiB
+    hist = df[df["arm"] == "go-iocopy"].iloc[0]["write_size_hist"]
+    assert max(int(k) for k in hist) <= 16384
+    env = json.loads((tmp_path / "res" / "environment.json").read_text())
+    assert env["registry"]["tls"] is True and env["registry"]["ca_bundle"]
