@@ -102,3 +102,46 @@ def test_environment_capture(tmp_path):
     assert env["pullbench"]["version"]
     assert env["destination"]["fstype"] == filesystem_type(tmp_path)["fstype"] != ""
     json.dumps(env)  # JSON-able
+
+
+def test_analysis_excludes_and_counts_failed_runs():
+    import numpy as np
+
+    from pullbench._report import analyze_results, format_verdict_table, verdict_table
+
+    rng = np.random.default_rng(0)
+    rows = []
+    i = 0
+    for block in range(-1, 8):
+        for arm, scale in (("base", 1.0), ("fast", 0.8), ("same", 1.0)):
+            duration = scale * (1 + 0.01 * rng.standard_normal())
+            failed = block == 2 and arm == "fast"
+            rows.append(_row(
+                i, block=block, warmup=block < 0, arm=arm, status="error" if failed else "ok",
+                error="RegistryUnavailable: gone" if failed else None,
+                duration_s=None if failed else duration,
+                throughput_mb_s=None if failed else 100 / duration,
+                median_write_bytes=32768,
+            ))
+            i += 1
+    df = pd.DataFrame(rows)
+    analysis = analyze_results(df, baseline="base", metrics=("duration_s", "throughput_mb_s"),
+                               margin=0.05, n_resamples=500)
+    assert analysis["n_failed"] == 1
+    assert analysis["failed_by_arm"] == {"fast": 1}
+    assert analysis["failed_messages"] == ["RegistryUnavailable: gone"]
+    result = analysis["images"]["img"]["metrics"]["duration_s"]
+    assert result["incomplete_blocks_dropped"] == [2]  # the block with the failed run
+    assert result["paired"] is True
+    table = verdict_table(analysis, "img", "duration_s").set_index("arm")
+    assert table.loc["base", "verdict"] == "baseline"
+    assert table.loc["fast", "verdict"] == "faster"
+    assert table.loc["fast", "ratio"] == pytest.approx(0.8, rel=0.02)
+    assert table.loc["same", "verdict"] == "equivalent"
+    assert table.loc["fast", "n"] == 7  # 8 blocks minus the incomplete one
+    rates = verdict_table(analysis, "img", "throughput_mb_s").set_index("arm")
+    assert rates.loc["fast", "verdict"] == "faster"  # higher throughput is better
+    assert rates.loc["fast", "ratio"] > 1
+    text = format_verdict_table(analysis, "img", "duration_s")
+    assert "ratio < 1 is better" in text and "±5%" in text
+    assert "ratio > 1 is better" in format_verdict_table(analysis, "img", "throughput_mb_s")
