@@ -36,9 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ._errors import ImageBuildError
 from ._media import (
@@ -49,6 +47,9 @@ from ._media import (
     OCI_MANIFEST,
 )
 from ._oci import ImageLayout, LayoutDescriptor, _put_blob, write_layout
+
+if TYPE_CHECKING:  # numpy is imported when an image is built, not with pullbench
+    import numpy as np
 
 __all__ = [
     "CatalogEntry",
@@ -260,6 +261,8 @@ class _RandomReader:
 
 class _TextReader:
     def __init__(self, rng: np.random.Generator, size: int) -> None:
+        import numpy as np
+
         self.rng, self.remaining = rng, size
         words = np.array(_WORDS, dtype=object)
         self.lines = np.array([(" " * int(rng.integers(0, 12)) + " ".join(
@@ -356,13 +359,15 @@ def _top_for(layout_dir: Path, manifests: list[LayoutDescriptor]) -> LayoutDescr
 
 
 def _build_synthetic(spec: SyntheticImageSpec, layout_dir: Path, tag: str) -> ImageLayout:
+    from numpy.random import default_rng
+
     blobs = layout_dir / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     manifests = []
     for p_index, platform in enumerate(spec.platforms):
         layers, diff_ids = [], []
         for l_index, size in enumerate(spec.layer_sizes_bytes):
-            rng = np.random.default_rng([spec.seed, p_index, l_index])
+            rng = default_rng([spec.seed, p_index, l_index])
             desc, diff_id = _write_synthetic_layer(blobs, rng, size, spec, l_index)
             layers.append(desc)
             diff_ids.append(diff_id)
