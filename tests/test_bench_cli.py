@@ -91,7 +91,7 @@ def _start(args, cwd):
     return subprocess.Popen(
         [sys.executable, "-c", "from pullbench.cli import main; main()", *args],
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "TMPDIR": str(cwd)},  # a SIGKILL leaks here
     )
 
 
