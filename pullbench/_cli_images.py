@@ -44,22 +44,60 @@ def registry_group() -> None:
               help="Storage directory (created if missing, kept afterwards).")
 @click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True,
               help="TCP port (0 picks a free one).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (embedded only; Distribution binds 127.0.0.1).")
+@click.option("--kind", type=click.Choice(["embedded", "distribution"]), default="embedded",
+              show_default=True,
+              help="The embedded Python registry, or Debian's docker-registry (Distribution).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="PEM certificate chain: serve HTTPS (with --tls-key).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, help="PEM private key for --tls-cert.")
 @click.option("--push", "push_names", multiple=True, metavar="NAME",
-              help="Catalog image to build and push as NAME:latest before serving (repeatable).")
+              help="Catalog image (or OCI layout dir) to load as NAME:latest before serving "
+                   "(repeatable; the embedded registry loads it directly, Distribution gets a "
+                   "push).")
+@click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="CA bundle for --push into a TLS Distribution registry.")
 @handle_errors
-def serve(root: Path, port: int, host: str, push_names: tuple[str, ...]) -> None:
-    """Serve the embedded OCI registry from ROOT until Ctrl-C."""
+def serve(root: Path, port: int, host: str, kind: str, tls_cert: Path | None,
+          tls_key: Path | None, push_names: tuple[str, ...], ca_bundle: str | None) -> None:
+    """Serve a registry from ROOT until Ctrl-C."""
+    import ssl
+    import time
+
+    from ._images import catalog
     from ._oci import push_image
+    from .servers._distribution import DistributionRegistry
     from .servers._embedded import EmbeddedRegistry
 
-    reg = EmbeddedRegistry(root, host=host, port=port).start()
+    if (tls_cert is None) != (tls_key is None):
+        raise click.BadParameter("pass both --tls-cert and --tls-key, or neither",
+                                 param_hint="--tls-cert/--tls-key")
+    reg: EmbeddedRegistry | DistributionRegistry
+    if kind == "embedded":
+        ctx = None
+        if tls_cert is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(tls_cert, tls_key)
+        reg = EmbeddedRegistry(root, host=host, port=port, ssl_context=ctx)
+    else:
+        reg = DistributionRegistry(root, port=port, tls_cert=tls_cert, tls_key=tls_key)
     try:
+        reg.start()
         for name in push_names:
-            digest = push_image(_resolve_image(name), f"{reg.host}/{name}:latest")
-            click.echo(f"pushed {reg.host}/{name}:latest {digest}")
-        click.echo(f"embedded registry serving {reg.url} from {reg.root} (Ctrl-C stops)")
-        reg.serve_forever()
+            layout = _resolve_image(name)
+            repo = Path(name).name if "/" in name and name not in catalog else name
+            if isinstance(reg, EmbeddedRegistry):
+                digest = reg.load_image(layout, repo, "latest")
+            else:
+                digest = push_image(layout, f"{reg.host}/{repo}:latest",
+                                    plain_http=tls_cert is None, ca_bundle=ca_bundle)
+            click.echo(f"pushed {reg.host}/{repo}:latest {digest}")
+        click.echo(f"{kind} registry serving {reg.url} from {reg.root} (Ctrl-C stops)",
+                   nl=True)
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:

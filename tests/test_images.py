@@ -308,21 +308,38 @@ def test_cli_image_commands(tmp_path, embedded_registry, monkeypatch):
     assert "neither a catalog image" in r.output
 
 
-def test_cli_registry_serve(tmp_path):
+@pytest.mark.parametrize("kind", ["embedded", "distribution-tls"])
+def test_cli_registry_serve(kind, tmp_path):
+    """`pullbench registry serve` runs until SIGINT (Ctrl-C), after loading an image."""
+    args = ["--root", str(tmp_path / "root"), "--port", "0", "--push", "synthetic-small"]
+    verify: bool | str = True
+    if kind == "distribution-tls":
+        if shutil.which("docker-registry") is None and not os.environ.get("CI"):
+            pytest.skip("docker-registry not installed")
+        trustme = pytest.importorskip("trustme")
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        verify = str(tmp_path / "ca.pem")
+        args += ["--kind", "distribution", "--tls-cert", str(tmp_path / "cert.pem"),
+                 "--tls-key", str(tmp_path / "key.pem"), "--ca-bundle", verify]
     env = {**os.environ, "PULLBENCH_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from pullbench.cli import main; main()", "registry", "serve",
-         "--root", str(tmp_path / "root"), "--port", "0", "--push", "synthetic-small"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+         *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None
         pushed = proc.stdout.readline()
         serving = proc.stdout.readline()
         assert pushed.startswith("pushed 127.0.0.1:"), pushed + proc.stderr.read()  # type: ignore[union-attr]
         url = serving.split()[3]
+        assert url.startswith("https://" if kind != "embedded" else "http://")
         s = requests.Session()
         s.trust_env = False
-        r = s.get(f"{url}/v2/synthetic-small/manifests/latest")
+        r = s.get(f"{url}/v2/synthetic-small/manifests/latest", verify=verify,
+                  headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert r.status_code == 200
         assert r.headers["Docker-Content-Digest"] == pushed.split()[2]
         s.close()
@@ -334,7 +351,14 @@ def test_cli_registry_serve(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0
-    assert (tmp_path / "root" / "blobs" / "sha256").is_dir()
+    assert any((tmp_path / "root").iterdir())  # storage kept
+
+
+def test_cli_registry_serve_bad_options(tmp_path):
+    r = CliRunner().invoke(main, ["registry", "serve", "--root", str(tmp_path),
+                                  "--tls-cert", __file__])
+    assert r.exit_code == 2
+    assert "--tls-key" in r.output
 
 
 def test_catalog_recipes_are_sane():
