@@ -29,7 +29,7 @@ from pullbench.servers import (
     ShapingProxy,
     TokenServer,
 )
-from pullbench.servers._proxy import add_profile, pull_recording_proxy_cpu
+from pullbench.servers._proxy import add_profile, proxy_pid_for, pull_recording_proxy_cpu
 
 
 def _assert_no_half_written_blob(dest: Path) -> None:
@@ -47,6 +47,7 @@ def test_pull_through_shaping_proxy_is_intact_and_costs_proxy_cpu(small_image, t
         push_image(small_image, f"{reg.host}/net/app:v1")
         profile = NetworkProfile("t-5ms", rtt_ms=5.0, bandwidth_mbit_s=400.0)
         with ShapingProxy(reg.host, profile) as proxy:
+            assert proxy_pid_for(proxy.address) == proxy.pid  # how a run finds its proxy
             row = pull_recording_proxy_cpu(f"{proxy.address}/net/app:v1", "go-iocopy",
                                            tmp_path / "out", plain_http=True)
             stats = proxy.stats()
@@ -55,6 +56,7 @@ def test_pull_through_shaping_proxy_is_intact_and_costs_proxy_cpu(small_image, t
     assert stats["bytes_to_client"] >= row["total_bytes"]
     assert row["proxy_cpu_s"] >= 0.0
     assert stats["upstream_failures"] == 0
+    assert proxy_pid_for(proxy.address) is None  # forgotten once stopped
 
 
 @pytest.mark.peers

@@ -988,10 +988,19 @@ def selftest(
 _PID_DIR = Path(tempfile.gettempdir()) / "pullbench-proxies"
 
 
+def _start_ticks(pid: int) -> str:
+    """Start time of ``pid`` (field 22 of /proc/<pid>/stat): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2:].split()[19]
+
+
 def _publish_pid(port: int, pid: int) -> None:
     with contextlib.suppress(OSError):
         _PID_DIR.mkdir(exist_ok=True)
-        (_PID_DIR / str(port)).write_text(str(pid))
+        (_PID_DIR / str(port)).write_text(f"{pid} {_start_ticks(pid)}")
 
 
 def _unpublish_pid(port: int) -> None:
@@ -1003,10 +1012,12 @@ def proxy_pid_for(host_port: str) -> int | None:
     """Process id of the live shaping proxy listening on ``host:port`` (None if there is none)."""
     port = host_port.rsplit(":", 1)[-1]
     try:
-        pid = int((_PID_DIR / port).read_text())
+        pid_text, _, ticks = (_PID_DIR / port).read_text().partition(" ")
+        pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    # a stale file (its proxy was killed with its parent) must not name a reused pid
+    return pid if ticks and _start_ticks(pid) == ticks else None
 
 
 def process_cpu_s(pid: int) -> float:
