@@ -121,14 +121,16 @@ def test_wrong_credentials_name_the_realm(protected, tmp_path):
 
 
 def test_expiring_token_is_refreshed_mid_pull(small_image, tmp_path):
-    """ghcr-shaped answers carry no expires_in (clients assume 60 s), but the token lives 1 s and
+    """ghcr-shaped answers carry no expires_in (clients assume 60 s), but the token lives 2 s and
     the registry enforces exp exactly: the puller must take the 401 invalid_token and refresh."""
-    tokens = TokenServer(style="ghcr", expires_in_s=1, directory=tmp_path / "tok").start()
+    tokens = TokenServer(style="ghcr", expires_in_s=2, directory=tmp_path / "tok").start()
     reg = EmbeddedRegistry(tmp_path / "reg").start()
     try:
         push_image(small_image, f"{reg.host}/slow/app:v1")
         reg.authorizer = tokens.authorizer()
-        reg.misbehavior = Misbehavior(latency_s=0.35)  # ≥ 5 requests at concurrency 1: > 1.5 s
+        # ≥ 5 requests at concurrency 1: > 3 s, so a 2 s token expires mid-pull; each request
+        # takes 0.6 s, so a fresh token (≥ 2 s) always outlives the request it is sent with
+        reg.misbehavior = Misbehavior(latency_s=0.6)
         result = pull(f"{reg.host}/slow/app:v1", "containerd-1m", tmp_path / "out",
                       plain_http=True, concurrency=1)
     finally:

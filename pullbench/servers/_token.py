@@ -31,6 +31,7 @@ import base64
 import datetime
 import json
 import logging
+import math
 import re
 import secrets
 import ssl
@@ -376,12 +377,14 @@ class TokenServer:
                     continue
                 granted = self._grant(subject, *parsed)
                 access.append((parsed[0], parsed[1], granted))
-        now = int(time.time())
+        now_f = time.time()
+        now = int(now_f)
         claims = {
             "iss": self.issuer,
             "sub": subject or "",
             "aud": self.service,
-            "exp": now + self.expires_in_s,
+            # rounded up: a token never lives shorter than expires_in promises
+            "exp": math.ceil(now_f + self.expires_in_s),
             "nbf": now,
             "iat": now,
             "jti": secrets.token_hex(16),
