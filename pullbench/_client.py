@@ -601,7 +601,7 @@ class RegistryClient:
                 )
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnavailable(
-                    f"TLS verification with {self.api_host} failed ({_short_exc(exc)}); pass "
+                    f"TLS verification with {self.api_host} failed: {_tls_problem(exc)}; pass "
                     "ca_bundle (--ca-bundle) with the registry's CA, or plain_http (--plain-http) "
                     "for a plain-HTTP registry",
                     registry=self.registry,
@@ -920,6 +920,31 @@ class RegistryClient:
                 "blob %s served from %s after redirect", desc.digest, urlsplit(resp.url).netloc
             )
         return resp
+
+
+def _tls_problem(exc: BaseException) -> str:
+    """The certificate problem behind a requests SSLError (``certificate has expired``, ...).
+
+    requests wraps urllib3's MaxRetryError, which wraps the ``ssl`` error; its text is long and
+    the reason comes last, so a truncated ``str(exc)`` loses it. Walk the chain instead.
+    """
+    import ssl
+
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    fallback = ""
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError) and item.verify_message:
+            return f"certificate verify failed: {item.verify_message}"
+        if isinstance(item, ssl.SSLError) and not fallback:
+            fallback = f"{item.reason or item}"
+        stack.extend([*item.args, getattr(item, "reason", None), item.__cause__,
+                      item.__context__])
+    return fallback or _short_exc(exc)
 
 
 def _short_exc(exc: BaseException) -> str:
