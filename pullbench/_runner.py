@@ -802,6 +802,7 @@ def run_experiment(
             shutil.rmtree(store_root, ignore_errors=True)
     if store.rows_path.exists():
         consolidate_results(store.directory)
+        _record_end(store, new, interrupted)
     result = ExperimentResult(
         directory=store.directory, spec=spec, planned_runs=len(plan),
         completed_runs=len(rows) + new, ok_runs=ok, error_runs=err,
@@ -829,6 +830,22 @@ def _record_resume(store: ResultsStore, endpoint: Endpoint, images: list[ImageIn
     if changed:
         logger.warning("image digests changed since the experiment started: %s", changed)
         sessions[-1]["digest_changed"] = changed
+    store.write_json(ENVIRONMENT_JSON, env)
+
+
+def _record_end(store: ResultsStore, new_runs: int, interrupted: bool) -> None:
+    """Note when a session ended and how loaded the host was (shared machines drift)."""
+    env = store.read_json(ENVIRONMENT_JSON)
+    if env is None:
+        return
+    try:
+        load: list[float] | None = list(os.getloadavg())
+    except OSError:
+        load = None
+    env.setdefault("sessions_ended", []).append({
+        "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "new_runs": new_runs, "interrupted": interrupted, "loadavg_1_5_15": load,
+    })
     store.write_json(ENVIRONMENT_JSON, env)
 
 
