@@ -58,7 +58,7 @@ else:  # the proxy child runs this file as a bare script: no package import, sta
     class BenchmarkError(Exception):  # type: ignore[no-redef]
         """Stand-in (child process only)."""
 
-    RegistryUnavailable = ServerError = BenchmarkError  # type: ignore[misc]
+    RegistryUnavailable = ServerError = BenchmarkError  # type: ignore[misc,assignment]
 
 __all__ = [
     "PROFILES",
