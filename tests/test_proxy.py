@@ -8,6 +8,7 @@ import os
 import socket
 import statistics
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,39 @@ def test_selftest_meets_accuracy_for_two_rates():
         assert abs(row.throughput_error_pct) <= 5.0
         assert abs(row.rtt_error_ms) <= 1.0
         assert row.proxy_cpu_s >= 0.0
+
+
+@pytest.mark.slow
+def test_per_connection_cap_and_shared_link_rate():
+    """A per-connection cap below the link rate is what one connection gets; two connections
+    share the link's token bucket (together they get the link rate, not twice it)."""
+    capped = NetworkProfile("capped", rtt_ms=2.0, bandwidth_mbit_s=400.0,
+                            per_connection_mbit_s=40.0)
+    rows = selftest([capped], duration_s=0.5, pings=5)
+    assert rows[0].target_mbit_s == 40.0
+    assert abs(rows[0].throughput_error_pct) <= 5.0, rows[0]
+
+    payload = os.urandom(4 * 1024 * 1024)
+    blaster = _Blaster(payload)
+    link = NetworkProfile("shared", bandwidth_mbit_s=80.0)
+    results: list[float] = []
+    try:
+        with ShapingProxy(blaster.address, link) as proxy:
+            def fetch() -> None:
+                t0 = time.perf_counter()
+                data, _ = _receive_all((proxy.host, proxy.port))
+                assert len(data) == len(payload)
+                results.append(len(data) * 8 / (time.perf_counter() - t0) / 1e6)
+
+            threads = [threading.Thread(target=fetch) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+    finally:
+        blaster.close()
+    assert len(results) == 2
+    # each got about half of the shared 80 Mbit/s (ratios, with room for a noisy machine)
+    assert sum(results) <= 80.0 * 1.1
+    for rate in results:
+        assert 0.3 <= rate / 40.0 <= 1.3, results
