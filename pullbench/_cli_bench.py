@@ -164,6 +164,9 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     except ExperimentInterrupted as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted before a new run finished; rows already written are kept", err=True)
+        raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
     analysis = _analyze_folder(result.directory)

@@ -729,6 +729,23 @@ def run_experiment(
             "run as root or leave the cache warm"
         )
     _check_images(spec)
+    created_here = not store.directory.exists()
+    try:
+        return _run_prepared(spec, store, resume=resume, progress=progress,
+                             factory=registry_factory, pull_function=pull_function,
+                             image_cache_dir=image_cache_dir, run_timeout_s=run_timeout_s,
+                             notes=notes, max_runs=max_runs)
+    except BaseException:
+        # nothing half-written: a folder this call created and never wrote a row to goes away
+        if created_here and not store.rows_path.exists():
+            shutil.rmtree(store.directory, ignore_errors=True)
+        raise
+
+
+def _run_prepared(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, progress: bool,
+                  factory: RegistryFactory, pull_function: str,
+                  image_cache_dir: str | Path | None, run_timeout_s: float,
+                  notes: Mapping[str, Any] | None, max_runs: int | None) -> ExperimentResult:
     store.create()
     store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
     _check_writable(store_root, "destination folder")
@@ -744,7 +761,6 @@ def run_experiment(
                 f"rows {bad[:5]} do not match the saved plan; the folder is corrupt"
             )
     todo = [p for p in plan if p.run_index not in done]
-    factory = registry_factory
     cache_state = "cold" if spec.cache_policy == "drop" else "warm"
 
     starts_registry = spec.registry in ("embedded", "distribution")
