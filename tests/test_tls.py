@@ -100,6 +100,8 @@ def test_distribution_tls_records_cap_reads_but_not_coalesced_writes(tls_distrib
     go = pull(ref, "go-iocopy", tmp_path / "go", ca_bundle=tls_material.ca_bundle)
     ctd = pull(ref, "containerd-1m", tmp_path / "ctd", ca_bundle=tls_material.ca_bundle)
     assert _max_bucket(go.read_size_hist) <= TLS_RECORD
+    # Go's dynamic record sizing: ~1.2 KiB records at the start of a connection
+    assert min(int(k) for k, v in go.read_size_hist.items() if v) <= 2048
     assert _max_bucket(go.write_size_hist) <= TLS_RECORD  # io.Copy: one write per read
     assert _max_bucket(ctd.write_size_hist) == 1024 * 1024
     assert ctd.write_size_hist.get(1024 * 1024, 0) >= 1
