@@ -77,8 +77,10 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
 @click.option("--param", "params", multiple=True,
               help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.write_size=64k). "
                    "Repeatable.")
-@click.option("--blocks", type=click.IntRange(min=1), help="Blocks, each running every arm once in random order (default 20).")
-@click.option("--warmup-blocks", type=click.IntRange(min=0), help="Warm-up blocks, recorded but not analysed (default 1).")
+@click.option("--blocks", type=click.IntRange(min=1),
+              help="Blocks, each running every arm once in random order (default 20).")
+@click.option("--warmup-blocks", type=click.IntRange(min=0),
+              help="Warm-up blocks, recorded but not analysed (default 1).")
 @click.option("--seed", type=int, help="Seed of the randomized run order.")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Equivalence margin as a fraction (default 0.02).")
