@@ -5,6 +5,16 @@ redirects, CA bundles) and pushes it with the image push code, so a report measu
 image (``docker.io/library/debian:bookworm``) can be replicated on exactly that image from a local
 registry. ``net profiles`` lists the network profiles; ``net selftest`` measures what the shaping
 proxy achieves.
+
+Real public registries (needs internet; anonymous pull tokens from each registry's realm)::
+
+    pullbench pull docker.io/library/debian:bookworm -s containerd-1m     # Hub: library/ prefix
+    pullbench pull quay.io/prometheus/busybox:latest -s go-iocopy
+    pullbench pull ghcr.io/OWNER/IMAGE:TAG -s go-iocopy
+    pullbench registry serve --root /tmp/mirror --port 5000 &
+    pullbench image mirror docker.io/library/debian:bookworm \
+        127.0.0.1:5000/mirror/debian:bookworm --dest-plain-http
+    pullbench pull --plain-http 127.0.0.1:5000/mirror/debian@sha256:...   # digest printed above
 """
 
 from __future__ import annotations
