@@ -747,6 +747,35 @@ def _run_prepared(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, pr
                   image_cache_dir: str | Path | None, run_timeout_s: float,
                   notes: Mapping[str, Any] | None, max_runs: int | None) -> ExperimentResult:
     store.create()
+    with _exclusive(store):
+        return _run_locked(spec, store, resume=resume, progress=progress, factory=factory,
+                           pull_function=pull_function, image_cache_dir=image_cache_dir,
+                           run_timeout_s=run_timeout_s, notes=notes, max_runs=max_runs)
+
+
+@contextlib.contextmanager
+def _exclusive(store: ResultsStore) -> Iterator[None]:
+    """One writer per results folder: a second ``--resume`` while one runs is refused."""
+    import fcntl
+
+    fd = os.open(store.directory / ".lock", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BenchmarkError(
+                f"another pullbench process is writing to {store.directory}; wait for it (or stop "
+                "it) before resuming"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; a killed process releases it too
+
+
+def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, progress: bool,
+                factory: RegistryFactory, pull_function: str,
+                image_cache_dir: str | Path | None, run_timeout_s: float,
+                notes: Mapping[str, Any] | None, max_runs: int | None) -> ExperimentResult:
     store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
     _check_writable(store_root, "destination folder")
     rows = store.read_rows(repair=True)

@@ -12,6 +12,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from pullbench._errors import BenchmarkError
+from pullbench._runner import run_experiment
 from pullbench.cli import main
 
 TINY = ["--image", "synthetic-small", "--arms", "go-iocopy,containerd-1m", "--no-progress"]
@@ -122,6 +124,8 @@ def test_ctrl_c_and_crash_then_resume_lose_and_repeat_nothing(tmp_path):
     # 2. a hard crash (SIGKILL of the whole process group) in the middle of the resumed run
     proc = _start(["bench", "--resume", str(out), "--no-progress", "--no-report"], tmp_path)
     _wait_rows(rows_path, len(after_sigint) + 2, proc)
+    with pytest.raises(BenchmarkError, match="another pullbench process is writing"):
+        run_experiment(None, out, resume=True, progress=False)  # one writer per folder
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert len(_rows(rows_path)) < 12
