@@ -853,6 +853,9 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
         completed_runs=len(rows) + new, ok_runs=ok, error_runs=err,
         resumed_runs=len(plan) - len(todo), interrupted=interrupted,
     )
+    if interrupted and result.completed_runs == 0:
+        raise ExperimentInterrupted("interrupted before the first run finished; nothing was "
+                                    "recorded", result=result)
     if interrupted:
         raise ExperimentInterrupted(
             f"interrupted: {result.completed_runs} of {result.planned_runs} runs kept in "
