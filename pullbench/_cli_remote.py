@@ -23,7 +23,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import click
@@ -254,6 +254,45 @@ def selftest_cmd(profiles: tuple[str, ...], rates: tuple[float, ...], rtt_ms: fl
     if not all(r.passed for r in rows):
         raise click.ClickException("the shaping proxy missed its targets (see the table); the "
                                    "machine may be busy: retry, or use lower rates")
+
+
+@net_group.command("proxy")
+@click.option("--upstream", required=True, metavar="HOST:PORT",
+              help="The registry to shape traffic to (e.g. 127.0.0.1:5000).")
+@click.option("--profile", default="wan-50m", show_default=True,
+              help="Network profile name or custom spec (see `pullbench net profiles`).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to listen on (0 picks a free one).")
+@click.option("--for-s", "for_s", type=click.FloatRange(min=0.1), default=None,
+              help="Stop after this many seconds (default: until Ctrl-C).")
+@handle_errors
+def proxy_cmd(upstream: str, profile: str, port: int, for_s: float | None) -> None:
+    """Run a shaping proxy in front of a registry, e.g. for skopeo, ctr or curl pulls.
+
+    Pull from the printed address instead of the registry's; TLS passes through unchanged.
+    """
+    import time
+
+    from .servers._proxy import NetworkProfileError, ShapingProxy, get_profile
+
+    try:
+        prof = get_profile(profile)
+    except NetworkProfileError as exc:
+        raise click.BadParameter(str(exc), param_hint="--profile") from exc
+    if ":" not in upstream:
+        raise click.BadParameter("expected HOST:PORT", param_hint="--upstream")
+    with ShapingProxy(upstream, replace(prof, use_proxy=True), listen_port=port) as proxy:
+        click.echo(f"shaping {proxy.address} -> {upstream} ({prof.name}); pull from "
+                   f"{proxy.address}", err=True)
+        end = None if for_s is None else time.monotonic() + for_s
+        try:
+            while end is None or time.monotonic() < end:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        stats = proxy.stats()
+        click.echo(f"{stats['connections']} connections, {stats['bytes_to_client']} bytes to "
+                   f"clients, proxy CPU {proxy.cpu_s():.2f} s", err=True)
 
 
 def _attach_mirror() -> None:

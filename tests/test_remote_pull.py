@@ -3,8 +3,10 @@ network-profile/TLS factors with proxy_cpu_s per row, and ``pullbench image mirr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,36 @@ def test_notebook_03_runs_with_tiny_parameters_and_renders_html(distribution_bin
                    check=True, capture_output=True, cwd=tmp_path, timeout=300)
     html = (tmp_path / "out.html").read_text()
     assert "Does the buffering change matter remotely?" in html
+
+
+def test_net_proxy_cli_shapes_a_real_pull(small_image, tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    with EmbeddedRegistry(tmp_path / "reg") as reg:
+        push_image(small_image, f"{reg.host}/cli/app:v1")
+        outcome: dict[str, object] = {}
+
+        def serve() -> None:
+            outcome["result"] = CliRunner().invoke(
+                main, ["net", "proxy", "--upstream", reg.host, "--profile",
+                       "custom:rtt_ms=2,bandwidth_mbit_s=300", "--port", str(port),
+                       "--for-s", "4"])
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            for _ in range(100):  # wait until the proxy listens
+                with contextlib.suppress(OSError), socket.create_connection(
+                        ("127.0.0.1", port), timeout=0.2):
+                    break
+                time.sleep(0.05)
+            pulled = pull(f"127.0.0.1:{port}/cli/app:v1", "go-iocopy", tmp_path / "out",
+                          plain_http=True)
+        finally:
+            thread.join(30)
+    result = outcome["result"]
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "connections" in result.output  # type: ignore[attr-defined]
+    assert pulled.total_bytes > 0
