@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ._cli_common import handle_errors
 from ._errors import ImageBuildError
-from ._oci import ImageLayout
+
+if TYPE_CHECKING:
+    from ._oci import ImageLayout
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ def _mib(n: int) -> str:
 
 def _resolve_image(name: str) -> ImageLayout:
     from ._images import build_image, catalog
+    from ._oci import ImageLayout
 
     if name in catalog:
         return build_image(name)

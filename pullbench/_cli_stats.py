@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import pandas as pd
 
 from ._cli_common import handle_errors
+
+if TYPE_CHECKING:  # pandas is imported when the command runs, not at CLI start-up
+    import pandas as pd
 
 __all__ = ["COMMANDS", "compare_stats"]
 
@@ -29,6 +32,8 @@ def _parse_summary(value: str | None, param: str) -> tuple[float, float, int] | 
 
 
 def _load_files(files: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
     from ._hyperfine import read_hyperfine_json
 
     frames = []
@@ -97,7 +102,7 @@ def compare_stats(
     if len(files) > 2:
         raise click.BadParameter(f"at most two hyperfine files, got {len(files)}")
     df = _load_files(files)
-    arms = list(pd.unique(df["arm"]))
+    arms = list(df["arm"].unique())
     if baseline is None:
         baseline = arms[0]
     elif baseline not in arms:

@@ -25,11 +25,12 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ResultSchemaError
+
+if TYPE_CHECKING:  # pandas is imported by the functions that build frames, not with pullbench
+    import pandas as pd
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
@@ -270,6 +271,8 @@ def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     ``cpu_s`` = ``cpu_user_s + cpu_sys_s``; ``cpu_ns_per_byte`` = ``cpu_s * 1e9 / bytes`` (CPU time
     per byte moved: when the network is the bottleneck, buffering shows up here, not in wall time).
     """
+    import pandas as pd
+
     df = pd.DataFrame(list(rows))
     if df.empty:
         return pd.DataFrame(columns=list(REQUIRED_COLUMNS))
@@ -282,6 +285,8 @@ def _add_derived(df: pd.DataFrame) -> pd.DataFrame:
     if {"cpu_user_s", "cpu_sys_s"} <= set(df.columns):
         df["cpu_s"] = df["cpu_user_s"].astype(float) + df["cpu_sys_s"].astype(float)
         if "bytes" in df.columns:
+            import pandas as pd
+
             nbytes = pd.to_numeric(df["bytes"], errors="coerce").astype(float)
             df["cpu_ns_per_byte"] = df["cpu_s"] * 1e9 / nbytes.where(nbytes > 0)
     return df
@@ -344,6 +349,8 @@ def load_results(path: str | Path, *, include_warmup: bool = False,
     ResultSchemaError
         Nothing loadable at ``path``, or another schema version.
     """
+    import pandas as pd
+
     path = resolve_results_path(path) if not Path(path).exists() else Path(path)
     if path.is_dir():
         for name in (ROWS_JSONL, ROWS_PARQUET, ROWS_CSV):

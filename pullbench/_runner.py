@@ -132,6 +132,27 @@ EndpointLayer = Callable[[ExperimentSpec, Endpoint], AbstractContextManager[Endp
 
 _NETWORK_PROFILES: dict[str, EndpointLayer] = {}
 _TLS_LAYER: list[EndpointLayer] = []
+_builtin_layers_loaded = False
+
+
+def _load_builtin_layers() -> None:
+    """Register the shaping-proxy profiles (``lan-1g``, ...) and the TLS layer, once.
+
+    Done on first use rather than at ``import pullbench`` (which stays cheap): every function
+    here that reads or writes the registries calls this first, so the built-in layers are there
+    before a spec is checked or run, and a user's own registration made afterwards still wins.
+    """
+    global _builtin_layers_loaded
+    if _builtin_layers_loaded:
+        return
+    _builtin_layers_loaded = True  # before the call: register_runner_layers() calls back here
+    try:
+        from .servers._proxy import register_runner_layers
+
+        register_runner_layers()
+    except BaseException:
+        _builtin_layers_loaded = False
+        raise
 
 
 def register_network_profile(name: str, layer: EndpointLayer) -> None:
@@ -147,16 +168,19 @@ def register_network_profile(name: str, layer: EndpointLayer) -> None:
     """
     if name == "loopback":
         raise BenchmarkError("the 'loopback' network profile is built in")
+    _load_builtin_layers()
     _NETWORK_PROFILES[name] = layer
 
 
 def register_tls_layer(layer: EndpointLayer) -> None:
     """Make ``tls=True`` usable: ``layer(spec, endpoint)`` yields a TLS endpoint."""
+    _load_builtin_layers()
     _TLS_LAYER[:] = [layer]
 
 
 def network_profiles() -> list[str]:
     """Names of the usable network profiles."""
+    _load_builtin_layers()
     return ["loopback", *sorted(_NETWORK_PROFILES)]
 
 
@@ -218,6 +242,7 @@ def default_registry_factory(spec: ExperimentSpec, work_dir: Path) -> Iterator[E
 @contextlib.contextmanager
 def _endpoint_for(spec: ExperimentSpec, factory: RegistryFactory,
                   work_dir: Path) -> Iterator[Endpoint]:
+    _load_builtin_layers()
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(factory(spec, work_dir))
         if spec.tls and not endpoint.tls:
@@ -497,7 +522,12 @@ def _worker_context() -> Any:
         ctx = multiprocessing.get_context("forkserver")
     except ValueError:
         return multiprocessing.get_context("spawn")
-    ctx.set_forkserver_preload(["pullbench", "pullbench._puller", "requests"])
+    # ``import pullbench`` alone is lazy (it imports next to nothing), so name what a worker runs:
+    # this module (the process target), the puller and its strategies, the proxy-aware pull
+    # function (``pull_recording_proxy_cpu``) and requests. No numpy/pandas/scipy: a pull needs
+    # none of them.
+    ctx.set_forkserver_preload(["pullbench", "pullbench._runner", "pullbench._puller",
+                                "pullbench._strategies", "pullbench.servers._proxy", "requests"])
     return ctx
 
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from ._errors import BenchmarkError
@@ -536,7 +535,9 @@ def design(spec: ExperimentSpec) -> list[PlannedRun]:
     list of PlannedRun
         ``spec.total_runs`` runs, in execution order.
     """
-    rng = np.random.default_rng(spec.seed)
+    from numpy.random import default_rng  # imported here: numpy is not imported with pullbench
+
+    rng = default_rng(spec.seed)
     cells = [(image, arm.name) for image in spec.images for arm in spec.arms]
     plan: list[PlannedRun] = []
     for b in range(-spec.warmup_blocks, spec.blocks):
