@@ -11,6 +11,9 @@
 - Read and write sizes: :class:`Meter` keeps exact sizes and reports power-of-two histograms
   (bucket = smallest power of two ≥ size, so a 32,768-byte write lands in bucket 32768 and a
   32,769-byte one in 65536).
+
+With probes off (``pull(..., probes=False)``) the puller hands strategies a :class:`NullMeter`:
+it counts nothing and measures no helper thread, so none of the above runs (only the wall clock).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 __all__ = [
     "IoCounters",
     "Meter",
+    "NullMeter",
     "ProbeSample",
     "ThreadProbe",
     "bucket_of",
@@ -118,7 +122,11 @@ _RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 
 @dataclass(frozen=True, slots=True)
 class ProbeSample:
-    """What one thread (or the sum of several) spent between two snapshots.
+    """What one thread (or several running at the same time) spent between two snapshots.
+
+    ``a + b`` combines the samples of threads that ran concurrently (a worker and its hashing
+    thread): CPU times and I/O counters add up, wall time does not -- it is the longer of the two
+    (a helper thread runs inside its worker's time span, so it adds no wall time).
 
     Attributes
     ----------
@@ -134,7 +142,7 @@ class ProbeSample:
 
     def __add__(self, other: ProbeSample) -> ProbeSample:
         return ProbeSample(
-            self.wall_s + other.wall_s,
+            max(self.wall_s, other.wall_s),
             self.cpu_user_s + other.cpu_user_s,
             self.cpu_sys_s + other.cpu_sys_s,
             self.io + other.io,
@@ -170,7 +178,13 @@ class Meter:
     :meth:`wrote` for each write to the destination file; :meth:`hold` declares the bytes it keeps
     in buffers; :meth:`add_cpu` adds the CPU of a helper thread (e.g. a hashing thread).
     Thread-safe for the helper-thread case.
+
+    ``active`` is True: strategies that update :attr:`reads` directly in their copy loop (the
+    built-in ones do, to save a method call per read) and helper threads that would measure their
+    CPU check it first, and skip that work for a :class:`NullMeter`.
     """
+
+    active: bool = True
 
     def __init__(self) -> None:
         self.reads: Counter[int] = Counter()
@@ -216,6 +230,39 @@ class Meter:
     @property
     def write_count(self) -> int:
         return sum(self.writes.values())
+
+
+class NullMeter(Meter):
+    """A meter for ``probes=False``: counts no reads or writes and takes no helper-thread CPU.
+
+    :meth:`read`, :meth:`wrote` and :meth:`add_cpu` do nothing; :meth:`write` only does the
+    ``os.write`` loop. ``active`` is False, so built-in strategies skip their per-read counting and
+    the hashing thread takes no CPU or ``/proc`` snapshots. :meth:`hold` still records the buffers
+    declared (a property of the strategy, not a measurement). Nothing here is needed for
+    correctness: the size check uses ``fstat`` of the written file and the digest comes from the
+    strategy's hasher. :attr:`reads` / :attr:`writes` stay empty (a custom strategy that writes
+    to them anyway is harmless: what it puts there is discarded).
+    """
+
+    active = False
+
+    def read(self, size: int) -> None:
+        """Nothing (reads are not counted)."""
+
+    def wrote(self, size: int) -> None:
+        """Nothing (writes are not counted)."""
+
+    def write(self, fd: int, data: memoryview | bytes) -> int:
+        """``os.write`` all of ``data`` to ``fd`` (looping on short writes); nothing recorded."""
+        view = memoryview(data)
+        total = len(view)
+        done = os.write(fd, view)
+        while done < total:
+            done += os.write(fd, view[done:])
+        return total
+
+    def add_cpu(self, sample: ProbeSample) -> None:
+        """Nothing (helper threads are not measured)."""
 
 
 def merge_counts(counters: Iterable[Mapping[int, int]]) -> Counter[int]:

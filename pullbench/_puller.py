@@ -32,6 +32,7 @@ from ._errors import PullbenchError, StrategyError
 from ._media import OCI_INDEX
 from ._probes import (
     Meter,
+    NullMeter,
     ProbeSample,
     ThreadProbe,
     median_of_counts,
@@ -59,18 +60,22 @@ class LayerResult:
     media_type : str
     size_bytes : int
     duration_s : float
-        From the blob request to the stored file (plus ``unpack``, if given).
+        Wall time of this blob's transfer in its worker thread: from the blob request to the
+        stored file (plus ``unpack``, if given). A hashing helper thread runs inside that span and
+        adds no wall time.
     ttfb_s : float
         From the blob request to the response headers (includes redirects and auth).
-    read_count, write_count : int
-    read_size_hist, write_size_hist : dict[int, int]
+    read_count, write_count : int or None
+    read_size_hist, write_size_hist : dict[int, int] or None
         Power-of-two bucket upper bound (bytes) → count.
-    median_write_bytes : float
+    median_write_bytes : float or None
     buffer_bytes : int
-    cpu_user_s, cpu_sys_s : float
-        CPU of the worker thread and its helper threads.
-    syscr, syscw, rchar, wchar : int
+    cpu_user_s, cpu_sys_s : float or None
+        CPU of the worker thread and its helper threads (summed).
+    syscr, syscw, rchar, wchar : int or None
         ``/proc/thread-self/io`` deltas of those threads.
+
+    Fields marked "or None" are None when the pull ran with ``probes=False`` (not measured).
     """
 
     digest: str
@@ -78,18 +83,18 @@ class LayerResult:
     size_bytes: int
     duration_s: float
     ttfb_s: float
-    read_count: int
-    write_count: int
-    read_size_hist: dict[int, int]
-    write_size_hist: dict[int, int]
-    median_write_bytes: float
+    read_count: int | None
+    write_count: int | None
+    read_size_hist: dict[int, int] | None
+    write_size_hist: dict[int, int] | None
+    median_write_bytes: float | None
     buffer_bytes: int
-    cpu_user_s: float
-    cpu_sys_s: float
-    syscr: int
-    syscw: int
-    rchar: int
-    wchar: int
+    cpu_user_s: float | None
+    cpu_sys_s: float | None
+    syscr: int | None
+    syscw: int | None
+    rchar: int | None
+    wchar: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,23 +131,26 @@ class PullResult:
         ``total_bytes / transfer_s / 1e6``.
     layers : tuple of LayerResult
         In manifest order, config first.
-    cpu_user_s, cpu_sys_s : float
+    cpu_user_s, cpu_sys_s : float or None
         CPU of the pull's own threads (resolve thread, workers, hashing threads;
         ``getrusage(RUSAGE_THREAD)``) — an in-process server's threads are not counted.
-    process_cpu_user_s, process_cpu_sys_s : float
+    process_cpu_user_s, process_cpu_sys_s : float or None
         ``getrusage(RUSAGE_SELF)`` delta of the whole process (includes in-process servers).
-    syscr, syscw, rchar, wchar : int
+    syscr, syscw, rchar, wchar : int or None
         ``/proc/thread-self/io`` deltas summed over the pull's threads. ``syscr`` does not count
         socket ``recv`` calls (the kernel counts read/write-family calls only).
-    read_size_hist, write_size_hist : dict[int, int]
+    read_size_hist, write_size_hist : dict[int, int] or None
         Power-of-two bucket upper bound (bytes) → count, over all blobs.
-    read_count, write_count : int
-    median_write_bytes : float
+    read_count, write_count : int or None
+    median_write_bytes : float or None
     buffer_bytes : int
         Buffers held by the strategy, summed over the layers that can run at once
         (``min(concurrency, blobs)`` × the largest per-copy buffer).
-    peak_rss_bytes : int
+    peak_rss_bytes : int or None
         ``ru_maxrss`` of the process after the pull (a high-water mark since process start).
+
+    Fields marked "or None" are None when the pull ran with ``probes=False``: not measured
+    (never 0, which would look like data).
     """
 
     reference: str
@@ -160,21 +168,21 @@ class PullResult:
     throughput_mb_s: float
     transfer_mb_s: float
     layers: tuple[LayerResult, ...]
-    cpu_user_s: float
-    cpu_sys_s: float
-    process_cpu_user_s: float
-    process_cpu_sys_s: float
-    syscr: int
-    syscw: int
-    rchar: int
-    wchar: int
-    read_size_hist: dict[int, int]
-    write_size_hist: dict[int, int]
-    read_count: int
-    write_count: int
-    median_write_bytes: float
+    cpu_user_s: float | None
+    cpu_sys_s: float | None
+    process_cpu_user_s: float | None
+    process_cpu_sys_s: float | None
+    syscr: int | None
+    syscw: int | None
+    rchar: int | None
+    wchar: int | None
+    read_size_hist: dict[int, int] | None
+    write_size_hist: dict[int, int] | None
+    read_count: int | None
+    write_count: int | None
+    median_write_bytes: float | None
     buffer_bytes: int
-    peak_rss_bytes: int
+    peak_rss_bytes: int | None
     dest: str = field(default="")
 
     def to_row(self) -> dict[str, Any]:
@@ -183,13 +191,14 @@ class PullResult:
         Scalars stay scalars; ``params``, ``read_size_hist`` and ``write_size_hist`` become JSON
         strings (histogram keys are the bucket upper bounds as strings, e.g. ``{"32768": 120}``);
         ``layers`` becomes ``layer_count``. Use :func:`json.loads` to get the dicts back.
+        Fields not measured (``probes=False``) stay None.
         """
         row: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             if name == "layers":
                 row["layer_count"] = len(value)
-            elif name in {"params", "read_size_hist", "write_size_hist"}:
+            elif name in {"params", "read_size_hist", "write_size_hist"} and value is not None:
                 row[name] = json.dumps({str(k): v for k, v in value.items()}, sort_keys=False)
             else:
                 row[name] = value
@@ -203,7 +212,7 @@ class PullResult:
 @dataclass(slots=True)
 class _BlobOutcome:
     layer: LayerResult
-    sample: ProbeSample
+    sample: ProbeSample | None
     stats: CopyStats
     started_ns: int
     headers_ns: int
@@ -229,14 +238,15 @@ def _fetch_blob(
     dest: Path,
     unpack: UnpackHook | None,
     cancel: threading.Event,
+    probes: bool,
 ) -> _BlobOutcome:
     if cancel.is_set():
         raise _Cancelled()
-    probe = ThreadProbe()
+    probe = ThreadProbe() if probes else None
     started = time.perf_counter_ns()
     response = client.open_blob(repository, desc)
     headers = time.perf_counter_ns()
-    meter = Meter()
+    meter = Meter() if probes else NullMeter()
     path = _store_path(dest, desc.digest)
     try:
         stats = strategy.copy(
@@ -250,12 +260,18 @@ def _fetch_blob(
         raise
     if unpack is not None:
         unpack(desc, path)
-    sample = probe.stop() + stats.helper
+    # the layer's wall time is this thread's span only (a hashing thread runs inside it)
+    ended = time.perf_counter_ns()
+    sample = None
+    if probe is not None:
+        sample = probe.stop()
+        if stats.helper is not None:
+            sample = sample + stats.helper  # CPU and I/O add up; wall time does not
     layer = LayerResult(
         digest=desc.digest,
         media_type=desc.media_type,
         size_bytes=desc.size_bytes,
-        duration_s=sample.wall_s,
+        duration_s=(ended - started) / 1e9,
         ttfb_s=(headers - started) / 1e9,
         read_count=stats.read_count,
         write_count=stats.write_count,
@@ -263,12 +279,12 @@ def _fetch_blob(
         write_size_hist=stats.write_size_hist,
         median_write_bytes=stats.median_write_bytes,
         buffer_bytes=stats.buffer_bytes,
-        cpu_user_s=sample.cpu_user_s,
-        cpu_sys_s=sample.cpu_sys_s,
-        syscr=sample.io.syscr,
-        syscw=sample.io.syscw,
-        rchar=sample.io.rchar,
-        wchar=sample.io.wchar,
+        cpu_user_s=sample.cpu_user_s if sample is not None else None,
+        cpu_sys_s=sample.cpu_sys_s if sample is not None else None,
+        syscr=sample.io.syscr if sample is not None else None,
+        syscw=sample.io.syscw if sample is not None else None,
+        rchar=sample.io.rchar if sample is not None else None,
+        wchar=sample.io.wchar if sample is not None else None,
     )
     return _BlobOutcome(layer, sample, stats, started, headers)
 
@@ -313,8 +329,19 @@ def pull(
     plain_http, ca_bundle, credentials, token
         Passed to :class:`RegistryClient`.
     probes : bool
-        Measure CPU and ``/proc`` I/O counters (read/write histograms are always counted: they
-        are part of the copy). With ``probes=False`` those fields are 0.
+        Measure how the pull ran (default True). ``probes=False`` turns off, and does not pay for:
+        the per-thread CPU snapshots (``getrusage(RUSAGE_THREAD)``) and ``/proc/thread-self/io``
+        reads at the start and end of the pull and of every blob, in the worker threads and in
+        the hashing helper threads; the process ``getrusage(RUSAGE_SELF)`` before and after (CPU,
+        peak RSS); and the strategy's counting of every read and write (the copy gets a
+        :class:`~pullbench._probes.NullMeter`), hence the size histograms. The fields they feed
+        are None in the result (``cpu_*``, ``process_cpu_*``, ``syscr``/``syscw``/``rchar``/
+        ``wchar``, ``read_*``/``write_*`` counts and histograms, ``median_write_bytes``,
+        ``peak_rss_bytes``, in the :class:`PullResult` and in each :class:`LayerResult`).
+        Unchanged: the wall-clock timers (``duration_s``, ``resolve_s``, ``ttfb_s``,
+        ``transfer_s``, throughputs), ``buffer_bytes`` (declared by the strategy, not measured)
+        and verification: every blob's size (``fstat`` of the written file) and digest are
+        checked exactly as with probes on.
     params : mapping, optional
         Strategy parameter overrides when ``strategy`` is a name.
     unpack : callable, optional
@@ -369,20 +396,20 @@ def pull(
             token=token,
             session=session,
         )
-    proc_u0, proc_s0, _ = process_rusage()
+    proc0 = process_rusage() if probes else None
     t0 = time.perf_counter_ns()
-    main_probe = ThreadProbe()
+    main_probe = ThreadProbe() if probes else None
     try:
         manifest = client.get_manifest(ref.repository, ref.ref, platform)
         resolve_ns = time.perf_counter_ns()
         _store_manifests(dest, manifest, ref)
-        outcomes = _fetch_all(client, ref, manifest, strat, dest, concurrency, unpack)
+        outcomes = _fetch_all(client, ref, manifest, strat, dest, concurrency, unpack, probes)
     finally:
         if own_session and session is not None:
             session.close()
     end_ns = time.perf_counter_ns()
-    main_sample = main_probe.stop()
-    proc_u1, proc_s1, peak_rss = process_rusage()
+    sample = main_probe.stop() if main_probe is not None else None
+    proc1 = process_rusage() if probes else None
 
     layers = tuple(o.layer for o in outcomes)
     total = sum(layer.size_bytes for layer in layers)
@@ -390,11 +417,13 @@ def pull(
     first_start = min((o.started_ns for o in outcomes), default=resolve_ns)
     first_headers = min((o.headers_ns for o in outcomes), default=resolve_ns)
     transfer_s = (end_ns - first_start) / 1e9
-    sample = main_sample
-    for o in outcomes:
-        sample = sample + o.sample
-    reads = merge_counts(o.stats.read_sizes for o in outcomes)
-    writes = merge_counts(o.stats.write_sizes for o in outcomes)
+    reads = writes = None
+    if sample is not None:  # probes on
+        for o in outcomes:
+            assert o.sample is not None
+            sample = sample + o.sample
+        reads = merge_counts(o.stats.read_sizes or {} for o in outcomes)
+        writes = merge_counts(o.stats.write_sizes or {} for o in outcomes)
     parallel = min(concurrency, len(outcomes)) if outcomes else 0
     per_copy = max((o.stats.buffer_bytes for o in outcomes), default=0)
     return PullResult(
@@ -413,21 +442,21 @@ def pull(
         throughput_mb_s=total / duration_s / 1e6 if duration_s > 0 else 0.0,
         transfer_mb_s=total / transfer_s / 1e6 if transfer_s > 0 else 0.0,
         layers=layers,
-        cpu_user_s=sample.cpu_user_s if probes else 0.0,
-        cpu_sys_s=sample.cpu_sys_s if probes else 0.0,
-        process_cpu_user_s=(proc_u1 - proc_u0) if probes else 0.0,
-        process_cpu_sys_s=(proc_s1 - proc_s0) if probes else 0.0,
-        syscr=sample.io.syscr if probes else 0,
-        syscw=sample.io.syscw if probes else 0,
-        rchar=sample.io.rchar if probes else 0,
-        wchar=sample.io.wchar if probes else 0,
-        read_size_hist=power_of_two_histogram(reads),
-        write_size_hist=power_of_two_histogram(writes),
-        read_count=sum(reads.values()),
-        write_count=sum(writes.values()),
-        median_write_bytes=median_of_counts(writes),
+        cpu_user_s=sample.cpu_user_s if sample is not None else None,
+        cpu_sys_s=sample.cpu_sys_s if sample is not None else None,
+        process_cpu_user_s=proc1[0] - proc0[0] if proc0 and proc1 else None,
+        process_cpu_sys_s=proc1[1] - proc0[1] if proc0 and proc1 else None,
+        syscr=sample.io.syscr if sample is not None else None,
+        syscw=sample.io.syscw if sample is not None else None,
+        rchar=sample.io.rchar if sample is not None else None,
+        wchar=sample.io.wchar if sample is not None else None,
+        read_size_hist=power_of_two_histogram(reads) if reads is not None else None,
+        write_size_hist=power_of_two_histogram(writes) if writes is not None else None,
+        read_count=sum(reads.values()) if reads is not None else None,
+        write_count=sum(writes.values()) if writes is not None else None,
+        median_write_bytes=median_of_counts(writes) if writes is not None else None,
         buffer_bytes=parallel * per_copy,
-        peak_rss_bytes=peak_rss if probes else 0,
+        peak_rss_bytes=proc1[2] if proc1 else None,
         dest=str(dest),
     )
 
@@ -470,6 +499,7 @@ def _fetch_all(
     dest: Path,
     concurrency: int,
     unpack: UnpackHook | None,
+    probes: bool = True,
 ) -> list[_BlobOutcome]:
     blobs = list(manifest.blobs)
     cancel = threading.Event()
@@ -485,6 +515,7 @@ def _fetch_all(
                 dest,
                 None if desc.digest == config_digest and desc is manifest.config else unpack,
                 cancel,
+                probes,
             )
             for desc in blobs
         ]

@@ -124,42 +124,47 @@ class CopyStats:
     size_bytes : int
     duration_s : float
         Wall time of the copy including the final hash and rename.
-    read_sizes, write_sizes : Mapping[int, int]
-        Exact ``{bytes: count}`` of reads and writes as the strategy made them.
+    read_sizes, write_sizes : Mapping[int, int] or None
+        Exact ``{bytes: count}`` of reads and writes as the strategy made them; None when the copy
+        was not metered (a :class:`~pullbench._probes.NullMeter`, i.e. ``probes=False``).
     buffer_bytes : int
         Memory the strategy held in buffers for this copy (user-space buffers, plus the pipe for
         ``splice``).
-    helper : ProbeSample
-        CPU and I/O of helper threads (the hashing thread), measured inside them.
+    helper : ProbeSample or None
+        CPU and I/O of helper threads (the hashing thread), measured inside them; None when not
+        measured.
+
+    The derived properties (``read_count``, ``read_size_hist``, ``median_write_bytes`` ...) are
+    None when the sizes were not counted.
     """
 
     digest: str
     size_bytes: int
     duration_s: float
-    read_sizes: Mapping[int, int] = field(default_factory=dict)
-    write_sizes: Mapping[int, int] = field(default_factory=dict)
+    read_sizes: Mapping[int, int] | None = field(default_factory=dict)
+    write_sizes: Mapping[int, int] | None = field(default_factory=dict)
     buffer_bytes: int = 0
-    helper: ProbeSample = field(default_factory=ProbeSample)
+    helper: ProbeSample | None = field(default_factory=ProbeSample)
 
     @property
-    def read_count(self) -> int:
-        return sum(self.read_sizes.values())
+    def read_count(self) -> int | None:
+        return None if self.read_sizes is None else sum(self.read_sizes.values())
 
     @property
-    def write_count(self) -> int:
-        return sum(self.write_sizes.values())
+    def write_count(self) -> int | None:
+        return None if self.write_sizes is None else sum(self.write_sizes.values())
 
     @property
-    def read_size_hist(self) -> dict[int, int]:
-        return power_of_two_histogram(self.read_sizes)
+    def read_size_hist(self) -> dict[int, int] | None:
+        return None if self.read_sizes is None else power_of_two_histogram(self.read_sizes)
 
     @property
-    def write_size_hist(self) -> dict[int, int]:
-        return power_of_two_histogram(self.write_sizes)
+    def write_size_hist(self) -> dict[int, int] | None:
+        return None if self.write_sizes is None else power_of_two_histogram(self.write_sizes)
 
     @property
-    def median_write_bytes(self) -> float:
-        return median_of_counts(self.write_sizes)
+    def median_write_bytes(self) -> float | None:
+        return None if self.write_sizes is None else median_of_counts(self.write_sizes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +276,9 @@ class CopyStrategy:
         expected_digest : str
             The descriptor's digest (``sha256:`` or ``sha512:``).
         probe : Meter, optional
-            Where to count reads/writes (a new one by default).
+            Where to count reads/writes (a new one by default). A
+            :class:`~pullbench._probes.NullMeter` counts nothing: the returned sizes and
+            ``helper`` are None; size and digest are verified all the same.
 
         Returns
         -------
@@ -351,14 +358,15 @@ class CopyStrategy:
                 with contextlib.suppress(FileNotFoundError):
                     Path(tmp_name).unlink()
             response.close()
+        counted = meter.active
         return CopyStats(
             digest=expected_digest,
             size_bytes=expected_size,
             duration_s=(time.perf_counter_ns() - t0) / 1e9,
-            read_sizes=dict(meter.reads),
-            write_sizes=dict(meter.writes),
+            read_sizes=dict(meter.reads) if counted else None,
+            write_sizes=dict(meter.writes) if counted else None,
             buffer_bytes=meter.buffer_bytes,
-            helper=meter.helper,
+            helper=meter.helper if counted else None,
         )
 
 
@@ -503,7 +511,7 @@ class _HashWorker:
         self.thread.start()
 
     def _run(self) -> None:
-        probe = ThreadProbe()
+        probe = ThreadProbe() if self.meter.active else None
         update = self.hasher.update
         try:
             while True:
@@ -515,7 +523,8 @@ class _HashWorker:
         except BaseException as exc:  # pragma: no cover - hashlib does not fail on bytes
             self.error = exc
         finally:
-            self.meter.add_cpu(probe.stop())
+            if probe is not None:
+                self.meter.add_cpu(probe.stop())
 
     def close(self) -> Any:
         self.work.put(None)
@@ -613,6 +622,7 @@ class SocketCopy(CopyStrategy):
         buffered = 0
         read = reader.read
         reads = meter.reads
+        count = meter.active
         write = meter.write
         update = hasher.update if hasher is not None else None
         total = 0
@@ -626,7 +636,8 @@ class SocketCopy(CopyStrategy):
             if n == 0:
                 break
             total += n
-            reads[n] += 1
+            if count:
+                reads[n] += 1
             data = view[:n]
             if update is not None:
                 update(data)
@@ -670,6 +681,7 @@ class SocketCopy(CopyStrategy):
         slots = [memoryview(bytearray(wsize)) for _ in range(_HASH_SLOTS if worker else 1)]
         read = reader.read
         reads = meter.reads
+        count = meter.active
         write = meter.write
         on_read = hasher.update if hasher is not None and p["hash_mode"] == "on-read" else None
         update = hasher.update if hasher is not None and on_read is None else None
@@ -687,7 +699,8 @@ class SocketCopy(CopyStrategy):
                 if n == 0:
                     eof = True
                     break
-                reads[n] += 1
+                if count:
+                    reads[n] += 1
                 if on_read is not None:
                     on_read(buf[filled : filled + n])
                 filled += n
@@ -741,12 +754,14 @@ class IterContentCopy(CopyStrategy):
         worker = _HashWorker(hasher, _HASH_SLOTS, meter) if mode == "thread" else None
         update = hasher.update if mode in _IN_LOOP else None
         reads = meter.reads
+        count = meter.active
         write = meter.write
         total = 0
         try:
             for chunk in response.raw.stream(self.params["chunk_size"], decode_content=False):
                 n = len(chunk)
-                reads[n] += 1
+                if count:
+                    reads[n] += 1
                 if update is not None:
                     update(chunk)
                 elif worker is not None:

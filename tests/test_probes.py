@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,7 +15,10 @@ import pytest
 
 from pullbench import get_strategy, pull
 from pullbench._probes import (
+    IoCounters,
     Meter,
+    NullMeter,
+    ProbeSample,
     ThreadProbe,
     bucket_of,
     median_of_counts,
@@ -87,13 +91,143 @@ def test_pull_probes_are_consistent(pushed_image, tmp_path):
         assert spliced.syscw < result.syscw
 
 
-def test_probes_off_zeroes_system_counters(pushed_image, tmp_path):
-    result = pull(
-        pushed_image.reference, "containerd-1m", tmp_path / "s", plain_http=True, probes=False
-    )
-    assert result.cpu_user_s == 0
-    assert result.syscw == 0
-    assert result.write_count > 0  # the strategy's own counts are part of the copy
+_UNMEASURED = (
+    "cpu_user_s",
+    "cpu_sys_s",
+    "syscr",
+    "syscw",
+    "rchar",
+    "wchar",
+    "read_size_hist",
+    "write_size_hist",
+    "read_count",
+    "write_count",
+    "median_write_bytes",
+)
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    ["go-iocopy", "containerd-1m:thread", "requests-iter-content:thread", "splice", "copyfileobj"],
+)
+def test_probes_off_measures_nothing_but_still_verifies(
+    pushed_image, tmp_path, monkeypatch, strategy
+):
+    """probes=False: no CPU / /proc snapshots, no read/write counting; fields are None, not 0."""
+    import pullbench._probes as probes_mod
+    import pullbench._puller as puller_mod
+
+    calls: Counter[str] = Counter()
+    real_init, real_rusage = probes_mod.ThreadProbe.__init__, puller_mod.process_rusage
+    real_io = probes_mod.read_io_counters
+
+    def spy_init(self, *a, **k):
+        calls["ThreadProbe"] += 1
+        real_init(self, *a, **k)
+
+    def spy_rusage():
+        calls["process_rusage"] += 1
+        return real_rusage()
+
+    def spy_io(*a, **k):
+        calls["read_io_counters"] += 1
+        return real_io(*a, **k)
+
+    monkeypatch.setattr(probes_mod.ThreadProbe, "__init__", spy_init)
+    monkeypatch.setattr(puller_mod, "process_rusage", spy_rusage)
+    monkeypatch.setattr(probes_mod, "read_io_counters", spy_io)
+    name, _, hash_mode = strategy.partition(":")
+    strat = get_strategy(name, **({"hash_mode": hash_mode} if hash_mode else {}))
+
+    on = pull(pushed_image.reference, strat, tmp_path / "on", plain_http=True)
+    assert calls["ThreadProbe"] > len(on.layers)
+    assert calls["process_rusage"] == 2
+    assert calls["read_io_counters"] > 0
+    calls.clear()
+    off = pull(pushed_image.reference, strat, tmp_path / "off", plain_http=True, probes=False)
+    assert calls == Counter(), "probes=False still took CPU or /proc snapshots"
+
+    for field_name in (*_UNMEASURED, "process_cpu_user_s", "process_cpu_sys_s", "peak_rss_bytes"):
+        assert getattr(off, field_name) is None, field_name
+        assert getattr(on, field_name) is not None, field_name
+    for layer in off.layers:
+        for field_name in _UNMEASURED:
+            assert getattr(layer, field_name) is None, (layer.digest, field_name)
+        assert layer.duration_s > 0
+    row = off.to_row()
+    assert row["write_size_hist"] is None
+    assert row["cpu_user_s"] is None
+    json.dumps(off.to_dict())
+    # what is not a probe is unchanged: sizes, timers, declared buffers, verified content
+    assert off.total_bytes == on.total_bytes > 0
+    assert off.buffer_bytes == on.buffer_bytes
+    assert off.duration_s >= off.transfer_s > 0
+    assert off.throughput_mb_s > 0
+    for layer in off.layers:
+        data = (tmp_path / "off" / "blobs" / "sha256" / layer.digest[7:]).read_bytes()
+        assert len(data) == layer.size_bytes
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.digest
+
+
+@pytest.mark.parametrize("strategy", ["go-iocopy", "containerd-1m", "splice"])
+def test_probes_off_still_rejects_corrupted_blobs(fresh_pushed_image, tmp_path, strategy):
+    from pullbench import DigestMismatch, SizeMismatch
+    from pullbench.servers import Misbehavior
+
+    fresh_pushed_image.registry.misbehavior = Misbehavior(corrupt_blobs=True)
+    with pytest.raises(DigestMismatch):
+        pull(fresh_pushed_image.reference, strategy, tmp_path / "c", plain_http=True, probes=False)
+    fresh_pushed_image.registry.misbehavior = Misbehavior(truncate_blobs_bytes=1000)
+    with pytest.raises(SizeMismatch):
+        pull(fresh_pushed_image.reference, strategy, tmp_path / "t", plain_http=True, probes=False)
+    stored = tmp_path / "c" / "blobs" / "sha256"
+    assert not any(p.name.startswith(".") for p in stored.iterdir())
+
+
+def test_null_meter_counts_nothing_and_writes_everything(tmp_path):
+    meter = NullMeter()
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        assert meter.write(fd, b"x" * 5000) == 5000
+        meter.read(5000)
+        meter.hold(4096)
+        meter.add_cpu(ProbeSample(1.0, 1.0, 1.0))
+    finally:
+        os.close(fd)
+    assert (tmp_path / "f").stat().st_size == 5000
+    assert not meter.active
+    assert Meter.active
+    assert meter.reads == Counter()
+    assert meter.writes == Counter()
+    assert meter.helper == ProbeSample()
+    assert meter.buffer_bytes == 4096  # declared buffers are not a measurement
+
+
+def test_concurrent_samples_add_cpu_but_not_wall_time():
+    a = ProbeSample(2.0, 1.0, 0.5, IoCounters(1, 2, 3, 4))
+    b = ProbeSample(1.5, 0.25, 0.25, IoCounters(10, 20, 30, 40))
+    total = a + b
+    assert total.wall_s == 2.0
+    assert total.cpu_user_s == 1.25
+    assert total.cpu_sys_s == 0.75
+    assert total.io == IoCounters(11, 22, 33, 44)
+
+
+def test_thread_hashing_does_not_add_wall_time_to_a_layer(pushed_image, tmp_path):
+    """One download at a time: blob spans do not overlap, so their wall times sum to at most the
+    transfer. Adding the hashing thread's wall time (about the copy's own) would double them."""
+    for probes in (True, False):
+        result = pull(
+            pushed_image.reference,
+            get_strategy("containerd-1m", hash_mode="thread"),
+            tmp_path / f"s-{probes}",
+            plain_http=True,
+            concurrency=1,
+            probes=probes,
+        )
+        assert len(result.layers) >= 2
+        assert sum(layer.duration_s for layer in result.layers) <= result.transfer_s
+        assert all(0 < layer.ttfb_s <= layer.duration_s for layer in result.layers)
 
 
 def test_thread_hashing_cpu_is_counted(pushed_image, tmp_path):

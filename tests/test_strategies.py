@@ -267,6 +267,47 @@ def test_copy_cleans_up_and_rejects_bad_digest(pushed_image, tmp_path):
         assert (tmp_path / "x" / "blob").stat().st_size == layer.size_bytes
 
 
+@pytest.mark.parametrize("name", ["go-iocopy", "pr48602", "containerd-1m", "copyfileobj"])
+def test_copy_with_null_meter_counts_nothing_and_verifies(pushed_image, tmp_path, name):
+    """A NullMeter (probes=False) turns off counting, not verification."""
+    from pullbench import DigestMismatch
+    from pullbench._probes import NullMeter
+
+    with RegistryClient(pushed_image.registry.host, plain_http=True) as client:
+        manifest = client.get_manifest(pushed_image.repository, pushed_image.tag)
+        layer = max(manifest.layers, key=lambda d: d.size_bytes)
+        threaded = get_strategy(name, hash_mode="thread") if name != "copyfileobj" else None
+        for strategy in filter(None, (get_strategy(name), threaded)):
+            meter = NullMeter()
+            out = tmp_path / strategy.params.get("hash_mode", "x") / "blob"
+            got = strategy.copy(
+                client.open_blob(pushed_image.repository, layer),
+                out,
+                expected_size=layer.size_bytes,
+                expected_digest=layer.digest,
+                probe=meter,
+            )
+            assert got.read_sizes is None
+            assert got.write_sizes is None
+            assert got.helper is None
+            assert got.read_count is None
+            assert got.write_size_hist is None
+            assert got.median_write_bytes is None
+            assert meter.reads == {}
+            assert meter.writes == {}
+            assert got.buffer_bytes == strategy.buffer_bytes() > 0
+            assert out.read_bytes() == _layout_blob(pushed_image.layout, layer.digest)
+        with pytest.raises(DigestMismatch):
+            get_strategy(name).copy(
+                client.open_blob(pushed_image.repository, layer),
+                tmp_path / "bad" / "blob",
+                expected_size=layer.size_bytes,
+                expected_digest="sha256:" + "e" * 64,
+                probe=NullMeter(),
+            )
+        assert list((tmp_path / "bad").iterdir()) == []
+
+
 def test_splice_refuses_tls(tmp_path, small_image):
     from pullbench import push_image
     from pullbench.servers import EmbeddedRegistry
