@@ -73,8 +73,9 @@ logger = logging.getLogger(__name__)
 VERDICTS = ("faster", "slower", "equivalent", "inconclusive")
 
 # Smallest run count per arm (blocks when paired) from which the reported bootstrap CI of the
-# ratio of means (expanded BCa) is checked to cover 93-97 % at 95 % (tests/test_stats_calibration.py);
-# below it Comparison.ratio_bca_calibrated is False and a diagnostic points to the primary interval.
+# ratio of means (expanded BCa) is checked to cover 93-97 % at 95 %
+# (tests/test_stats_calibration.py); below it Comparison.ratio_bca_calibrated is False and a
+# diagnostic points to the primary interval.
 BOOTSTRAP_RATIO_CALIBRATED_FROM_N = 10
 
 # Bound on (resamples x observations) held in memory at once by the bootstrap.

@@ -1,17 +1,32 @@
 """Calibration by simulation (fixed seeds) of the verdict users get.
 
-Every simulation goes through :func:`pullbench.compare_batch` / :func:`pullbench.decide_verdict`
-/ :func:`pullbench.adjust_pvalues`, the functions :func:`pullbench.compare_samples` and
-:func:`pullbench.analyze_grid` use for their verdicts (test_stats.py checks they agree run by
-run). Data are skewed like timings: lognormal with CV 3–10 % plus occasional slow outliers.
+Every verdict simulation goes through :func:`pullbench.compare_batch` /
+:func:`pullbench.decide_verdict` / :func:`pullbench.adjust_pvalues`, the functions
+:func:`pullbench.compare_samples` and :func:`pullbench.analyze_grid` use for their verdicts
+(test_stats.py checks they agree run by run); the bootstrap ratio CI is simulated with the batch
+function ``compare_samples`` calls (checked bit for bit below). Data are skewed like timings:
+lognormal with CV 3–10 % plus occasional slow outliers.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from pullbench import adjust_pvalues, compare_batch, decide_verdict, power_at_n
+from pullbench import (
+    adjust_pvalues,
+    analyze_grid,
+    compare_batch,
+    compare_samples,
+    decide_verdict,
+    power_at_n,
+)
+from pullbench._stats import (
+    BOOTSTRAP_RATIO_CALIBRATED_FROM_N,
+    _ratio_bootstrap_ci,
+    _resample_means_batch,
+)
 
 N_SIM = 4000
 ALPHA = 0.05
@@ -135,3 +150,78 @@ def test_paired_power_matches_simulation_of_the_paired_verdict():
     analytic = power_at_n(n, delta=-np.log1p(-effect), sd_a=np.sqrt(2) * sigma, alpha=ALPHA,
                           paired=True)
     assert abs(simulated - analytic) <= 0.05, (simulated, analytic)
+
+
+# --- the bootstrap CI of the ratio of means (Comparison.ratio_bca_ci_low/high) -------------------
+
+N_SIM_BOOT = 1000
+BOOT_RESAMPLES = 999
+
+
+def _ratio_boot_data(rng: np.random.Generator, n: int, paired: bool) -> tuple[np.ndarray, ...]:
+    """Baseline/candidate timings whose true ratio of means is 0.95 (blocks shared when paired)."""
+    a = timings(rng, (N_SIM_BOOT, n), cv=0.10, mean=10.0)
+    b = timings(rng, (N_SIM_BOOT, n), cv=0.10, mean=9.5)
+    if paired:
+        block = np.exp(rng.normal(0, 0.1, (N_SIM_BOOT, n)))
+        a, b = a * block, b * block
+    return a, b
+
+
+@pytest.mark.parametrize(("n", "paired", "seed"),
+                         [(10, False, 21), (20, False, 22), (40, False, 23),
+                          (10, True, 24), (20, True, 25), (40, True, 26)])
+def test_bootstrap_ratio_ci_coverage_from_the_calibrated_n(n, paired, seed):
+    """Plain BCa covered 0.915 (0.897 paired) at n = 10 here; the expanded BCa must not."""
+    assert n >= BOOTSTRAP_RATIO_CALIBRATED_FROM_N
+    a, b = _ratio_boot_data(np.random.default_rng(seed), n, paired)
+    lo, hi = _ratio_bootstrap_ci(a, b, level=1 - ALPHA, paired=paired,
+                                 n_resamples=BOOT_RESAMPLES, gen=np.random.default_rng(seed))
+    cover = ((lo < 0.95) & (0.95 < hi)).mean()
+    assert 0.93 <= cover <= 0.97, cover
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_bootstrap_ratio_ci_is_the_one_compare_samples_reports(paired):
+    """The simulated function is bit for bit the interval users see (same seeds -> same bounds)."""
+    rng = np.random.default_rng(27)
+    a, b = (v[0] for v in _ratio_boot_data(rng, 12, paired))
+    c = compare_samples(a, b, rng=3, n_resamples=BOOT_RESAMPLES, paired=paired)
+    gen_a, gen_b, gen_p, _ = np.random.default_rng(3).spawn(4)
+    if paired:
+        lo, hi = _ratio_bootstrap_ci(a[None], b[None], level=0.95, paired=True,
+                                     n_resamples=BOOT_RESAMPLES, gen=gen_p)
+    else:
+        means_a = _resample_means_batch((a[None],), BOOT_RESAMPLES, gen_a)[0]
+        means_b = _resample_means_batch((b[None],), BOOT_RESAMPLES, gen_b)[0]
+        lo, hi = _ratio_bootstrap_ci(a[None], b[None], level=0.95, paired=False,
+                                     means_a=means_a, means_b=means_b)
+    assert (c.ratio_bca_ci_low, c.ratio_bca_ci_high) == (lo[0], hi[0])
+    assert c.ratio_bca_calibrated
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_bootstrap_ratio_ci_is_flagged_below_the_calibrated_n(paired):
+    rng = np.random.default_rng(28)
+    small = BOOTSTRAP_RATIO_CALIBRATED_FROM_N - 1
+    a, b = (v[0] for v in _ratio_boot_data(rng, small, paired))
+    c = compare_samples(a, b, rng=4, n_resamples=BOOT_RESAMPLES, paired=paired)
+    kinds = [d.kind for d in c.diagnostics]
+    assert "bootstrap_ratio_ci_uncalibrated" in kinds
+    assert not c.ratio_bca_calibrated
+    assert "not calibrated at this n: use the primary" in c.summary()
+    primary = "geometric ratio" if paired else "Fieller"
+    assert f"{primary} " in c.summary().split("(primary)")[0].splitlines()[-1]
+    # from the calibrated n on: no flag, and the grid table says which rows are calibrated
+    a2, b2 = (v[0] for v in _ratio_boot_data(rng, BOOTSTRAP_RATIO_CALIBRATED_FROM_N, paired))
+    c2 = compare_samples(a2, b2, rng=4, n_resamples=BOOT_RESAMPLES, paired=paired)
+    assert "bootstrap_ratio_ci_uncalibrated" not in [d.kind for d in c2.diagnostics]
+    assert c2.ratio_bca_calibrated
+    assert "not calibrated" not in c2.summary()
+    df = pd.DataFrame({
+        "arm": ["base"] * (2 * small + 1) + ["few"] * small + ["enough"] * (small + 1),
+        "duration_s": np.concatenate([a2, a[:small], b, b2]),
+    })
+    g = analyze_grid(df, baseline="base", block=None, rng=5, n_resamples=BOOT_RESAMPLES)
+    assert g.table.set_index("arm")["ratio_bca_calibrated"].to_dict() == {
+        "few": False, "enough": True}
