@@ -436,6 +436,7 @@ class _Reader:
         self.bio, self.remaining = _content_length_body(self.hr, strategy)
         if path == "readinto":
             self._readinto1 = self.bio.readinto1
+            self._drained = False
             self.read = self._readinto
         elif path == "recv_into":
             self.sock = _socket_of(self.bio)
@@ -455,6 +456,15 @@ class _Reader:
             return 0
         if len(view) > self.remaining:
             view = view[: self.remaining]
+        if not self._drained:
+            # BufferedReader.readinto1 returns what it holds *plus* one raw read; Go's bufio.Reader
+            # returns only what it holds. So the body bytes http.client buffered with the headers
+            # come out alone first; after that every call is exactly one read of the socket (one
+            # TLS record under TLS).
+            self._drained = True
+            pending = len(self.bio.peek(1))
+            if pending < len(view):
+                view = view[:pending]
         n = self._readinto1(view)
         self.remaining -= n
         self.consumed += n
