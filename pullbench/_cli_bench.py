@@ -34,6 +34,8 @@ def _print_verdicts(analysis: dict[str, Any]) -> None:
         for metric in analysis["images"][image]["metrics"]:
             click.echo("")
             click.echo(format_verdict_table(analysis, image, metric))
+        for metric, why in analysis["images"][image].get("skipped_metrics", {}).items():
+            click.echo(f"\n{image}: {metric} not analysed: {why}")
     if analysis["n_failed"]:
         arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
         click.echo(f"\n{analysis['n_failed']} failed run(s) excluded ({arms}); "
@@ -100,7 +102,11 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
 @click.option("--in-process", is_flag=True, help="Run pulls in this process, not a fresh worker.")
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
               help="Where content stores are written (default: inside the results folder).")
-@click.option("--no-probes", is_flag=True, help="Do not collect read/write histograms etc.")
+@click.option("--no-probes", is_flag=True,
+              help="Pull without the puller's probes: no per-thread CPU time, /proc I/O "
+                   "counters, peak RSS or read/write-size counts are taken (those columns are "
+                   "empty, and CPU metrics such as cpu_ns_per_byte are skipped in the analysis "
+                   "with a note). Wall times, sizes and digest checks are unchanged.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
 @handle_errors

@@ -48,6 +48,13 @@ METRIC_LABELS = {
 #: Per-arm descriptive columns joined into the verdict table (median over runs).
 _EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "peak_rss_bytes")
 
+#: Columns that only the puller's probes measure (absent with ``probes=False`` / ``--no-probes``).
+PROBE_COLUMNS = frozenset({
+    "cpu_user_s", "cpu_sys_s", "cpu_s", "cpu_ns_per_byte", "process_cpu_user_s",
+    "process_cpu_sys_s", "peak_rss_bytes", "syscr", "syscw", "rchar", "wchar", "read_count",
+    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist",
+})
+
 
 def lower_is_better(metric: str) -> bool:
     """False for rates (``*_mb_s``, ``*_per_s``), True for times, CPU, bytes held, counts."""
@@ -97,8 +104,14 @@ def analyze_results(
     -------
     dict
         JSON-able: ``schema_version``, ``baseline``, ``margin``, ``alpha``, ``n_runs``,
-        ``n_failed``, ``failed_by_arm``, ``images`` -> image -> {``metrics`` -> metric ->
-        {``table``: list of records, ``summary``: str}, ``arms`` -> per-arm descriptive records}.
+        ``n_failed``, ``failed_by_arm``, ``notes`` (list of str), ``images`` -> image ->
+        {``metrics`` -> metric -> {``table``: list of records, ``summary``: str},
+        ``skipped_metrics`` -> metric -> reason, ``arms`` -> per-arm descriptive records}.
+
+    A metric that was not measured is skipped, with its reason in ``skipped_metrics`` and
+    ``notes``, never given a verdict: a probe metric (CPU time, CPU per byte, peak RSS, counters;
+    :data:`PROBE_COLUMNS`) of runs made with probes off (``probes`` column False, ``--no-probes``),
+    or a metric with no value at all for the baseline or another arm.
 
     Raises
     ------
@@ -120,6 +133,7 @@ def analyze_results(
         "failed_by_arm": {str(k): int(v) for k, v in failed.groupby("arm").size().items()}
         if len(failed) else {},
         "failed_messages": sorted({str(m) for m in failed.get("error", pd.Series()).dropna()})[:10],
+        "notes": [],
         "images": {},
     }
     images = sorted(ok["image"].unique()) if len(ok) else []
@@ -135,14 +149,22 @@ def analyze_results(
                 f"runs: {sorted(set(sub['arm']))}"
             )
         per_metric: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
         for metric in metrics:
             if metric not in sub.columns:
                 raise StatsInputError(
                     f"metric {metric!r} is not a column of the results; columns: "
                     f"{sorted(c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c]))}"
                 )
-            data = sub[["arm", "block", metric]].dropna()
-            data = data.astype({metric: float})
+            reason = _unmeasured(sub, metric, baseline)
+            if reason is not None:
+                skipped[metric] = reason
+                out["notes"].append(f"{image}: {metric} skipped: {reason}")
+                logger.info("%s: %s skipped: %s", image, metric, reason)
+                continue
+            data = sub[["arm", "block", metric]].copy()
+            data[metric] = pd.to_numeric(data[metric], errors="coerce")
+            data = data.dropna().astype({metric: float})
             data, dropped = _complete_blocks(data)
             grid = analyze_grid(
                 data, metric=metric, arm="arm", baseline=baseline, block="block",
@@ -157,9 +179,27 @@ def analyze_results(
                 "incomplete_blocks_dropped": dropped,
                 "diagnostics": [d.to_dict() for d in grid.diagnostics],
             }
-        out["images"][str(image)] = {"metrics": per_metric,
+        out["images"][str(image)] = {"metrics": per_metric, "skipped_metrics": skipped,
                                      "arms": _arm_descriptives(sub, metrics)}
     return out
+
+
+def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:
+    """Why ``metric`` cannot be analysed for these rows (None: it can)."""
+    if metric in PROBE_COLUMNS and "probes" in sub.columns:
+        probes = sub["probes"].map(lambda v: v is True or v in (1, "true", "True"))
+        if not probes.any():
+            return ("not measured: the runs were made with probes off (--no-probes / "
+                    "probes=False), which records no CPU time, RSS or read/write counts")
+        if not probes.all():
+            return ("measured in only some runs (probes were off in the others); "
+                    "no verdict on partial data")
+    values = pd.to_numeric(sub[metric], errors="coerce")
+    missing = sorted(str(a) for a, v in values.groupby(sub["arm"]) if v.notna().sum() == 0)
+    if missing:
+        which = "the baseline" if missing == [baseline] else "arm(s) " + ", ".join(missing)
+        return f"not measured: no value in any run of {which}"
+    return None
 
 
 def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
@@ -209,8 +249,11 @@ def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
         raise ResultSchemaError(f"no image {image!r} in the analysis; images: {list(images)}")
     block = images[image]
     if metric not in block["metrics"]:
+        why = block.get("skipped_metrics", {}).get(metric)
         raise ResultSchemaError(
-            f"metric {metric!r} was not analysed; analysed: {list(block['metrics'])}"
+            f"metric {metric!r} was not analysed"
+            + (f" ({why})" if why else "")
+            + f"; analysed: {list(block['metrics'])}"
         )
     table = pd.DataFrame(block["metrics"][metric]["table"])
     arms = pd.DataFrame(block["arms"])
@@ -389,6 +432,9 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(_table_html(verdict_table(analysis, image, metric)))
             parts.append(f"<pre>{html.escape(str(result.get('summary', '')))}</pre>")
+        for metric, why in block.get("skipped_metrics", {}).items():
+            parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
+            parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
         parts.append("<h3>Plots</h3>")
         parts.extend(_report_figures(ok, analysis, image))
     parts.append("<h2>Environment</h2>")

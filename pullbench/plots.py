@@ -318,6 +318,7 @@ def _bench_per_arm(df: Any) -> Any:
     for arm, group in df.groupby("arm", sort=False):
         thr = _pd.to_numeric(group.get("throughput_mb_s"), errors="coerce").dropna()
         reads = [_bench_hist_median(_bench_hist(c)) for c in group.get("read_size_hist", [])]
+        reads = [r for r in reads if r == r]  # not measured (probes off): NaN, left out
         params = group["params"].iloc[0] if "params" in group else {}
         eff = group["effective_params"].iloc[0] if "effective_params" in group else {}
         rows.append({

@@ -55,6 +55,46 @@ def test_bench_analyze_report(tmp_path):
     assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") >= 3
 
 
+def test_bench_no_probes_skips_cpu_metrics_with_a_note(tmp_path):
+    out = tmp_path / "np"
+    result = CliRunner().invoke(main, ["bench", *TINY, "--blocks", "2", "--warmup-blocks", "0",
+                                       "--in-process", "--no-probes", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wall time of the pull (s) vs baseline go-iocopy" in result.output
+    assert "cpu_ns_per_byte not analysed: not measured: the runs were made with probes off" \
+        in result.output
+    assert "CPU time (user + sys) per byte (ns/B) vs baseline" not in result.output
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["status"] == "ok"
+        assert row["probes"] is False
+        for column in ("cpu_user_s", "cpu_sys_s", "peak_rss_bytes", "syscw", "write_count",
+                       "write_size_hist", "median_write_bytes"):
+            assert row[column] is None, column  # missing, not a 0 that looks like data
+        assert row["duration_s"] > 0
+        assert row["bytes"] > 0
+    analysis = json.loads((out / "analysis.json").read_text())
+    image = analysis["images"]["synthetic-small"]
+    assert list(image["metrics"]) == ["duration_s"]
+    assert "probes off" in image["skipped_metrics"]["cpu_ns_per_byte"]
+    assert any("cpu_ns_per_byte skipped" in n for n in analysis["notes"])
+    assert "Not analysed: not measured" in (out / "report.html").read_text()
+    # --metric on a probe column later: a note, not a crash and not a verdict
+    result = CliRunner().invoke(main, ["analyze", str(out), "--metric", "cpu_s"])
+    assert result.exit_code == 0, result.output
+    assert "cpu_s not analysed" in result.output
+
+
+def test_no_probes_help_says_what_it_does():
+    result = CliRunner().invoke(main, ["bench", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--no-probes" in text
+    assert "no per-thread CPU time" in text
+    assert "digest checks are unchanged" in text
+
+
 def test_cli_errors_are_clear(tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["bench", *TINY, "--arms", "go-iocopy,zzz", "--out",
