@@ -177,3 +177,32 @@ def scan_for_secrets():
 
 
 # --- end section: remote ---
+
+# --- section: test hygiene ---
+# Tests never write to the user's home: build_image()'s default cache ($PULLBENCH_CACHE/images,
+# else ~/.cache/pullbench/images) is pointed, for this session and every subprocess it starts
+# (CLI, notebooks, workers), at <rootdir>/.pytest_cache/d/pullbench-cache unless PULLBENCH_CACHE
+# is already set. .pytest_cache is gitignored and survives between runs, so the expensive
+# fixture images (debian-minbase) are built once per checkout.
+_SET_PULLBENCH_CACHE = pytest.StashKey[bool]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PULLBENCH_CACHE"):
+        return
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    if cache is not None:
+        folder = cache.mkdir("pullbench-cache")  # <rootdir>/.pytest_cache/d/pullbench-cache
+    else:
+        folder = config.rootpath / ".pytest_cache" / "pullbench-cache"
+        folder.mkdir(parents=True, exist_ok=True)
+    config.stash[_SET_PULLBENCH_CACHE] = True
+    os.environ["PULLBENCH_CACHE"] = str(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_SET_PULLBENCH_CACHE, False):
+        os.environ.pop("PULLBENCH_CACHE", None)
+
+
+# --- end section: test hygiene ---

@@ -316,7 +316,7 @@ def test_anonymous_bearer_flow_caches_token_per_scope(pushed_image, tmp_path, ke
 
 def test_bearer_token_expiry_and_refresh_on_401(pushed_image):
     reg = pushed_image.registry
-    tokens = TokenServer(expires_in=1)
+    tokens = TokenServer(expires_in=300)
     seen = _Recorder()
     with _serve(tokens.handler()) as ts:
         realm = f"http://127.0.0.1:{ts.server_address[1]}/token"
@@ -326,12 +326,15 @@ def test_bearer_token_expiry_and_refresh_on_401(pushed_image):
                 client.get_manifest(pushed_image.repository, pushed_image.tag)
                 assert len(tokens.issued) == 1
                 client.get_manifest(pushed_image.repository, pushed_image.tag)
-                assert len(tokens.issued) == 1  # cached
-                time.sleep(0.6)  # expires_in=1 s: refreshed before it runs out
+                assert len(tokens.issued) == 1  # cached (valid 295 s: no race on a slow machine)
+                # the registry revokes every token: the client gets a new one on 401, once
+                tokens.expires_in = 1  # ...and that one lives 1 s
+                tokens.valid.clear()
                 client.get_manifest(pushed_image.repository, pushed_image.tag)
                 assert len(tokens.issued) == 2
-                # the registry revokes every token: the client gets a new one on 401, once
-                tokens.valid.clear()
+                # expires_in=1 s: the client stops using it after 0.5 s (refresh early rule), while
+                # the registry would still accept it; sleeping longer only makes this surer
+                time.sleep(0.6)
                 client.get_manifest(pushed_image.repository, pushed_image.tag)
                 assert len(tokens.issued) == 3
         finally:

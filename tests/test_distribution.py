@@ -103,16 +103,30 @@ def test_fixed_port_in_use_is_a_clear_error(tmp_path):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen(1)
         port = blocker.getsockname()[1]
+        reg = DistributionRegistry(tmp_path / "r", port=port)
+        workdir = reg.config_path.parent
         with pytest.raises(ServerError, match="did not start"):
-            DistributionRegistry(tmp_path / "r", port=port).start()
+            reg.start()
+    assert not workdir.exists(), "a failed start left its work folder behind"
+    assert (tmp_path / "r").is_dir()  # the caller's storage root is kept
 
 
 def test_binary_that_dies_is_reported(tmp_path):
     fake = tmp_path / "registry-that-fails"
     fake.write_text("#!/bin/sh\necho 'configuration error: boom' >&2\nexit 3\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    reg = DistributionRegistry(binary=str(fake))
+    workdir = reg.config_path.parent
     with pytest.raises(ServerError, match="boom"):
-        DistributionRegistry(binary=str(fake)).start()
+        reg.start()
+    assert not workdir.exists(), "a failed start left its work folder (and storage) behind"
+    other = DistributionRegistry(binary=str(fake))
+    with pytest.raises(ServerError, match="boom"), other:  # __enter__ cleans up the same way
+        pass
+    assert not other.config_path.parent.exists()
+    with pytest.raises(ServerError, match="boom"):  # start() again: same clear error, no crash
+        reg.start()
+    assert not workdir.exists()
 
 
 def test_close_stops_the_process_and_cleans_up():

@@ -212,7 +212,13 @@ def test_tags_list_and_pagination(tmp_path, small_image, session):
     ("/v2/%2e%2e/%2e%2e/manifests/latest", 400, "NAME_INVALID"),
     ("/v2/fixtures/small/manifests/..%2f..%2f..%2fetc%2fpasswd", 400, "TAG_INVALID"),
     ("/v2/fixtures/small/blobs/uploads/..%2f..%2fblobs", 404, "BLOB_UPLOAD_UNKNOWN"),
-    ("/v2/fixtures/small/blobs/md5:0123", 404, "BLOB_UNKNOWN"),  # grammatical, unsupported
+    # grammatical digests of algorithms the registry does not store: 400 (distribution-spec main
+    # "SHOULD 400 on unsupported algorithms"; DIGEST_INVALID as Distribution 2.8.2 answers md5)
+    ("/v2/fixtures/small/blobs/md5:0123", 400, "DIGEST_INVALID"),
+    ("/v2/fixtures/small/blobs/sha512:" + "a" * 128, 400, "DIGEST_INVALID"),
+    ("/v2/fixtures/small/blobs/multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8",
+     400, "DIGEST_INVALID"),
+    ("/v2/fixtures/small/manifests/md5:0123", 400, "DIGEST_INVALID"),
 ])
 def test_error_answers(pushed_image, path, status, code):
     got, headers, body = _raw(pushed_image.registry, "GET", path)
@@ -222,6 +228,34 @@ def test_error_answers(pushed_image, path, status, code):
     got, headers, body = _raw(pushed_image.registry, "HEAD", path)
     assert got == status
     assert body == b""
+
+
+def test_unsupported_digest_algorithm_is_400_naming_it(tmp_path, small_image, session):
+    """GET/HEAD/DELETE of a blob, a manifest by digest and a finished upload, each with a digest
+    of an algorithm the registry does not store: 400 DIGEST_INVALID whose message names the
+    algorithm and the supported one (sha256); nothing is stored or deleted."""
+    data = b"some blob"
+    with EmbeddedRegistry(tmp_path / "root") as reg:
+        digest = push_image(small_image, f"{reg.host}/a/b:v1")
+        blob = small_image.layers[0].digest
+        for algorithm, encoded in (("md5", "0123"), ("sha512", "a" * 128)):
+            other = f"{algorithm}:{encoded}"
+            for method in ("GET", "DELETE"):
+                r = session.request(method, f"{reg.url}/v2/a/b/blobs/{other}")
+                assert r.status_code == 400, (method, other)
+                error = r.json()["errors"][0]
+                assert error["code"] == "DIGEST_INVALID"
+                assert repr(algorithm) in error["message"]
+                assert "sha256" in error["message"]
+            assert session.head(f"{reg.url}/v2/a/b/blobs/{other}").status_code == 400
+            r = session.get(f"{reg.url}/v2/a/b/manifests/{other}")
+            assert (r.status_code, r.json()["errors"][0]["code"]) == (400, "DIGEST_INVALID")
+            r = session.post(f"{reg.url}/v2/a/b/blobs/uploads/?digest={other}", data=data)
+            assert (r.status_code, r.json()["errors"][0]["code"]) == (400, "DIGEST_INVALID")
+        assert session.head(f"{reg.url}/v2/a/b/blobs/{blob}").status_code == 200
+        assert session.head(f"{reg.url}/v2/a/b/manifests/{digest}").status_code == 200
+        assert not any((tmp_path / "root" / "uploads").iterdir())
+        assert session.head(f"{reg.url}/v2/a/b/blobs/{sha256_digest(data)}").status_code == 404
 
 
 def test_no_write_outside_root(tmp_path, session):
@@ -431,13 +465,22 @@ def test_persistent_root_survives_restart(tmp_path, small_image, session):
 
 def test_temporary_root_removed_and_port_in_use(small_image):
     reg = EmbeddedRegistry().start()
-    root = reg.root
+    root, port = reg.root, reg.port
     try:
+        busy = EmbeddedRegistry(port=port)
         with pytest.raises(ServerError, match="cannot listen"):
-            EmbeddedRegistry(port=reg.port).start()
+            busy.start()
+        assert not busy.root.exists(), "a failed start left its temporary root behind"
+        with pytest.raises(ServerError, match="cannot listen"), busy:  # and again, via with
+            pass
+        assert not busy.root.exists()
     finally:
         reg.close()
     assert not root.exists()
+    with busy:  # the port is free now: the same object starts, with its root made again
+        push_image(small_image, f"{busy.host}/x/y:v1")
+        assert (busy.root / "blobs").is_dir()
+    assert not busy.root.exists()
     with pytest.raises(ServerError, match="not running"):
         _ = reg.url
 

@@ -123,6 +123,23 @@ def test_cache_hit_returns_same_layout(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no leftovers
 
 
+def test_default_cache_dir_follows_env_then_home(tmp_path, monkeypatch):
+    """$PULLBENCH_CACHE/images when set, else ~/.cache/pullbench/images (HOME faked here)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PULLBENCH_CACHE", str(tmp_path / "env-cache"))
+    assert images_mod.default_cache_dir() == tmp_path / "env-cache" / "images"
+    monkeypatch.delenv("PULLBENCH_CACHE")
+    assert images_mod.default_cache_dir() == tmp_path / "home" / ".cache" / "pullbench" / "images"
+    layout = build_image(SyntheticImageSpec((4 * KiB,), seed=11))  # no cache_dir: the default
+    assert layout.path.parent == tmp_path / "home" / ".cache" / "pullbench" / "images"
+
+
+def test_fixture_images_live_in_the_session_cache(small_image):
+    """conftest sets PULLBENCH_CACHE for the session (never ~/.cache unless the user chose it)."""
+    cache = Path(os.environ["PULLBENCH_CACHE"])
+    assert small_image.path.parent == images_mod.default_cache_dir() == cache / "images"
+
+
 def test_catalog_names():
     names = [e.name for e in list_catalog()]
     for required in ("synthetic-256m", "synthetic-64m", "synthetic-512m", "synthetic-small",

@@ -148,9 +148,19 @@ class DistributionRegistry:
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> DistributionRegistry:
-        """Start the registry and wait until ``/v2/`` answers; return ``self``."""
+        """Start the registry and wait until ``/v2/`` answers; return ``self``.
+
+        Raises
+        ------
+        ServerError
+            The registry did not come up (the message carries the tail of its log). Its work
+            folder (config and log; also the storage when ``root`` was not given) is removed
+            first, as :meth:`close` does; ``start()`` may be called again.
+        """
         if self._proc is not None:
             return self
+        self._workdir.mkdir(parents=True, exist_ok=True)  # again after a failed start or close
+        self.root.mkdir(parents=True, exist_ok=True)
         last_error = ""
         for _ in range(_START_ATTEMPTS if self._requested_port == 0 else 1):
             port = self._requested_port or _free_port()
@@ -173,8 +183,10 @@ class DistributionRegistry:
             if "address already in use" not in last_error:
                 break
         self._port = None
-        raise ServerError(f"{self.binary} did not start on 127.0.0.1 (config "
-                          f"{self.config_path}); its log ends with:\n{last_error}")
+        self.close()  # leave no work folder behind (the log tail goes into the message)
+        where = f"127.0.0.1:{self._requested_port}" if self._requested_port else "127.0.0.1"
+        raise ServerError(f"{self.binary} did not start on {where}; its log ends with:\n"
+                          f"{last_error}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -322,6 +322,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
     Path(tmp).replace(path)
 
 
+def _unsupported_algorithm(algorithm: str) -> str:
+    return (f"digest algorithm {algorithm[:40]!r} is not supported by this registry "
+            "(it stores sha256 content only)")
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """Parse a single-range ``Range`` header against a blob of ``size`` bytes (RFC 9110 §14).
 
@@ -578,7 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method in ("GET", "HEAD"):
                 self._get_blob(method, storage, name, rest)
             elif method == "DELETE":
-                digest = self._digest_arg(rest)
+                digest = self._stored_digest_arg(rest)
                 if not storage.unlink_blob(name, digest):
                     raise _RegistryHTTPError(404, "BLOB_UNKNOWN", "blob unknown to registry",
                                              digest)
@@ -611,9 +616,25 @@ class _Handler(BaseHTTPRequestHandler):
             raise _RegistryHTTPError(400, "DIGEST_INVALID", "invalid digest", text[:200])
         return text
 
+    @classmethod
+    def _stored_digest_arg(cls, text: str) -> str:
+        """A digest naming stored content: grammatical, and of the one algorithm stored (sha256).
+
+        A grammatical digest of another algorithm (``md5:…``, ``sha512:…``) is 400, not 404:
+        distribution-spec (main) says registries SHOULD answer 400 on unsupported algorithms.
+        The code is DIGEST_INVALID, as Distribution 2.8.2 answers ``/v2/<n>/blobs/md5:…`` (and
+        as it answers a digest it cannot parse): the request is supported, its digest is not.
+        """
+        digest = cls._digest_arg(text)
+        algorithm = digest.partition(":")[0]
+        if algorithm != "sha256":
+            raise _RegistryHTTPError(400, "DIGEST_INVALID", _unsupported_algorithm(algorithm),
+                                     digest[:200])
+        return digest
+
     def _reference_arg(self, text: str) -> str:
         if ":" in text:
-            return self._digest_arg(text)
+            return self._stored_digest_arg(text)
         if not TAG_RE.match(text):
             raise _RegistryHTTPError(400, "TAG_INVALID", "invalid tag", text[:200])
         return text
@@ -676,7 +697,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _get_blob(self, method: str, storage: _Storage, name: str, digest_text: str) -> None:
-        digest = self._digest_arg(digest_text)
+        digest = self._stored_digest_arg(digest_text)
         if not storage.blob_linked(name, digest):
             raise _RegistryHTTPError(404, "BLOB_UNKNOWN", "blob unknown to registry", digest)
         redirect = self.server.registry.blob_redirect
@@ -863,8 +884,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise
         if not digest.startswith("sha256:"):
             storage.drop_upload(upload_id)
-            raise _RegistryHTTPError(400, "UNSUPPORTED", "only sha256 digests are supported",
-                                     digest)
+            raise _RegistryHTTPError(400, "DIGEST_INVALID",
+                                     _unsupported_algorithm(digest.partition(":")[0]), digest)
         actual = "sha256:" + up.hasher.hexdigest()
         if actual != digest:
             storage.drop_upload(upload_id)
@@ -1031,13 +1052,19 @@ class EmbeddedRegistry:
         Raises
         ------
         ServerError
-            When the address cannot be bound (e.g. the port is in use).
+            When the address cannot be bound (e.g. the port is in use). A temporary root this
+            registry made is removed first, as :meth:`close` does; ``start()`` may be called
+            again.
         """
         if self._server is not None:
             return self
+        if self._owns_root and not self.root.is_dir():  # again after a failed start or close
+            self.root.mkdir(parents=True)
+            self._storage = _Storage(self.root)
         try:
             server = _Server((self._bind_host, self._bind_port), _Handler)
         except OSError as exc:
+            self.close()
             raise ServerError(
                 f"embedded registry cannot listen on {self._bind_host}:{self._bind_port}: {exc}; "
                 "choose another --port (0 picks a free one)") from exc
