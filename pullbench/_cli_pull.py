@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -59,7 +60,7 @@ def _human_bytes(n: float) -> str:
     "--dest",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Content store directory (default: a new temporary directory, kept).",
+    help="Content store directory to keep the blobs in (default: a temporary store, removed after the report).",
 )
 @click.option("--plain-http", is_flag=True, help="Talk plain HTTP to the registry (no TLS).")
 @click.option("--platform", default=None, help="os/arch[/variant] to select from an index.")
@@ -104,24 +105,32 @@ def pull_command(
         strat = get_strategy(strategy, **overrides)
     except StrategyError as exc:
         raise click.BadParameter(str(exc), param_hint="--param") from None
-    if dest is None:
-        dest = Path(tempfile.mkdtemp(prefix="pullbench-pull-"))
-    result = pull(
-        reference,
-        strat,
-        dest,
-        concurrency=concurrency,
-        platform=platform,
-        plain_http=plain_http,
-        ca_bundle=ca_bundle,
-    )
+    with contextlib.ExitStack() as stack:
+        if dest is None:
+            dest = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pullbench-pull-")))
+            where = "a temporary store (removed; --dest DIR keeps the blobs)"
+        else:
+            where = str(dest)
+        result = pull(
+            reference,
+            strat,
+            dest,
+            concurrency=concurrency,
+            platform=platform,
+            plain_http=plain_http,
+            ca_bundle=ca_bundle,
+        )
+    _report_pull(result, where, as_json)
+
+
+def _report_pull(result: Any, where: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
     click.echo(
         f"pulled {result.reference} ({result.manifest_digest})"
         + (f" for {result.platform}" if result.platform else "")
-        + f" into {dest}"
+        + f" into {where}"
     )
     click.echo(
         f"strategy      {result.strategy} " + " ".join(f"{k}={v}" for k, v in result.params.items())

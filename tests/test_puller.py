@@ -145,6 +145,19 @@ def test_cli_pull_json_and_text(pushed_image, tmp_path):
         assert word in res.output
 
 
+def test_cli_pull_without_dest_leaves_no_store_behind(pushed_image, tmp_path, monkeypatch):
+    """Without --dest the blobs go to a temporary store that is removed after the report."""
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    res = CliRunner().invoke(main, ["pull", pushed_image.reference, "--plain-http"])
+    assert res.exit_code == 0, res.output
+    assert "temporary store (removed" in res.output
+    assert list(scratch.iterdir()) == []
+
+
 def test_cli_errors(pushed_image, tmp_path):
     runner = CliRunner()
     res = runner.invoke(
