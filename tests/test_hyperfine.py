@@ -39,19 +39,21 @@ def _run_hyperfine(tmp_path, *args: str) -> str:
 @pytest.mark.peers
 @needs_hyperfine
 def test_read_real_hyperfine_parameter_scan(tmp_path):
-    path = _run_hyperfine(tmp_path, "--runs", "5", "--warmup", "1", "-L", "t", "0.002,0.02",
+    # 10x apart with 8 runs each: a load spike of a few hundred ms in either arm still leaves
+    # Welch's p far below 0.05 and the ratio above 2.
+    path = _run_hyperfine(tmp_path, "--runs", "8", "--warmup", "1", "-L", "t", "0.02,0.2",
                           "sleep {t}")
     df = read_hyperfine_json(path)
-    assert list(df["arm"].unique()) == ["sleep 0.002", "sleep 0.02"]
-    assert len(df) == 10
-    assert list(df["run"][:5]) == [0, 1, 2, 3, 4]
-    assert set(df["param_t"]) == {"0.002", "0.02"}
+    assert list(df["arm"].unique()) == ["sleep 0.02", "sleep 0.2"]
+    assert len(df) == 16
+    assert list(df["run"][:8]) == list(range(8))
+    assert set(df["param_t"]) == {"0.02", "0.2"}
     assert (df["exit_code"] == 0).all()
     doc = json.loads(Path(path).read_text())
-    assert df["duration_s"][:5].tolist() == doc["results"][0]["times"]
-    g = analyze_grid(df, baseline="sleep 0.002", block=None, rng=0, n_resamples=500)
+    assert df["duration_s"][:8].tolist() == doc["results"][0]["times"]
+    g = analyze_grid(df, baseline="sleep 0.02", block=None, rng=0, n_resamples=500)
     row = g.table.iloc[0]
-    assert row["arm"] == "sleep 0.02"
+    assert row["arm"] == "sleep 0.2"
     assert row["verdict"] == "slower"
     assert row["ratio"] > 2
 
@@ -63,16 +65,25 @@ def test_cli_compare_stats_on_two_real_hyperfine_files(tmp_path):
     after = tmp_path / "after"
     before.mkdir()
     after.mkdir()
-    a = _run_hyperfine(before, "--runs", "6", "sleep 0.02")
-    b = _run_hyperfine(after, "--runs", "6", "sleep 0.002")
+    # 0.2 s vs 0.02 s with 8 runs and a warm-up: one or two load spikes of a few hundred ms
+    # still leave Welch's p well below 0.05; 0.02 s vs 0.002 s with 6 runs did not (a single
+    # spike in the fast arm made the verdict inconclusive).
+    a = _run_hyperfine(before, "--runs", "8", "--warmup", "1", "sleep 0.2")
+    b = _run_hyperfine(after, "--runs", "8", "--warmup", "1", "sleep 0.02")
     (tmp_path / "before.json").write_text(Path(a).read_text())
     (tmp_path / "after.json").write_text(Path(b).read_text())
-    r = CliRunner().invoke(main, ["compare-stats", str(tmp_path / "before.json"),
-                                  str(tmp_path / "after.json"), "--seed", "1",
-                                  "--resamples", "500"])
+    args = ["compare-stats", str(tmp_path / "before.json"), str(tmp_path / "after.json"),
+            "--seed", "1", "--resamples", "500"]
+    r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    assert "baseline 'sleep 0.02'" in r.output
+    assert "baseline 'sleep 0.2'" in r.output
     assert "faster" in r.output
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)["table"][0]
+    assert row["arm"] == "sleep 0.02"
+    assert row["verdict"] == "faster"
+    assert row["ratio"] < 0.5  # ~0.1 plus process start-up
     # the same command in both files (before/after a change): arms are named by file
     (tmp_path / "after.json").write_text(Path(a).read_text())
     r = CliRunner().invoke(main, ["compare-stats", str(tmp_path / "before.json"),
