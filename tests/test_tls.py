@@ -36,6 +36,18 @@ def _max_bucket(hist: dict[int, int]) -> int:
     return max(int(k) for k, v in hist.items() if v)
 
 
+def test_temporary_material_is_removed_on_close_given_directory_kept(tmp_path):
+    with make_tls_material() as made:
+        assert made.owns_directory
+        assert made.ca_bundle.is_file()
+        assert made.key.stat().st_mode & 0o077 == 0
+    assert not made.directory.exists()
+    given = make_tls_material(tmp_path / "tls")
+    assert not given.owns_directory
+    given.close()
+    assert given.ca_bundle.is_file()  # the caller's directory is the caller's
+
+
 def test_material_files(tls_material):
     assert tls_material.ca_bundle.read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert tls_material.key.stat().st_mode & 0o077 == 0

@@ -120,6 +120,29 @@ def test_wrong_credentials_name_the_realm(protected, tmp_path):
     assert tokens.counters.bad_credentials >= 1
 
 
+def test_temporary_directory_is_removed_on_close_given_one_kept(tmp_path):
+    tokens = TokenServer()
+    bundle = tokens.rootcertbundle
+    assert bundle.is_file()
+    with tokens:
+        pass
+    assert not tokens.directory.exists()
+    with tokens:  # started again: the bundle is written again, the same CA
+        assert bundle.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+        session = requests.Session()
+        session.trust_env = False
+        assert session.get(tokens.realm, timeout=10).status_code == 200
+        session.close()
+    assert not tokens.directory.exists()
+    never_started = TokenServer()
+    folder = never_started.directory
+    del never_started  # garbage: its temporary directory goes with it
+    assert not folder.exists()
+    with TokenServer(directory=tmp_path / "tok") as kept:
+        pass
+    assert kept.rootcertbundle.is_file()
+
+
 def test_expiring_token_is_refreshed_mid_pull(small_image, tmp_path):
     """ghcr-shaped answers carry no expires_in (clients assume 60 s), but the token lives 2 s and
     the registry enforces exp exactly: the puller must take the 401 invalid_token and refresh."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import shutil
 import ssl
 import tempfile
 from collections.abc import Sequence
@@ -44,6 +45,9 @@ class TLSMaterial:
         Server private key (mode 0600; Distribution's ``http.tls.key``).
     hosts : tuple of str
         Identities (IP addresses / DNS names) in the certificate's subjectAltName.
+    owns_directory : bool
+        True when :func:`make_tls_material` made ``directory`` (a temporary one): :meth:`close`
+        (or leaving a ``with`` block) deletes it then, and never a directory the caller gave.
     """
 
     directory: Path
@@ -51,6 +55,18 @@ class TLSMaterial:
     cert_chain: Path
     key: Path
     hosts: tuple[str, ...]
+    owns_directory: bool = False
+
+    def close(self) -> None:
+        """Delete ``directory`` if :func:`make_tls_material` created it; else do nothing."""
+        if self.owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> TLSMaterial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def server_context(self) -> ssl.SSLContext:
         """An ``ssl.SSLContext`` for a server (TLS ≥ 1.2) presenting this certificate."""
@@ -78,7 +94,8 @@ def make_tls_material(
     ----------
     directory : str or Path, optional
         Where to write ``ca.pem``, ``server-chain.pem`` and ``server-key.pem``; a new temporary
-        directory when omitted (the caller owns it).
+        directory when omitted, deleted by :meth:`TLSMaterial.close` (or use the result as a
+        context manager: ``with make_tls_material() as tls: ...``).
     hosts : sequence of str
         subjectAltName identities (IP addresses or DNS names).
     valid_days : int
@@ -97,6 +114,7 @@ def make_tls_material(
     """
     if not hosts:
         raise ServerError("make_tls_material needs at least one host (IP address or DNS name)")
+    owns = directory is None
     root = Path(directory) if directory is not None else Path(
         tempfile.mkdtemp(prefix="pullbench-tls-"))
     try:
@@ -119,7 +137,13 @@ def make_tls_material(
         key_path.touch(mode=0o600)
         key_path.write_bytes(leaf.private_key_pem.bytes())
     except OSError as exc:
+        if owns:
+            shutil.rmtree(root, ignore_errors=True)
         raise ServerError(f"cannot write TLS material to {root}: {exc}") from exc
+    except BaseException:
+        if owns:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     logger.info("TLS material for %s in %s", ", ".join(hosts), root)
     return TLSMaterial(directory=root, ca_bundle=ca_path, cert_chain=chain_path, key=key_path,
-                       hosts=tuple(hosts))
+                       hosts=tuple(hosts), owns_directory=owns)

@@ -34,10 +34,12 @@ import logging
 import math
 import re
 import secrets
+import shutil
 import ssl
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,7 +196,10 @@ class TokenServer:
     tls : TLSMaterial, optional
         Serve the realm over HTTPS with this certificate.
     directory : str or Path, optional
-        Where to write the signing CA bundle (``rootcertbundle``); a temporary directory if omitted.
+        Where to write the signing CA bundle (``rootcertbundle``); a temporary directory if
+        omitted, deleted by :meth:`close` (or when the server is garbage-collected or Python
+        exits): the bundle is useless without this server's in-memory signing key. A directory
+        you give is kept.
     push_users : iterable of str, optional
         Users that may also push (default: every user).
 
@@ -235,8 +240,11 @@ class TokenServer:
         self.style = style
         self.tls = tls
         self._bind = (host, port)
+        self._owns_directory = directory is None
         self.directory = Path(directory) if directory is not None else Path(
             tempfile.mkdtemp(prefix="pullbench-token-"))
+        if self._owns_directory:
+            weakref.finalize(self, shutil.rmtree, str(self.directory), ignore_errors=True)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.issued: list[IssuedToken] = []
         self.counters = _Counters()
@@ -249,7 +257,8 @@ class TokenServer:
         ca = trustme.CA(organization_name="pullbench token CA")
         leaf = ca.issue_cert("pullbench-token-signer", organization_name="pullbench token signer")
         self.rootcertbundle = self.directory / "token-ca.pem"
-        ca.cert_pem.write_to_path(str(self.rootcertbundle))
+        self._ca_pem = ca.cert_pem.bytes()
+        self.rootcertbundle.write_bytes(self._ca_pem)
         self._signing_key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
         self._public_key = self._signing_key.public_key()
         ders = [x509.load_pem_x509_certificate(b.bytes()).public_bytes(serialization.Encoding.DER)
@@ -268,6 +277,9 @@ class TokenServer:
         """
         if self._server is not None:
             return self
+        if not self.rootcertbundle.is_file():  # start() again after close() removed it
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.rootcertbundle.write_bytes(self._ca_pem)
         try:
             server = _Server(self._bind, _Handler)
         except OSError as exc:
@@ -284,7 +296,7 @@ class TokenServer:
         return self
 
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving; delete the temporary ``directory`` if this server made it."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -292,6 +304,8 @@ class TokenServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._owns_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> TokenServer:
         return self.start()
