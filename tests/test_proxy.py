@@ -136,6 +136,55 @@ def test_proxy_cpu_time_is_measured_and_process_ends_on_stop():
     assert not Path(f"/proc/{pid}").exists()
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a container's pid 1 may not reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_pid_file_is_removed_when_the_proxy_stops_or_its_parent_dies():
+    import subprocess
+    import sys
+
+    from pullbench.servers import _proxy as proxy_mod
+
+    blaster = _Blaster(b"x")
+    try:
+        with ShapingProxy(blaster.address, "passthrough") as proxy:
+            pid_file = proxy_mod._PID_DIR / str(proxy.port)
+            assert pid_file.read_text().split()[0] == str(proxy.pid)
+        assert not pid_file.exists()
+        # a parent killed with SIGKILL never calls stop(): the proxy process sees EOF on its
+        # control pipe, removes its own pid file and exits
+        host, port = blaster.address
+        code = ("import sys\nfrom pullbench.servers._proxy import ShapingProxy\n"
+                f"p = ShapingProxy(({host!r}, {port}), 'passthrough').start()\n"
+                "print(p.port, p.pid, flush=True)\nsys.stdin.read()\n")
+        parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert parent.stdout is not None
+            proxy_port, proxy_pid = map(int, parent.stdout.readline().split())
+            pid_file = proxy_mod._PID_DIR / str(proxy_port)
+            assert pid_file.exists()
+        finally:
+            parent.kill()
+            parent.wait(timeout=30)
+            for stream in (parent.stdin, parent.stdout):
+                if stream is not None:
+                    stream.close()
+        deadline = time.monotonic() + 30  # a bound on waiting, not a speed claim
+        while (pid_file.exists() or _running(proxy_pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_file.exists(), "the orphaned proxy left its pid file"
+        assert not _running(proxy_pid), "the proxy outlived its parent"
+    finally:
+        blaster.close()
+
+
 @pytest.mark.slow
 def test_selftest_reports_achieved_against_target():
     """The self-test runs and reports achieved vs target at 20 and 100 Mbit/s, 10 ms RTT.

@@ -559,7 +559,6 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
     uh, _, up = args.upstream.rpartition(":")
     lh, _, lp = args.listen.rpartition(":")
     profile = NetworkProfile.from_dict(json.loads(args.profile))
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sys.setswitchinterval(0.001)  # shorter GIL hand-offs between reader and writer threads
     try:
         engine = _Engine(profile, (uh, int(up)), (lh, int(lp)))
@@ -567,6 +566,15 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"error": f"cannot listen on {args.listen}: {exc}"}) + "\n")
         sys.stdout.flush()
         return 1
+    port = engine.address[1]
+
+    def on_sigterm(*_: object) -> None:
+        _unpublish_pid(port, only_pid=os.getpid())
+        os._exit(0)
+
+    # the parent publishes this process's pid file; the process removes it itself when it ends,
+    # also when the parent was killed and never got to (stdin EOF) or it gets SIGTERM
+    signal.signal(signal.SIGTERM, on_sigterm)
     threading.Thread(target=engine.serve_forever, daemon=True, name="proxy-accept").start()
     sys.stdout.write(json.dumps({"port": engine.address[1], "host": engine.address[0]}) + "\n")
     sys.stdout.flush()
@@ -581,6 +589,7 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
     engine.stop()
+    _unpublish_pid(port, only_pid=os.getpid())
     return 0
 
 
@@ -998,14 +1007,26 @@ def _start_ticks(pid: int) -> str:
 
 
 def _publish_pid(port: int, pid: int) -> None:
-    with contextlib.suppress(OSError):
-        _PID_DIR.mkdir(exist_ok=True)
-        (_PID_DIR / str(port)).write_text(f"{pid} {_start_ticks(pid)}")
+    for _ in range(3):  # another process may remove the (then empty) folder in between
+        try:
+            _PID_DIR.mkdir(exist_ok=True)
+            (_PID_DIR / str(port)).write_text(f"{pid} {_start_ticks(pid)}")
+            return
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
-def _unpublish_pid(port: int) -> None:
+def _unpublish_pid(port: int, only_pid: int | None = None) -> None:
+    """Remove the pid file of ``port`` (only if it names ``only_pid``, when given), and the
+    folder once it is empty: nothing is left in the temporary folder when no proxy runs."""
+    path = _PID_DIR / str(port)
+    with contextlib.suppress(OSError, ValueError):
+        if only_pid is None or int(path.read_text().split()[0]) == only_pid:
+            path.unlink()
     with contextlib.suppress(OSError):
-        (_PID_DIR / str(port)).unlink()
+        _PID_DIR.rmdir()
 
 
 def proxy_pid_for(host_port: str) -> int | None:
