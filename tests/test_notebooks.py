@@ -63,6 +63,9 @@ def test_tiny_experiment_runs_and_renders(tmp_path):
                              "warmup_blocks": 1, "n_resamples": 500})
     text = _text(nb)
     assert "6 runs (2 warm-up, 0 failed); image synthetic-small; registry embedded" in text
+    # results_dir=None: the run is kept under the working folder (results/<timestamp>-...),
+    # never in a temporary folder nobody removes
+    assert [p.name.endswith("notebook-02") for p in (tmp_path / "results").iterdir()] == [True]
     assert "duration_s = wall time of the pull" in text
     assert "cpu_ns_per_byte = CPU time" in text
     assert _images(nb) >= 6  # 2 distributions, sizes, 2 histograms, memory

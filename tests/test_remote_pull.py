@@ -201,8 +201,11 @@ def test_notebook_03_runs_with_tiny_parameters_and_renders_html(distribution_bin
         progress_bar=False,
         parameters={"profiles": ["loopback", "wan-50m"], "tls_options": [False, True],
                     "arms": ["go-iocopy", "containerd-1m"], "blocks": 2, "warmup_blocks": 0,
-                    "isolation": "inprocess", "n_resamples": 200, "selftest_duration_s": 0.2},
+                    "isolation": "inprocess", "n_resamples": 200, "selftest_duration_s": 0.2,
+                    "results_dir": str(tmp_path / "runs")},
     )
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "nb03-loopback-plain", "nb03-loopback-tls", "nb03-wan-50m-plain", "nb03-wan-50m-tls"]
     nb = nbformat.read(out, as_version=4)
     text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
