@@ -6,6 +6,10 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -127,6 +131,44 @@ def test_binary_that_dies_is_reported(tmp_path):
     with pytest.raises(ServerError, match="boom"):  # start() again: same clear error, no crash
         reg.start()
     assert not workdir.exists()
+
+
+def test_registry_does_not_outlive_a_killed_parent(tmp_path):
+    """A test run killed before close(): the kernel stops the registry (setpriv --pdeathsig)."""
+    if shutil.which("docker-registry") is None and not os.environ.get("CI"):
+        pytest.skip("docker-registry not installed")
+    if shutil.which("setpriv") is None and not os.environ.get("CI"):
+        pytest.skip("setpriv (util-linux) not installed")
+    code = ("import sys\nfrom pullbench.servers import DistributionRegistry\n"
+            f"reg = DistributionRegistry({str(tmp_path / 'root')!r}).start()\n"
+            "print(reg.pid, reg.config_path.parent, flush=True)\nsys.stdin.read()\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid_text, workdir = parent.stdout.readline().split()
+        pid = int(pid_text)
+        assert _running(pid)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+        for stream in (parent.stdin, parent.stdout):
+            if stream is not None:
+                stream.close()
+    deadline = time.monotonic() + 30  # a bound on waiting, not a speed claim
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(pid), "the registry outlived the process that started it"
+    shutil.rmtree(workdir)  # the killed parent could not remove its work folder
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a container's pid 1 may not reap orphans)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2] != "Z"
 
 
 def test_close_stops_the_process_and_cleans_up():

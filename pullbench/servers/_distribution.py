@@ -21,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,20 @@ def find_distribution_binary(binary: str | None = None) -> str:
     raise ServerError(f"Distribution registry binary not found ({wanted}): install the Debian "
                       "package docker-registry (`apt-get install docker-registry`), or put a "
                       "`registry` binary on PATH, or pass binary=PATH")
+
+
+def _dies_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run through ``setpriv --pdeathsig TERM`` (util-linux) when possible.
+
+    The kernel then sends SIGTERM to the registry when the process that started it dies without
+    calling :meth:`DistributionRegistry.close` (killed test run, Ctrl-C twice): no orphaned
+    registry keeps its port and folders. Only from the main thread: the signal follows the
+    thread that started the child, and a worker thread may end while the registry is in use.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return cmd
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd]
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +182,8 @@ class DistributionRegistry:
             self.config_path.write_text(yaml.safe_dump(self.make_config(port), sort_keys=True))
             env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
             with self.log_path.open("wb") as log:
-                proc = subprocess.Popen([self.binary, "serve", str(self.config_path)],
+                proc = subprocess.Popen(_dies_with_parent([self.binary, "serve",
+                                                           str(self.config_path)]),
                                         stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, env=env)
             self._port = port
