@@ -187,7 +187,31 @@ def scan_for_secrets():
 _SET_PULLBENCH_CACHE = pytest.StashKey[bool]()
 
 
+def _point_jupyter_at_this_python(config: pytest.Config) -> None:
+    """Notebooks run in kernel "python3": make that this interpreter, whatever the user has.
+
+    A kernelspec under JUPYTER_PATH wins over the user's and the system's, so a stale
+    ``~/.local/share/jupyter/kernels/python3`` (e.g. one left by a deleted virtualenv) cannot
+    break the notebook tests, and nothing is written to the home folder.
+    """
+    import json
+    import sys
+
+    spec_dir = config.rootpath / ".pytest_cache" / "jupyter" / "kernels" / "python3"
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    jupyter_path = str(spec_dir.parents[1])
+    rest = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = jupyter_path + (os.pathsep + rest if rest else "")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _point_jupyter_at_this_python(config)
     if os.environ.get("PULLBENCH_CACHE"):
         return
     cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
