@@ -42,9 +42,26 @@ def _print_verdicts(analysis: dict[str, Any]) -> None:
                    "see the 'error' column of rows.csv")
 
 
+def _same_analysis(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """True when two analyses differ at most in ``analyzed_at`` (compared as stored JSON)."""
+    import json
+
+    from ._results import _jsonable
+
+    if old is None:
+        return False
+    strip = [{k: v for k, v in a.items() if k != "analyzed_at"} for a in (old, new)]
+    return bool(json.loads(json.dumps(_jsonable(strip[0]))) ==
+                json.loads(json.dumps(_jsonable(strip[1]))))
+
+
 def _analyze_folder(directory: Path, *, baseline: str | None = None,
                     metrics: tuple[str, ...] = (), margin: float | None = None,
-                    alpha: float | None = None) -> dict[str, Any]:
+                    alpha: float | None = None) -> tuple[dict[str, Any], bool]:
+    """Analyse a results folder; write analysis.json unless only ``analyzed_at`` would change.
+
+    Returns the analysis and whether analysis.json was (re)written.
+    """
     from ._report import analyze_results
     from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, SPEC_JSON, ResultsStore, load_results
 
@@ -61,8 +78,10 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
         alpha=alpha if alpha is not None else float(spec.get("alpha", 0.05)),
         seed=int(spec.get("seed", 0)),
     )
+    if _same_analysis(store.read_json(ANALYSIS_JSON), analysis):
+        return analysis, False  # leave the file byte-identical (shipped data stays clean in git)
     store.write_json(ANALYSIS_JSON, analysis)
-    return analysis
+    return analysis, True
 
 
 @click.command("bench")
@@ -95,7 +114,7 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
               help="Continue the interrupted experiment in this results folder.")
 @click.option("--network-profile",
               help="Network between puller and registry: loopback (default) or a shaping-proxy "
-                   "profile (see `pullbench.profile_names()`, e.g. lan-1g, wan-200m).")
+                   "profile (list them with `pullbench net profiles`, e.g. lan-1g, wan-200m).")
 @click.option("--tls", is_flag=True, help="The registry serves TLS itself (trustme certificates).")
 @click.option("--drop-caches", is_flag=True,
               help="Drop the page cache before every run (root only): cache_state=cold.")
@@ -126,7 +145,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     analysis.json and report.html.
     """
     from ._report import render_report
-    from ._runner import ExperimentInterrupted, run_experiment
+    from ._runner import ExperimentInterrupted, preflight, run_experiment
     from ._spec import ExperimentSpec, load_spec
 
     parsed_params = [_parse_param(p) for p in params]
@@ -163,6 +182,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         spec = spec.with_overrides(**overrides)
         if parsed_params:
             spec = spec.with_params(parsed_params)
+        preflight(spec, check_registry=True)  # arms, profile, images, registry: before announcing
         click.echo(f"experiment {spec.name}: {len(spec.arms)} arms x {spec.blocks} blocks "
                    f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
                    f"{spec.total_runs} runs on the {spec.registry} registry "
@@ -177,7 +197,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
-    analysis = _analyze_folder(result.directory)
+    analysis, _ = _analyze_folder(result.directory)
     _print_verdicts(analysis)
     if not no_report:
         path = render_report(result.directory)
@@ -200,12 +220,15 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     from ._results import consolidate_results
 
     directory = results if results.is_dir() else results.parent
-    analysis = _analyze_folder(directory, baseline=baseline, metrics=metrics, margin=margin,
-                               alpha=alpha)
+    analysis, written = _analyze_folder(directory, baseline=baseline, metrics=metrics,
+                                        margin=margin, alpha=alpha)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
     _print_verdicts(analysis)
-    click.echo(f"\nanalysis: {directory / 'analysis.json'}")
+    if written:
+        click.echo(f"\nanalysis: {directory / 'analysis.json'}")
+    else:
+        click.echo(f"\nanalysis unchanged: {directory / 'analysis.json'} (not rewritten)")
 
 
 @click.command("report")

@@ -602,20 +602,23 @@ class RegistryClient:
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnavailable(
                     f"TLS verification with {self.api_host} failed: {_tls_problem(exc)}; pass "
-                    "ca_bundle (--ca-bundle) with the registry's CA, or plain_http (--plain-http) "
-                    "for a plain-HTTP registry",
+                    "--ca-bundle (ca_bundle= in Python) with the registry's CA, or --plain-http "
+                    "(plain_http=True in Python) for a plain-HTTP registry",
                     registry=self.registry,
                     image_ref=image_ref,
                 ) from None
             except requests.RequestException as exc:
-                raise RegistryUnavailable(
-                    f"cannot reach {url}: {_short_exc(exc)}; is the registry running"
-                    + (
-                        ""
-                        if self.plain_http
-                        else " (and serving HTTPS? use plain_http for plain HTTP)"
+                cause = _root_cause(exc)
+                if self.plain_http:
+                    hint = "is the registry running?" + (
+                        "" if isinstance(cause[0], ConnectionRefusedError) else
+                        " If it serves HTTPS, drop --plain-http (plain_http=False in Python)."
                     )
-                    + "?",
+                else:
+                    hint = ("is the registry running, and serving HTTPS? For a plain-HTTP "
+                            "registry pass --plain-http (plain_http=True in Python).")
+                raise RegistryUnavailable(
+                    f"cannot reach {url}: {cause[1]}; {hint}",
                     registry=self.registry,
                     image_ref=image_ref,
                 ) from None
@@ -945,6 +948,41 @@ def _tls_problem(exc: BaseException) -> str:
         stack.extend([*item.args, getattr(item, "reason", None), item.__cause__,
                       item.__context__])
     return fallback or _short_exc(exc)
+
+
+def _root_cause(exc: BaseException) -> tuple[BaseException, str]:
+    """The innermost OS-level error behind a requests/urllib3 exception, and a short text.
+
+    requests wraps urllib3's MaxRetryError, which wraps NewConnectionError, which wraps the
+    socket's ``ConnectionRefusedError``; ``str(exc)`` is long and the reason comes last, so a
+    truncated text loses it. Walks ``__cause__``, ``__context__``, ``args`` and urllib3's
+    ``reason`` to the deepest :class:`OSError` with an ``strerror`` (e.g. ``ConnectionRefusedError:
+    Connection refused``, ``gaierror: Name or service not known``); else the deepest timeout;
+    else a shortened ``str(exc)``.
+    """
+    import socket
+
+    seen: set[int] = set()
+    best: tuple[int, BaseException] | None = None
+    timeout: BaseException | None = None
+    stack: list[tuple[object, int]] = [(exc, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and item.strerror and (best is None or depth > best[0]):
+            best = (depth, item)
+        if isinstance(item, (TimeoutError, socket.timeout)) or "Timeout" in type(item).__name__:
+            timeout = item
+        stack.extend((child, depth + 1) for child in (
+            *item.args, getattr(item, "reason", None), item.__cause__, item.__context__))
+    if best is not None:
+        inner = best[1]
+        return inner, f"{type(inner).__name__}: {inner.strerror}"
+    if timeout is not None:
+        return timeout, f"timed out ({type(timeout).__name__})"
+    return exc, _short_exc(exc)
 
 
 def _short_exc(exc: BaseException) -> str:

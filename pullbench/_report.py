@@ -30,10 +30,12 @@ from ._results import (
     RESULTS_SCHEMA_VERSION,
     SPEC_JSON,
     ResultsStore,
+    _jsonable,
     load_results,
 )
 
-__all__ = ["analyze_results", "format_verdict_table", "render_report", "verdict_table"]
+__all__ = ["analyze_results", "format_diagnostics", "format_verdict_table", "render_report",
+           "verdict_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,17 +173,37 @@ def analyze_results(
                 margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
                 n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
             )
-            table = grid.table.replace({np.nan: None})
             per_metric[metric] = {
-                "table": json.loads(table.to_json(orient="records")),
+                # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
+                "table": _records(grid.table),
                 "summary": grid.summary(),
                 "paired": bool(grid.paired),
                 "incomplete_blocks_dropped": dropped,
-                "diagnostics": [d.to_dict() for d in grid.diagnostics],
+                "diagnostics": _diagnostic_records(grid, baseline),
+                "runs_needed": {str(a): c.runs_needed_per_arm
+                                for a, c in grid.comparisons.items()},
             }
         out["images"][str(image)] = {"metrics": per_metric, "skipped_metrics": skipped,
                                      "arms": _arm_descriptives(sub, metrics)}
     return out
+
+
+def _diagnostic_records(grid: Any, baseline: str) -> list[dict[str, Any]]:
+    """The grid's diagnostics as records; a comparison's own (arm None) gets "ARM vs BASELINE"."""
+    out = []
+    for diag in grid.diagnostics:
+        rec = diag.to_dict()
+        if rec.get("arm") is None:
+            pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
+            if len(pair) == 1:
+                rec["arm"] = f"{pair[0]} vs {baseline}"
+        out.append(_jsonable(rec))
+    return out
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Table rows as JSON-ready records of Python scalars, floats exact (NaN/inf -> None)."""
+    return [_jsonable(rec) for rec in table.to_dict(orient="records")]
 
 
 def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:
@@ -287,15 +309,65 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _fmt_p(value: Any) -> str:
-    if isinstance(value, (int, float)) and np.isfinite(value) and value < 1e-16:
-        return "<1e-16"
+    """A p-value: 3 significant digits, scientific below 1e-3 (``2.0e-12``); ``<1e-300`` for 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        if value == 0:
+            return "<1e-300"  # float underflow: the test statistic is off the scale
+        if value < 1e-3:
+            return f"{value:.1e}"
     return _fmt(value, ".3g")
 
 
-def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
-                         metric: str = "duration_s") -> str:
-    """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print)."""
-    table = verdict_table(analysis, image, metric)
+#: Fewer analysed blocks (or runs per arm, unpaired) than this: the CLI calls it a smoke test.
+SMOKE_TEST_BLOCKS = 10
+
+
+def _analysed_n(table: pd.DataFrame) -> int | None:
+    """Smallest number of analysed runs per arm (blocks, when paired) in a verdict table."""
+    counts = [pd.to_numeric(table[c], errors="coerce") for c in ("n", "n_baseline")
+              if c in table.columns]
+    values = [int(v) for col in counts for v in col.dropna()]
+    return min(values) if values else None
+
+
+def format_diagnostics(result: Mapping[str, Any], arms: Sequence[str] = ()) -> list[str]:
+    """One line per diagnostic of an analysed metric, grouped by arm (``arms`` order first).
+
+    Parameters
+    ----------
+    result : mapping
+        ``analysis["images"][image]["metrics"][metric]`` from :func:`analyze_results`.
+    arms : sequence of str
+        Arm order to group by (arms not listed, and grid-level diagnostics, come last).
+
+    Returns
+    -------
+    list of str
+        Lines such as ``"  splice     warning  bimodality: bimodality coefficient 0.56 ..."``;
+        empty when there are no diagnostics.
+    """
+    diags = list(result.get("diagnostics") or [])
+    if not diags:
+        return []
+    order = {a: i for i, a in enumerate(arms)}
+
+    def rank(d: Mapping[str, Any]) -> tuple[bool, int, str]:
+        arm = str(d.get("arm") or "")
+        own = arm.split(" vs ", 1)[0]  # "ARM vs BASELINE": a comparison's, next to ARM's
+        return d.get("arm") is None, order.get(own, len(order)), arm
+
+    diags.sort(key=rank)
+    width = max(len(str(d.get("arm") or "(all arms)")) for d in diags)
+    lines = ["diagnostics (by arm):"]
+    for d in diags:
+        arm = str(d.get("arm") or "(all arms)")
+        lines.append(f"  {arm.ljust(width)}  {str(d.get('severity', '')).ljust(7)}  "
+                     f"{d.get('kind')}: {d.get('message')}")
+    return lines
+
+
+def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the compact verdict table (CLI and the report's first table)."""
     header = ["arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
               "MB/s"]
     lines = []
@@ -313,15 +385,57 @@ def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
             _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
             _fmt(rec.get("throughput_mb_s"), ".0f"),
         ])
+    return header, lines
+
+
+def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
+                         metric: str = "duration_s") -> str:
+    """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print).
+
+    A title, a legend saying what ``ratio`` is (paired: geometric mean of per-block ratios), the
+    compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
+    MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
+    when known), then the diagnostics grouped by arm (:func:`format_diagnostics`).
+    """
+    text, _ = _verdict_text(analysis, image, metric)
+    return text
+
+
+def _verdict_text(analysis: Mapping[str, Any], image: str | None,
+                  metric: str) -> tuple[str, list[str]]:
+    """(the whole CLI text, the legend and caution lines) of one image and metric."""
+    table = verdict_table(analysis, image, metric)
+    header, lines = _compact_rows(table)
     widths = [max(len(header[i]), *(len(r[i]) for r in lines)) for i in range(len(header))]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
     image = image or next(iter(analysis["images"]))
+    result = analysis["images"][image]["metrics"][metric]
     better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
     title = (f"{image}: {metric} = {METRIC_LABELS.get(metric, metric)} vs baseline "
              f"{analysis['baseline']} ({better}; equivalence margin ±{analysis['margin']:.0%})")
-    return title + "\n" + "\n".join(out)
+    n = _analysed_n(table)
+    if result.get("paired"):
+        legend = ("ratio = geometric mean of per-block ratios candidate/baseline (paired, "
+                  f"{n} blocks); median = median of the arm's runs")
+    else:
+        legend = ("ratio = ratio of means candidate/baseline (independent runs, Welch); "
+                  "median = median of the arm's runs")
+    text = [title, legend, *out]
+    notes = [legend]
+    if n is not None and n < SMOKE_TEST_BLOCKS:
+        unit = "blocks" if result.get("paired") else "runs per arm"
+        caution = (f"caution: only {n} {unit} analysed: a smoke test, not evidence "
+                   f"(use {SMOKE_TEST_BLOCKS}+; the default is 20)")
+        needed = {a: v for a, v in (result.get("runs_needed") or {}).items() if v is not None}
+        if needed:
+            caution += ("; runs needed per arm for 80% power at the observed effect: "
+                        + ", ".join(f"{a} {v}" for a, v in needed.items()))
+        text.append(caution)
+        notes.append(caution)
+    text += format_diagnostics(result, [str(a) for a in table["arm"]])
+    return "\n".join(text), notes
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -377,6 +491,16 @@ def _table_html(table: pd.DataFrame) -> str:
     return str(shown.to_html(index=False, border=0, classes="verdicts", na_rep="-"))
 
 
+def _compact_table_html(table: pd.DataFrame) -> str:
+    """The compact verdict table (same cells as the CLI's) as an HTML table."""
+    header, lines = _compact_rows(table)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in lines)
+    return (f'<table class="verdicts compact"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
 def render_report(directory: str | Path, output: str | Path | None = None) -> Path:
     """Render ``report.html`` for a results folder (plots embedded as base64 PNG).
 
@@ -430,8 +554,18 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         parts.append(f"<h2>Image {html.escape(image)}</h2>")
         for metric, result in block["metrics"].items():
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
-            parts.append(_table_html(verdict_table(analysis, image, metric)))
+            full = verdict_table(analysis, image, metric)
+            parts.append(_compact_table_html(full))  # the table the CLI prints, first
+            _, notes = _verdict_text(analysis, image, metric)
+            parts.extend(f"<p>{html.escape(line)}</p>" for line in notes)
+            diags = format_diagnostics(result, [str(a) for a in full["arm"]])
+            if diags:
+                parts.append(f"<pre>{html.escape(chr(10).join(diags))}</pre>")
+            parts.append(f"<details><summary>full table ({len(full.columns)} columns) and "
+                         "method</summary>")
+            parts.append(_table_html(full))
             parts.append(f"<pre>{html.escape(str(result.get('summary', '')))}</pre>")
+            parts.append("</details>")
         for metric, why in block.get("skipped_metrics", {}).items():
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")

@@ -193,8 +193,10 @@ def _check_reachable(url: str, timeout_s: float = 5.0, ca_bundle: str | None = N
             response = session.get(f"{url.rstrip('/')}/v2/", timeout=timeout_s,
                                    verify=ca_bundle if ca_bundle else True)
     except requests.RequestException as exc:
+        from ._client import _root_cause
+
         raise RegistryUnavailable(
-            f"registry {url} is not reachable ({type(exc).__name__}: {exc}); "
+            f"registry {url} is not reachable ({_root_cause(exc)[1]}); "
             "start it, or use --registry embedded", registry=url,
         ) from exc
     if response.status_code not in (200, 401):
@@ -254,10 +256,7 @@ def _endpoint_for(spec: ExperimentSpec, factory: RegistryFactory,
         if spec.network_profile != "loopback":
             layer = _NETWORK_PROFILES.get(spec.network_profile)
             if layer is None:
-                raise BenchmarkError(
-                    f"unknown network profile {spec.network_profile!r}; choose one of "
-                    f"{network_profiles()}"
-                )
+                raise BenchmarkError(_unknown_profile_message(spec.network_profile))
             endpoint = stack.enter_context(layer(spec, endpoint))
         yield endpoint
 
@@ -651,6 +650,38 @@ def _default_wiring(spec: ExperimentSpec, factory: RegistryFactory | None,
     return factory, pull_function
 
 
+def _unknown_profile_message(name: str) -> str:
+    return (f"unknown network profile {name!r}; choose one of {', '.join(network_profiles())} "
+            "(`pullbench net profiles` describes them)")
+
+
+def preflight(spec: ExperimentSpec, *, check_registry: bool = False) -> None:
+    """Check what can fail before any registry starts or any run is made.
+
+    Arms (strategies and their parameters), the network profile, ``cache_policy='drop'``
+    (root), the fixture images; with ``check_registry`` also that a URL registry answers
+    ``GET /v2/`` (plain HTTP or publicly trusted TLS).
+
+    Raises
+    ------
+    StrategyError
+        Unknown strategy or bad parameter; the message names the arm.
+    BenchmarkError, ImageNotFound, RegistryUnavailable
+        Unknown network profile, not root for ``drop``, unknown image, unreachable URL registry.
+    """
+    _validate_strategies(spec)
+    if spec.network_profile not in network_profiles():
+        raise BenchmarkError(_unknown_profile_message(spec.network_profile))
+    if spec.cache_policy == "drop" and (not hasattr(os, "geteuid") or os.geteuid() != 0):
+        raise BenchmarkError(
+            "--drop-caches / cache_policy='drop' needs root to write /proc/sys/vm/drop_caches; "
+            "run as root or leave the cache warm"
+        )
+    _check_images(spec)
+    if check_registry and spec.registry not in ("embedded", "distribution") and not spec.tls:
+        _check_reachable(spec.registry.rstrip("/"))
+
+
 def default_results_dir(spec: ExperimentSpec, base: str | Path = "results") -> Path:
     """``<base>/<UTC timestamp>-<spec.name>`` (e.g. ``results/20261129T084400Z-bench``)."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -747,18 +778,8 @@ def run_experiment(
     assert spec is not None
 
     # -- preflight: everything that can fail before a registry starts ---------------------------
-    _validate_strategies(spec)
-    if spec.network_profile not in network_profiles():
-        raise BenchmarkError(
-            f"unknown network profile {spec.network_profile!r}; choose one of {network_profiles()}"
-        )
+    preflight(spec)
     registry_factory, pull_function = _default_wiring(spec, registry_factory, pull_function)
-    if spec.cache_policy == "drop" and (not hasattr(os, "geteuid") or os.geteuid() != 0):
-        raise BenchmarkError(
-            "--drop-caches / cache_policy='drop' needs root to write /proc/sys/vm/drop_caches; "
-            "run as root or leave the cache warm"
-        )
-    _check_images(spec)
     created_here = not store.directory.exists()
     try:
         return _run_prepared(spec, store, resume=resume, progress=progress,

@@ -209,9 +209,11 @@ class CopyStrategy:
             if isinstance(default, bool) != isinstance(value, bool) or (
                 isinstance(default, int) and not isinstance(value, int)
             ):
+                kind = (f"an integer number of bytes ({SIZE_FORMATS})"
+                        if isinstance(default, int) and not isinstance(default, bool)
+                        else f"{type(default).__name__} (default {default!r})")
                 raise StrategyError(
-                    f"strategy {self.name!r}: parameter {key}={value!r} must be "
-                    f"{type(default).__name__} (default {default!r})"
+                    f"strategy {self.name!r}: parameter {key}={value!r} must be {kind}"
                 )
         self.params: dict[str, Any] = merged
         self.validate()
@@ -1050,7 +1052,12 @@ def _preset(
                 f"strategy {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                 f"valid: {', '.join(sorted(preset_defaults))}"
             )
-        obj = cls(**{**preset_defaults, **params})
+        try:
+            obj = cls(**{**preset_defaults, **params})
+        except StrategyError as exc:
+            # the class validates under its own name ('tunable'); the user typed the preset's
+            raise StrategyError(str(exc).replace(f"strategy {cls.name!r}", f"strategy {name!r}",
+                                                 1)) from None
         obj.name = name  # type: ignore[misc]
         return obj
 
@@ -1086,6 +1093,11 @@ def get_strategy(name: str, **params: Any) -> CopyStrategy:
             f"strategy {name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"valid: {', '.join(sorted(entry.defaults)) or '(none)'}"
         )
+    for key, value in list(params.items()):
+        default = entry.defaults[key]
+        if isinstance(value, str) and not isinstance(default, str):
+            # a size typed as text (--param, YAML): parse it here so errors name `name`
+            params[key] = _coerce_param(name, key, value, default)
     try:
         strategy = entry.factory(**params)
     except StrategyError:
@@ -1131,7 +1143,16 @@ def parse_param_value(name: str, key: str, text: str) -> Any:
             f"strategy {name!r} has no parameter {key!r}; "
             f"valid: {', '.join(sorted(entry.defaults)) or '(none)'}"
         )
-    default = entry.defaults[key]
+    return _coerce_param(name, key, text, entry.defaults[key])
+
+
+#: The integer forms :func:`parse_param_value` accepts, quoted in its error messages.
+SIZE_FORMATS = ("32768, 0x8000, or a size with a binary suffix: 64k = 64Ki = 64KiB = 65536, "
+                "1M = 1Mi = 1MiB = 1048576")
+
+
+def _coerce_param(name: str, key: str, text: str, default: Any) -> Any:
+    """``text`` converted to the type of ``default`` (errors name strategy ``name``)."""
     if isinstance(default, bool):
         if text.lower() in {"1", "true", "yes", "on"}:
             return True
@@ -1149,7 +1170,8 @@ def parse_param_value(name: str, key: str, text: str) -> Any:
             return int(t, 0) * mult
         except ValueError:
             raise StrategyError(
-                f"strategy {name!r}: {key}={text!r} is not an integer (e.g. 16384, 512Ki, 1Mi)"
+                f"strategy {name!r}: {key}={text!r} is not an integer number of bytes; "
+                f"accepted: {SIZE_FORMATS}"
             ) from None
     if isinstance(default, float):
         try:

@@ -74,8 +74,8 @@ def test_get_strategy_overrides_and_validation():
         get_strategy("go-iocopy", read_path="socket")
     with pytest.raises(StrategyError, match="read_size=0 must be a positive number of bytes"):
         get_strategy("go-iocopy", read_size=0)
-    with pytest.raises(StrategyError, match="must be int"):
-        get_strategy("go-iocopy", read_size="big")
+    with pytest.raises(StrategyError, match="must be an integer number of bytes"):
+        get_strategy("go-iocopy", read_size=1.5)
     with pytest.raises(StrategyError, match="hash_mode"):
         get_strategy("requests-iter-content", hash_mode="later")
 
