@@ -7,15 +7,18 @@ Two questions, answered side by side in one run on one machine (ratios, not abso
    the measurement) and ``harness_wall_s`` (the parent's timer around the whole worker: fork from
    the fork server, IPC, teardown -- the isolation cost, which is *not* inside the measurement).
    Reported as % of the pull time.
-2. **Probes.** Pulls with probes on (read/write histograms, syscall counters, CPU, RSS) vs off,
-   interleaved in randomized pairs in fresh worker processes; the ratio of wall times with a
-   95% CI and the verdict at a 1% margin (``pullbench.compare_samples``, paired).
+2. **Probes.** Pulls with probes on vs off (``pull(probes=False)`` skips the per-thread CPU and
+   ``/proc/thread-self/io`` snapshots of every worker and hashing thread, the process rusage and
+   the strategy's counting of every read and write), interleaved in randomized pairs in fresh
+   worker processes; the ratio of wall times with a 95% CI and the verdict at a 1% margin
+   (``pullbench.compare_samples``, paired). The script checks that the "off" runs really
+   measured nothing (no CPU, counters or histograms in their rows).
 
 Target: both overheads < 1% of the pull time for a 256 MiB image.
 
 Usage::
 
-    python benchmarks/bench_harness_overhead.py [--image synthetic-256m] [--runs 20] [--pairs 20]
+    python benchmarks/bench_harness_overhead.py [--image synthetic-256m] [--runs 20] [--pairs 80]
 """
 
 # ruff: noqa: T201 (a benchmark prints its results)
@@ -63,6 +66,7 @@ def probes(image: str, pairs: int, work: Path) -> None:
     off: list[float] = []
     cpu_on: list[float] = []
     cpu_off: list[float] = []
+    off_unmeasured: list[bool] = []
     with EmbeddedRegistry(work / "registry") as reg:
         reference = f"{reg.host}/bench/{image}:latest"
         pullbench.push_image(layout, reference)
@@ -77,6 +81,10 @@ def probes(image: str, pairs: int, work: Path) -> None:
                                               "probes": probe}, 600)
                 if status != "ok":
                     raise SystemExit(f"pull failed: {row}")
+                if not probe:
+                    off_unmeasured.append(all(row[k] is None for k in (
+                        "cpu_user_s", "syscw", "write_count", "write_size_hist",
+                        "peak_rss_bytes")))
                 if i:
                     (on if probe else off).append(row["pull_wall_s"])
                     (cpu_on if probe else cpu_off).append(row["worker_cpu_user_s"]
@@ -88,6 +96,8 @@ def probes(image: str, pairs: int, work: Path) -> None:
     cmp = pullbench.compare_samples(a, b, margin=0.01, paired=True, rng=3,
                                     names=("probes off", "probes on"))
     print(f"2. probes on vs off, {pairs} randomized pairs of {image} in fresh worker processes")
+    print(f"   'off' runs measured nothing (CPU, counters, histograms, RSS all None): "
+          f"{all(off_unmeasured)} ({sum(off_unmeasured)}/{len(off_unmeasured)})")
     print(f"   median wall: off {np.median(a):.3f} s, on {np.median(b):.3f} s; "
           f"overhead {(np.median(b) / np.median(a) - 1) * 100:+.2f}% (ratio of medians)")
     print(f"   wall time: paired ratio on/off {cmp.ratio:.4f} [95% CI {cmp.ratio_ci_low:.4f}, "
@@ -104,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", default="synthetic-256m")
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--pairs", type=int, default=80)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pullbench-overhead-") as tmp:
         timers(args.image, args.runs, Path(tmp))

@@ -261,7 +261,10 @@ class ExperimentSpec:
     concurrency : int
         Concurrent layer downloads per pull.
     probes : bool
-        Collect read/write histograms, syscall counters etc. during the pull.
+        Run the puller's probes (``pull(probes=...)``): per-thread CPU time, ``/proc`` I/O
+        counters, peak RSS and read/write-size counts. False records none of them (those columns
+        are empty and CPU metrics are skipped in the analysis); wall times and verification are
+        the same.
     dest_dir : str or None
         Directory on the destination filesystem where each run's content store is created
         (emptied after every run). None: ``<results>/store``.
