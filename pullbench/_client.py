@@ -963,7 +963,7 @@ def _root_cause(exc: BaseException) -> tuple[BaseException, str]:
     import socket
 
     seen: set[int] = set()
-    best: tuple[int, BaseException] | None = None
+    best: tuple[int, OSError] | None = None
     timeout: BaseException | None = None
     stack: list[tuple[object, int]] = [(exc, 0)]
     while stack:

@@ -131,7 +131,9 @@ def test_verdict_table_legend_diagnostics_and_smoke_test_caution():
     assert any(line.startswith("ratio = geometric mean of per-block ratios candidate/baseline "
                                "(paired, 4 blocks)") for line in lines), text
     caution = [line for line in lines if line.startswith("caution:")]
-    assert len(caution) == 1 and "smoke test" in caution[0] and "4 blocks" in caution[0]
+    assert len(caution) == 1
+    assert "smoke test" in caution[0]
+    assert "4 blocks" in caution[0]
     needed = analysis["images"]["img"]["metrics"]["duration_s"]["runs_needed"]
     for arm, n in needed.items():
         if n is not None:
@@ -173,16 +175,16 @@ def test_preset_parameter_errors_name_the_preset_and_the_accepted_sizes():
     with pytest.raises(StrategyError) as info:
         get_strategy("pr48602", write_size="64q")
     message = str(info.value)
-    assert "'pr48602'" in message and "tunable" not in message
+    assert "'pr48602'" in message
+    assert "tunable" not in message
     assert "64q" in message
     for form in ("64k", "64Ki", "1Mi"):
         assert form in message
     assert get_strategy("pr48602", write_size="64Ki").params["write_size"] == 64 * 1024
     assert get_strategy("pr48602", write_size="1Mi").params["write_size"] == 1 << 20
-    with pytest.raises(StrategyError, match=r"strategy 'pr48602': write_size=0 must be positive"
-                                            r"|strategy 'pr48602': write_size=0 must be a"):
+    with pytest.raises(StrategyError, match="strategy 'pr48602': write_size=0 must be a"):
         get_strategy("pr48602", write_size=0)
-    with pytest.raises(StrategyError, match="strategy 'go-iocopy'.*64Ki"):
+    with pytest.raises(StrategyError, match=r"strategy 'go-iocopy'.*64Ki"):
         get_strategy("go-iocopy", read_size=1.5)
 
 
@@ -192,7 +194,8 @@ def test_bench_validates_before_announcing(tmp_path):
                                   "--out", str(tmp_path / "a")])
     assert result.exit_code == 1
     assert "experiment " not in result.output  # nothing announced before the error
-    assert "arm 'pr48602" in result.output and "tunable" not in result.output
+    assert "arm 'pr48602" in result.output
+    assert "tunable" not in result.output
     assert "64Ki" in result.output
     result = runner.invoke(main, ["bench", "--network-profile", "bogus", "--no-progress",
                                   "--out", str(tmp_path / "b")])
@@ -201,7 +204,8 @@ def test_bench_validates_before_announcing(tmp_path):
     assert "choose one of loopback, " in result.output
     assert "[" not in result.output.split("choose one of", 1)[1]
     assert "pullbench net profiles" in result.output
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()
 
 
 def test_bench_help_names_the_profiles_command():
@@ -229,4 +233,5 @@ def test_unreachable_registry_message_keeps_the_root_cause():
     result = runner.invoke(main, ["pull", f"127.0.0.1:{port}/x/y:z"])
     message = result.output.strip().splitlines()[-1]
     assert "Connection refused" in message
-    assert "--plain-http" in message and "plain_http=True" in message
+    assert "--plain-http" in message
+    assert "plain_http=True" in message
