@@ -224,7 +224,8 @@ def diagnose(values: Any, *, order: Any = None, name: str | None = None) -> list
     return out
 
 
-def diagnose_pair(a: Any, b: Any, *, name_a: str = "a", name_b: str = "b") -> list[Diagnostic]:
+def diagnose_pair(a: Any, b: Any, *, name_a: str = "a", name_b: str = "b",
+                  paired: bool = False) -> list[Diagnostic]:
     """Checks that concern two samples together (currently: unequal variances).
 
     Parameters
@@ -233,6 +234,9 @@ def diagnose_pair(a: Any, b: Any, *, name_a: str = "a", name_b: str = "b") -> li
         The two samples.
     name_a, name_b : str
         Their arm names.
+    paired : bool
+        Whether the comparison is analysed paired (per-block log-ratios); only the wording of
+        the diagnostic changes.
 
     Returns
     -------
@@ -253,7 +257,9 @@ def diagnose_pair(a: Any, b: Any, *, name_a: str = "a", name_b: str = "b") -> li
         out.append(Diagnostic(
             "unequal_variances", "info",
             f"SDs differ {ratio:.1f}x (Brown–Forsythe p={bf.pvalue:.2g}); {wider} is noisier. "
-            "Welch's test (used here) is right; a pooled Student t-test would not be",
+            + ("The paired analysis (per-block log-ratios, used here) is not affected; an unpaired "
+             "analysis must use Welch's test, not a pooled Student t-test" if paired else
+             "Welch's test (used here) is right; a pooled Student t-test would not be"),
             None, {"sd_a": sa, "sd_b": sb, "sd_ratio": ratio, "brown_forsythe_p": float(bf.pvalue)},
         ))
     return out

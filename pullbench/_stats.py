@@ -899,7 +899,7 @@ def _compare(
             )
     diags += diagnose(x, order=order_a, name=baseline)
     diags += diagnose(y, order=order_b, name=candidate)
-    diags += diagnose_pair(x, y, name_a=baseline, name_b=candidate)
+    diags += diagnose_pair(x, y, name_a=baseline, name_b=candidate, paired=paired)
 
     batch = compare_batch(x[None], y[None], margin=margin, alpha=alpha,
                           lower_is_better=lower_is_better, paired=paired)

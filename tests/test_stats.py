@@ -549,3 +549,17 @@ def test_conclusions_state_the_verdict_in_words():
     json.dumps(c.to_dict(), allow_nan=False)
     g = analyze_grid(_grid_frame(5), baseline="base", rng=0, n_resamples=200)
     json.dumps(g.to_dict(), allow_nan=False)
+
+
+def test_unequal_variances_wording_follows_the_analysis():
+    """The diagnostic names the test actually used: Welch unpaired, per-block log-ratios paired."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(10, 2.0, 30)
+    b = rng.normal(9, 0.3, 30)
+    unpaired = pullbench.compare_samples(a, b, rng=1)
+    paired = pullbench.compare_samples(a, b, paired=True, rng=1)
+    (u,) = [d for d in unpaired.diagnostics if d.kind == "unequal_variances"]
+    (p,) = [d for d in paired.diagnostics if d.kind == "unequal_variances"]
+    assert "Welch's test (used here)" in u.message
+    assert "The paired analysis (per-block log-ratios, used here)" in p.message
+    assert "Welch's test (used here)" not in p.message
