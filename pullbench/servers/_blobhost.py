@@ -23,16 +23,15 @@ from __future__ import annotations
 import logging
 import os
 import re
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._errors import ServerError
+from ._httpserver import QuietTLSHandler, ThreadedHTTPServer, ThreadedService
 from ._tls import TLSMaterial
 
 __all__ = ["BlobHost"]
@@ -57,24 +56,10 @@ class BlobHostCounters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietTLSHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("blob host: %s %s", self.command, urlsplit(self.path).path)
-
-    def setup(self) -> None:
-        ctx = self.server.ssl_context
-        if ctx is not None:
-            self.request = ctx.wrap_socket(self.request, server_side=True)
-        super().setup()
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            logger.debug("blob host: client went away: %s", exc)
+    log = logger
+    label = "blob host"
 
     def _plain(self, status: int, text: str) -> None:
         data = text.encode()
@@ -155,14 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
                 counters.bytes_sent += length - remaining
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(ThreadedHTTPServer):
     blob_host: BlobHost
-    ssl_context: ssl.SSLContext | None
 
 
-class BlobHost:
+class BlobHost(ThreadedService):
     """Serve a registry's blob files on another loopback address; reject Authorization.
 
     Parameters
@@ -191,52 +173,28 @@ class BlobHost:
             raise ServerError(f"blob host root {self.root} is not a directory; pass the "
                               "registry's storage root")
         self.tls = tls
-        self._bind = (host, port)
+        self._init_service(host, port)
         self.counters = BlobHostCounters()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> BlobHost:
         """Listen and serve in a background thread; return ``self``."""
         if self._server is not None:
             return self
-        try:
-            server = _Server(self._bind, _Handler)
-        except OSError as exc:
-            raise ServerError(f"blob host cannot listen on {self._bind[0]}:{self._bind[1]}: "
-                              f"{exc}") from exc
+        server = self._listen(_Server, _Handler)
         server.blob_host = self
         server.ssl_context = self.tls.server_context() if self.tls else None
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        daemon=True, name="pullbench-blob-host")
-        self._thread.start()
+        self._serve(server, "pullbench-blob-host")
         logger.info("blob host %s serving %s", self.url, self.root)
         return self
 
     def close(self) -> None:
         """Stop serving."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> BlobHost:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._stop_serving()
 
     @property
     def url(self) -> str:
         """Base URL (``http[s]://127.0.0.2:PORT``): Distribution's redirect ``baseurl``."""
-        if self._server is None:
-            raise ServerError("blob host is not running; call start() first")
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{self._bind[0]}:{self._server.server_address[1]}"
+        return self._scheme_url(self.tls is not None)
 
     def distribution_config(self) -> dict[str, Any]:
         """``extra_config`` for Distribution: the redirect storage middleware pointing here.

@@ -45,7 +45,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -61,6 +60,7 @@ from .._media import (
     is_valid_digest,
 )
 from ._faults import Misbehavior
+from ._httpserver import ThreadedHTTPServer, ThreadedService, TLSHandler
 
 if TYPE_CHECKING:
     from .._oci import ImageLayout
@@ -363,22 +363,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return first, min(last, size - 1)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TLSHandler):
     server_version = "pullbench-embedded"
     timeout = 300.0
+    handshake_timeout_s = 30.0
     server: _Server
 
     # quiet: http.server logs every request to stderr by default
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s - " + format, self.address_string(), *args)
-
-    def setup(self) -> None:
-        ctx = self.server.ssl_context
-        if ctx is not None:
-            self.request.settimeout(30.0)
-            self.request = ctx.wrap_socket(self.request, server_side=True)
-        super().setup()
 
     # --- plumbing ------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -957,17 +950,14 @@ class _Handler(BaseHTTPRequestHandler):
         return [d for d in digests if not storage.blob_linked(name, d)]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(ThreadedHTTPServer):
     request_queue_size = 128
-    allow_reuse_address = True
     registry: EmbeddedRegistry
-    ssl_context: ssl.SSLContext | None
 
-    def server_activate(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
-        super().server_activate()
+        super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -984,6 +974,11 @@ class _Server(ThreadingHTTPServer):
         logger.debug("embedded registry: connection from %s failed", client_address,
                      exc_info=True)
 
+    def server_close(self) -> None:
+        """Close the listening socket, then cut the open client connections."""
+        super().server_close()
+        self.close_connections()
+
     def close_connections(self) -> None:
         """Cut every open client connection (keep-alive ones included)."""
         with self._open_lock:
@@ -993,7 +988,7 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class EmbeddedRegistry:
+class EmbeddedRegistry(ThreadedService):
     """An OCI Distribution registry served from this process (threads; one per connection).
 
     Parameters
@@ -1023,6 +1018,7 @@ class EmbeddedRegistry:
     """
 
     kind = "embedded"
+    label = "embedded registry"
 
     def __init__(self, root: Path | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: ssl.SSLContext | None = None,
@@ -1035,14 +1031,11 @@ class EmbeddedRegistry:
         self._owns_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="pullbench-registry-")) if root is None \
             else Path(root)
-        self._bind_host = host
-        self._bind_port = port
+        self._init_service(host, port)
         self.ssl_context = ssl_context
         self.misbehavior = misbehavior
         self.authorizer = authorizer
         self.blob_redirect = blob_redirect
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._storage = _Storage(self.root)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -1061,32 +1054,17 @@ class EmbeddedRegistry:
         if self._owns_root and not self.root.is_dir():  # again after a failed start or close
             self.root.mkdir(parents=True)
             self._storage = _Storage(self.root)
-        try:
-            server = _Server((self._bind_host, self._bind_port), _Handler)
-        except OSError as exc:
-            self.close()
-            raise ServerError(
-                f"embedded registry cannot listen on {self._bind_host}:{self._bind_port}: {exc}; "
-                "choose another --port (0 picks a free one)") from exc
+        server = self._listen(_Server, _Handler, on_error=self.close,
+                              hint="; choose another --port (0 picks a free one)")
         server.registry = self
         server.ssl_context = self.ssl_context
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"pullbench-registry:{self.port}", daemon=True)
-        self._thread.start()
+        self._serve(server, f"pullbench-registry:{server.server_address[1]}")
         logger.info("embedded registry serving %s from %s", self.url, self.root)
         return self
 
     def close(self) -> None:
         """Stop serving and, for a temporary root, delete the storage."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._stop_serving()
         if self._owns_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -1144,23 +1122,11 @@ class EmbeddedRegistry:
         finally:
             self.close()
 
-    def __enter__(self) -> EmbeddedRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- addresses -----------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise ServerError("embedded registry is not running; call start() first")
-        return int(self._server.server_address[1])
-
     @property
     def host(self) -> str:
         """``"127.0.0.1:PORT"``: the registry part of an image reference."""
-        return f"{self._bind_host}:{self.port}"
+        return f"{self._bind[0]}:{self.port}"
 
     @property
     def url(self) -> str:

@@ -35,14 +35,12 @@ import math
 import re
 import secrets
 import shutil
-import ssl
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -54,6 +52,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .._errors import ServerError
+from ._httpserver import QuietTLSHandler, ThreadedHTTPServer, ThreadedService
 from ._tls import TLSMaterial
 
 __all__ = ["IssuedToken", "TokenServer", "parse_scope"]
@@ -122,24 +121,10 @@ class _Counters:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietTLSHandler):  # never logs query strings verbatim
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # never logs query strings verbatim
-        logger.debug("token server: %s %s", self.command, urlsplit(self.path).path)
-
-    def setup(self) -> None:
-        ctx = self.server.ssl_context
-        if ctx is not None:
-            self.request = ctx.wrap_socket(self.request, server_side=True)
-        super().setup()
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
-            logger.debug("token server: client went away: %s", exc)
+    log = logger
+    label = "token server"
 
     def _send(self, status: int, body: dict[str, Any],
               headers: Mapping[str, str] | None = None) -> None:
@@ -165,14 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, {"errors": [{"code": "UNSUPPORTED", "message": "use GET"}]})
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(ThreadedHTTPServer):
     token_server: TokenServer
-    ssl_context: ssl.SSLContext | None
 
 
-class TokenServer:
+class TokenServer(ThreadedService):
     """A token server (Docker token spec) with users, anonymous pulls and JWTs Distribution accepts.
 
     Parameters
@@ -239,7 +221,7 @@ class TokenServer:
         self.expires_in_s = expires_in_s
         self.style = style
         self.tls = tls
-        self._bind = (host, port)
+        self._init_service(host, port)
         self._owns_directory = directory is None
         self.directory = Path(directory) if directory is not None else Path(
             tempfile.mkdtemp(prefix="pullbench-token-"))
@@ -248,8 +230,6 @@ class TokenServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.issued: list[IssuedToken] = []
         self.counters = _Counters()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._make_signing_material()
 
     # --- signing material ----------------------------------------------------------------
@@ -280,46 +260,24 @@ class TokenServer:
         if not self.rootcertbundle.is_file():  # start() again after close() removed it
             self.directory.mkdir(parents=True, exist_ok=True)
             self.rootcertbundle.write_bytes(self._ca_pem)
-        try:
-            server = _Server(self._bind, _Handler)
-        except OSError as exc:
-            raise ServerError(f"token server cannot listen on {self._bind[0]}:{self._bind[1]}: "
-                              f"{exc}") from exc
+        server = self._listen(_Server, _Handler)
         server.token_server = self
         server.ssl_context = self.tls.server_context() if self.tls else None
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        daemon=True, name="pullbench-token-server")
-        self._thread.start()
+        self._serve(server, "pullbench-token-server")
         logger.info("token server at %s (service %s, style %s)", self.realm, self.service,
                     self.style)
         return self
 
     def close(self) -> None:
         """Stop serving; delete the temporary ``directory`` if this server made it."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._stop_serving()
         if self._owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> TokenServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def realm(self) -> str:
         """The realm URL clients get tokens from."""
-        if self._server is None:
-            raise ServerError("token server is not running; call start() first")
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://{self._bind[0]}:{self._server.server_address[1]}/token"
+        return f"{self._scheme_url(self.tls is not None)}/token"
 
     # --- configuration for Distribution ------------------------------------------------------
     def distribution_config(self) -> dict[str, Any]:
