@@ -21,7 +21,6 @@ Usage::
     python benchmarks/bench_harness_overhead.py [--image synthetic-256m] [--runs 20] [--pairs 80]
 """
 
-# ruff: noqa: T201 (a benchmark prints its results)
 from __future__ import annotations
 
 import argparse

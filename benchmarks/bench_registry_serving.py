@@ -14,7 +14,6 @@ Usage::
 ``--tls`` serves HTTPS from both (a throw-away CA from trustme; curl gets ``--cacert``).
 """
 
-# ruff: noqa: T201  (a benchmark script reports on stdout)
 from __future__ import annotations
 
 import argparse

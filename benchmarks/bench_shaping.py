@@ -11,7 +11,6 @@ Run: ``python benchmarks/bench_shaping.py [--duration-s 2] [--cost-bytes 512]``.
 shared: the load average is printed with the results; rerun when it is high.
 """
 
-# ruff: noqa: T201 -- a benchmark script reports on stdout
 from __future__ import annotations
 
 import argparse

@@ -8,7 +8,6 @@ result can be read as a ratio on a noisy shared machine.
     python benchmarks/bench_stats.py [--arms 20] [--runs 200] [--resamples 9999]
 """
 
-# ruff: noqa: T201 -- a benchmark script reports on stdout
 from __future__ import annotations
 
 import argparse

@@ -1,11 +1,13 @@
-"""pullbench: measure, explain and decide whether a change to how an image pull copies bytes is faster.
+"""pullbench: measure, explain and decide whether a change to how an image pull copies bytes
+is faster.
 
 Public API by topic
 -------------------
 Errors
     PullbenchError and its subclasses (see ``pullbench._errors``).
 Media types and digests
-    OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, ..., sha256_digest, is_valid_digest.
+    OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, ..., sha256_digest,
+    is_valid_digest.
 Registries (servers to pull from) -- ``pullbench.servers``
     EmbeddedRegistry, DistributionRegistry, Misbehavior.
 Fixture images

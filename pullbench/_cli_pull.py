@@ -60,7 +60,10 @@ def _human_bytes(n: float) -> str:
     "--dest",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Content store directory to keep the blobs in (default: a temporary store, removed after the report).",
+    help=(
+        "Content store directory to keep the blobs in "
+        "(default: a temporary store, removed after the report)."
+    ),
 )
 @click.option("--plain-http", is_flag=True, help="Talk plain HTTP to the registry (no TLS).")
 @click.option("--platform", default=None, help="os/arch[/variant] to select from an index.")

@@ -93,9 +93,9 @@ def compare_stats(
     if sa is not None and sb is not None:
         if files:
             raise click.BadParameter("give either --a/--b summaries or FILES, not both")
-        result = compare_from_summary(*sa, *sb, margin=margin, alpha=alpha,
-                                      lower_is_better=not higher_is_better)
-        click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.summary())
+        comparison = compare_from_summary(*sa, *sb, margin=margin, alpha=alpha,
+                                          lower_is_better=not higher_is_better)
+        click.echo(json.dumps(comparison.to_dict(), indent=2) if as_json else comparison.summary())
         return
     if not files:
         raise click.BadParameter("give hyperfine JSON FILES or --a/--b summaries")
@@ -108,10 +108,10 @@ def compare_stats(
     elif baseline not in arms:
         raise click.BadParameter(f"{baseline!r} is not one of the arms {arms}",
                                  param_hint="--baseline")
-    result = analyze_grid(df, metric="duration_s", arm="arm", baseline=baseline, block=None,
-                          margin=margin, alpha=alpha, rng=seed, n_resamples=resamples,
-                          correction=correction, lower_is_better=not higher_is_better)
-    click.echo(json.dumps(result.to_dict(), indent=2, default=str) if as_json else result.summary())
+    grid = analyze_grid(df, metric="duration_s", arm="arm", baseline=baseline, block=None,
+                        margin=margin, alpha=alpha, rng=seed, n_resamples=resamples,
+                        correction=correction, lower_is_better=not higher_is_better)
+    click.echo(json.dumps(grid.to_dict(), indent=2, default=str) if as_json else grid.summary())
 
 
 COMMANDS: list[click.Command] = [compare_stats]

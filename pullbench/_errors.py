@@ -13,7 +13,8 @@
     │       ├── DigestMismatch         (bytes do not hash to the descriptor's digest)
     │       └── SizeMismatch           (short or long body vs the descriptor's size)
     ├── StrategyError                  (unknown strategy or parameter; also ValueError)
-    ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool, no root)
+    ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool,
+    │                                   no root)
     ├── ServerError                    (a server pullbench starts could not start; names the fix)
     ├── BenchmarkError                 (experiment spec / runner problems)
     ├── ResultSchemaError              (results files; also ValueError)

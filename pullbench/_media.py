@@ -46,7 +46,10 @@ _REGISTERED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^
 
 
 def is_valid_digest(digest: str) -> bool:
-    """Return True when ``digest`` follows the OCI digest grammar (and, for sha256/sha512, its length)."""
+    """Return True when ``digest`` follows the OCI digest grammar.
+
+    For sha256 and sha512 the hex part must also have the algorithm's length.
+    """
     if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
         return False
     algorithm, _, encoded = digest.partition(":")

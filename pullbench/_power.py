@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -307,6 +307,15 @@ class PowerPlan:
         return d
 
 
+class _SpreadArgs(TypedDict):
+    """The keyword arguments ``plan_from_pilot`` passes to every power function."""
+
+    sd_a: float
+    sd_b: float
+    alpha: float
+    paired: bool
+
+
 def plan_from_pilot(
     a: Any,
     b: Any = None,
@@ -380,7 +389,7 @@ def plan_from_pilot(
     def relative(m: float) -> float:
         return math.expm1(m) if scale is None else m / scale
 
-    kw = {"sd_a": sd_a, "sd_b": sd_b, "alpha": alpha, "paired": paired}
+    kw: _SpreadArgs = {"sd_a": sd_a, "sd_b": sd_b, "alpha": alpha, "paired": paired}
     p_now = float(power_at_n(x.size, n_b=n_b, delta=delta, **kw))
     mde = minimum_detectable_effect(x.size, n_b=n_b, power=power, **kw)
     try:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -88,7 +89,7 @@ _BOOT_CHUNK_ELEMENTS = 4_000_000
 def _resolve_seed(rng: np.random.Generator | int | None) -> int:
     """Turn the ``rng`` argument into a recordable integer seed."""
     if rng is None:
-        return int(np.random.SeedSequence().entropy % (2**63))
+        return secrets.randbits(63)  # fresh OS entropy, recorded so the run can be repeated
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**63 - 1))
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool) and rng >= 0:
@@ -383,7 +384,8 @@ def _row_quantiles(sorted_rows: np.ndarray, q: np.ndarray) -> np.ndarray:
     hi = np.minimum(lo + 1, n_cols - 1)
     w = pos - lo
     rows = np.arange(sorted_rows.shape[0])
-    return sorted_rows[rows, lo] * (1 - w) + sorted_rows[rows, hi] * w
+    out: np.ndarray = sorted_rows[rows, lo] * (1 - w) + sorted_rows[rows, hi] * w
+    return out
 
 
 def _bca_batch(

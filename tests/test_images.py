@@ -445,7 +445,8 @@ def test_image_from_pip_target(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
         names = tar.getnames()
         so = tar.extractfile("usr/local/lib/python3.11/site-packages/pbtoy/_native.so")
-        assert so is not None and so.read() == bytes(range(256)) * 64
+        assert so is not None
+        assert so.read() == bytes(range(256)) * 64
     assert "usr/local/lib/python3.11/site-packages/pbtoy-1.0.dist-info/METADATA" in names
     with pytest.raises(ImageBuildError, match=r"pbtoy==9\.9"):
         image_from_pip("pbtoy==9.9", tmp_path / "layout2", pip_args=args)

@@ -30,7 +30,8 @@ def test_environment_yml_matches_pyproject():
             conda.add(_name(dep))
     conda -= {"python", "pip"}
     assert pypi == {CONDA_NAMES.get(n, n) for n in conda}, (
-        f"only in pyproject: {sorted(pypi - conda)}; only in environment.yml: {sorted(conda - pypi)}"
+        f"only in pyproject: {sorted(pypi - conda)}; "
+        f"only in environment.yml: {sorted(conda - pypi)}"
     )
     assert pip_section == ["-e ."]
     assert "conda-forge" in env["channels"]
@@ -38,7 +39,8 @@ def test_environment_yml_matches_pyproject():
 
 def test_versions_agree():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+    extras = project["optional-dependencies"].values()
+    reqs = project["dependencies"] + [r for extra in extras for r in extra]
     pins = {_name(r): r.replace(" ", "")[len(_name(r)):] for r in reqs}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     for dep in env["dependencies"]:

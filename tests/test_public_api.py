@@ -5,7 +5,9 @@ import pullbench.servers
 
 
 def test_all_is_sorted_and_complete():
-    public = sorted(n for n in dir(pullbench) if not n.startswith("_") and n not in {"annotations", "logging"})
+    public = sorted(
+        n for n in dir(pullbench) if not n.startswith("_") and n not in {"annotations", "logging"}
+    )
     # submodules that are public on purpose
     public = [n for n in public if n not in {"cli", "servers", "plots"}]
     assert pullbench.__all__ == sorted(pullbench.__all__)

@@ -6,30 +6,35 @@ TLS material, token server and blob host.
 
 from __future__ import annotations
 
-from ._faults import Misbehavior
+# (``X as X``: explicit re-exports, visible to type checkers despite the computed __all__)
+# (``# isort: split``: each section keeps its own sorted import block)
+from ._faults import Misbehavior as Misbehavior
+
+# isort: split
 
 # --- section: registries (issue 2) ---
-# (``X as X``: explicit re-exports, visible to type checkers despite the computed __all__)
-from ._distribution import DistributionRegistry as DistributionRegistry  # noqa: I001
+from ._distribution import DistributionRegistry as DistributionRegistry
 from ._embedded import EmbeddedRegistry as EmbeddedRegistry
 
 # --- end section: registries ---
+# isort: split
 
 # --- section: remote (issue 6) ---
-from ._blobhost import BlobHost
-from ._htpasswd import htpasswd_config, write_htpasswd
-from ._proxy import (
-    PROFILES,
-    NetworkProfile,
-    NetworkProfileError,
-    SelftestRow,
-    ShapingProxy,
-    get_profile,
-    profile_names,
-    selftest,
-)
-from ._tls import TLSMaterial, make_tls_material
-from ._token import IssuedToken, TokenServer
+from ._blobhost import BlobHost as BlobHost
+from ._htpasswd import htpasswd_config as htpasswd_config
+from ._htpasswd import write_htpasswd as write_htpasswd
+from ._proxy import PROFILES as PROFILES
+from ._proxy import NetworkProfile as NetworkProfile
+from ._proxy import NetworkProfileError as NetworkProfileError
+from ._proxy import SelftestRow as SelftestRow
+from ._proxy import ShapingProxy as ShapingProxy
+from ._proxy import get_profile as get_profile
+from ._proxy import profile_names as profile_names
+from ._proxy import selftest as selftest
+from ._tls import TLSMaterial as TLSMaterial
+from ._tls import make_tls_material as make_tls_material
+from ._token import IssuedToken as IssuedToken
+from ._token import TokenServer as TokenServer
 
 # --- end section: remote ---
 

@@ -23,7 +23,8 @@ class Misbehavior:
         Send this many bytes fewer than the blob's size while announcing the full
         ``Content-Length``, then close the connection (a short body).
     extra_blob_bytes : int
-        Append this many extra bytes to every blob body (``Content-Length`` counts them: a long body).
+        Append this many extra bytes to every blob body (``Content-Length`` counts them:
+        a long body).
     blob_content_encoding : str or None
         Serve blobs with this ``Content-Encoding`` header (e.g. ``"gzip"``) while sending the
         stored bytes unchanged; a puller must still hash the raw bytes.
