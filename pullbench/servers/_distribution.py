@@ -1,5 +1,9 @@
 """Launch the real CNCF Distribution registry (Debian's ``docker-registry``) on 127.0.0.1.
 
+It can also listen on another address of this machine, optionally inside a network namespace
+(``ip netns exec``): :func:`pullbench.servers._netns.shaped_distribution_registry` uses that to
+run it behind the kernel-shaped veth pair.
+
 The launcher writes its own configuration (keys from distribution/distribution:
 docs/configuration.md@v2.8.2 "Development configuration"): filesystem storage in a temporary
 directory, delete enabled, no auth, access log off, storage health check off. Debian's stock
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import http.client
+import ipaddress
 import logging
 import os
 import secrets
@@ -85,10 +90,33 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(host: str = "127.0.0.1", netns: str | None = None) -> int:
+    """A port free on ``host`` now (in network namespace ``netns`` when given)."""
+
+    def pick() -> int:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            return int(s.getsockname()[1])
+
+    if netns is None:
+        return pick()
+    from ._netns import run_in_netns  # lazy: _netns imports this module lazily too
+
+    return run_in_netns(netns, pick)
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ServerError(f"host must be an IP address of this machine (e.g. 127.0.0.1), "
+                          f"not {host!r}") from None
 
 
 class DistributionRegistry:
@@ -102,7 +130,7 @@ class DistributionRegistry:
     root : Path or None
         Storage root directory (kept after close); ``None``: a temporary one, deleted on close.
     port : int
-        TCP port on 127.0.0.1; 0 picks a free one (and retries on a bind race).
+        TCP port on ``host``; 0 picks a free one (and retries on a bind race).
     tls_cert, tls_key : Path or None
         PEM certificate and key: serve HTTPS (``http.tls`` in the config).
     extra_config : dict or None
@@ -110,22 +138,42 @@ class DistributionRegistry:
         ``{"middleware": {"storage": [...]}}``).
     binary : str or None
         Registry binary (default ``docker-registry``, then ``registry``).
+    host : str
+        IP address to listen on (``http.addr``) and to health-check; ``.host`` and ``.url``
+        report it. Must be an address of this machine (or of ``netns``).
+    netns : str or None
+        Run the registry inside this named network namespace (``ip netns exec NAME``; needs
+        root and ``ip``, and the namespace must exist, e.g. made by
+        :class:`~pullbench.servers._netns.KernelLink`). ``host`` must then be the namespace's
+        address, reachable from here (the namespace itself is not removed on close).
 
     Raises
     ------
     ServerError
-        Binary missing (names the Debian package), or the registry did not come up; the
-        message carries the tail of its log.
+        Binary missing (names the Debian package), ``host`` not an IP address, ``netns`` missing
+        or ``ip`` missing, or the registry did not come up; the message carries the tail of its
+        log.
     """
 
     kind = "distribution"
 
     def __init__(self, root: Path | None = None, *, port: int = 0, tls_cert: Path | None = None,
                  tls_key: Path | None = None, extra_config: dict[str, Any] | None = None,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, host: str = "127.0.0.1",
+                 netns: str | None = None) -> None:
         self.binary = find_distribution_binary(binary)
         if (tls_cert is None) != (tls_key is None):
             raise ServerError("pass both tls_cert and tls_key, or neither")
+        self.bind_host = _check_host(host)
+        self.netns = netns
+        self._ip: str | None = None
+        if netns is not None:
+            self._ip = shutil.which("ip")
+            if self._ip is None:
+                raise ServerError("netns needs `ip` (the Debian package iproute2)")
+            if not netns or "/" in netns or not (Path("/var/run/netns") / netns).exists():
+                raise ServerError(f"network namespace {netns!r} does not exist (`ip netns list`); "
+                                  "create it first, e.g. with pullbench.servers._netns.KernelLink")
         self._workdir = Path(tempfile.mkdtemp(prefix="pullbench-distribution-"))
         self._owns_root = root is None
         self.root = (self._workdir / "storage") if root is None else Path(root)
@@ -152,7 +200,8 @@ class DistributionRegistry:
                 "maintenance": {"uploadpurging": {"enabled": False}},
                 "redirect": {"disable": True},
             },
-            "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16),
+            "http": {"addr": _host_port(self.bind_host, port),
+                     "secret": secrets.token_hex(16),
                      "headers": {"X-Content-Type-Options": ["nosniff"]}},
             "health": {"storagedriver": {"enabled": False}},
         }
@@ -177,32 +226,50 @@ class DistributionRegistry:
         self._workdir.mkdir(parents=True, exist_ok=True)  # again after a failed start or close
         self.root.mkdir(parents=True, exist_ok=True)
         last_error = ""
-        for _ in range(_START_ATTEMPTS if self._requested_port == 0 else 1):
-            port = self._requested_port or _free_port()
-            self.config_path.write_text(yaml.safe_dump(self.make_config(port), sort_keys=True))
-            env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-            with self.log_path.open("wb") as log:
-                proc = subprocess.Popen(_dies_with_parent([self.binary, "serve",
-                                                           str(self.config_path)]),
-                                        stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, env=env)
-            self._port = port
-            if self._wait_ready(proc, timeout_s=30.0):
-                self._proc = proc
-                logger.info("distribution registry %s serving %s (pid %d)", self.version,
-                            self.url, proc.pid)
-                return self
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(timeout=10)
-            last_error = self.log_path.read_text(errors="replace")[-1500:]
-            if "address already in use" not in last_error:
-                break
+        try:
+            for _ in range(_START_ATTEMPTS if self._requested_port == 0 else 1):
+                port = self._requested_port or _free_port(self.bind_host, self.netns)
+                self.config_path.write_text(yaml.safe_dump(self.make_config(port),
+                                                           sort_keys=True))
+                if self._try_start(port):
+                    return self
+                last_error = self.log_path.read_text(errors="replace")[-1500:]
+                if "address already in use" not in last_error:
+                    break
+        except BaseException:
+            self._port = None
+            self.close()  # e.g. Ctrl-C while waiting: no registry or work folder left behind
+            raise
         self._port = None
         self.close()  # leave no work folder behind (the log tail goes into the message)
-        where = f"127.0.0.1:{self._requested_port}" if self._requested_port else "127.0.0.1"
+        where = (_host_port(self.bind_host, self._requested_port) if self._requested_port
+                 else self.bind_host)
+        if self.netns is not None:
+            where += f" in network namespace {self.netns}"
         raise ServerError(f"{self.binary} did not start on {where}; its log ends with:\n"
                           f"{last_error}")
+
+    def _try_start(self, port: int) -> bool:
+        """One launch on ``port``: True when ``/v2/`` answers (the process is then ``_proc``)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        cmd = [self.binary, "serve", str(self.config_path)]
+        if self.netns is not None:
+            assert self._ip is not None
+            cmd = [self._ip, "netns", "exec", self.netns, *cmd]  # execs the binary: same pid
+        with self.log_path.open("wb") as log:
+            proc = subprocess.Popen(_dies_with_parent(cmd), stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._proc = proc  # close() stops it whatever happens next
+        self._port = port
+        if self._wait_ready(proc, timeout_s=30.0):
+            logger.info("distribution registry %s serving %s (pid %d%s)", self.version, self.url,
+                        proc.pid, f", network namespace {self.netns}" if self.netns else "")
+            return True
+        self._proc = None
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=10)
+        return False
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -215,9 +282,9 @@ class DistributionRegistry:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
                     conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                        "127.0.0.1", self._port, timeout=2, context=ctx)
+                        self.bind_host, self._port, timeout=2, context=ctx)
                 else:
-                    conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=2)
+                    conn = http.client.HTTPConnection(self.bind_host, self._port, timeout=2)
                 try:
                     conn.request("GET", "/v2/")
                     status = conn.getresponse().status
@@ -277,12 +344,12 @@ class DistributionRegistry:
 
     @property
     def host(self) -> str:
-        """``"127.0.0.1:PORT"``."""
-        return f"127.0.0.1:{self.port}"
+        """``"127.0.0.1:PORT"``: the bound address (``"[::1]:PORT"`` for IPv6)."""
+        return _host_port(self.bind_host, self.port)
 
     @property
     def url(self) -> str:
-        """``"http://127.0.0.1:PORT"`` (``https://`` with TLS)."""
+        """``"http://127.0.0.1:PORT"`` (``https://`` with TLS), the bound address."""
         return f"{'https' if self._tls else 'http'}://{self.host}"
 
     @property

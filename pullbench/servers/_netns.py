@@ -17,8 +17,9 @@ traffic stays on this machine. Everything is removed on :meth:`KernelLink.close`
 at interpreter exit (``atexit``) and after a failed start.
 
 The embedded registry is moved into the namespace by creating its listening socket from a thread
-that has called ``setns(2)`` (network namespaces are per thread on Linux); Distribution would need
-a listen-address option in its launcher to run there (its readiness probe dials 127.0.0.1).
+that has called ``setns(2)`` (network namespaces are per thread on Linux). Distribution (Debian's
+``docker-registry``) is started under ``ip netns exec NAME`` listening on the namespace's address
+(:func:`shaped_distribution_registry`); its readiness probe dials that address through the veth.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = [
     "KernelLinkInfo",
     "ShapedRegistry",
     "kernel_mode_available",
+    "run_in_netns",
+    "shaped_distribution_registry",
     "shaped_embedded_registry",
 ]
 
@@ -60,6 +63,50 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         raise ServerError(f"kernel mode: `{' '.join(cmd)}` failed: {proc.stderr.strip()}")
     return proc
+
+
+def run_in_netns(namespace: str, fn: Callable[[], T]) -> T:
+    """Call ``fn`` in a thread that has entered network namespace ``namespace`` (``setns(2)``).
+
+    Sockets ``fn`` creates live in that namespace (network namespaces are per thread on Linux);
+    the calling thread is not moved. Needs root.
+
+    Parameters
+    ----------
+    namespace : str
+        A name from ``ip netns list`` (a file in ``/var/run/netns``).
+    fn : callable
+        Called without arguments; its result is returned, its exception re-raised.
+
+    Raises
+    ------
+    ServerError
+        The namespace does not exist or ``setns`` failed.
+    """
+    path = Path("/var/run/netns") / namespace
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            try:
+                fh = path.open("rb")
+            except OSError as exc:
+                raise ServerError(f"network namespace {namespace!r}: {exc}") from None
+            with fh:
+                if libc.setns(fh.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise ServerError(f"setns({path}) failed: {os.strerror(err)}")
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="pullbench-netns")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
 
 
 def kernel_mode_available() -> tuple[bool, str]:
@@ -200,26 +247,7 @@ class KernelLink:
         """
         if self.info is None or self._closed:
             raise ServerError("kernel link is not running; call start() first")
-        box: dict[str, Any] = {}
-        path = Path("/var/run/netns") / self.info.namespace
-
-        def target() -> None:
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                with path.open("rb") as fh:
-                    if libc.setns(fh.fileno(), _CLONE_NEWNET) != 0:
-                        err = ctypes.get_errno()
-                        raise ServerError(f"setns({path}) failed: {os.strerror(err)}")
-                box["value"] = fn()
-            except BaseException as exc:  # re-raised in the caller
-                box["error"] = exc
-
-        thread = threading.Thread(target=target, name="pullbench-netns")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
+        return run_in_netns(self.info.namespace, fn)
 
     def qdisc_stats(self) -> str:
         """``tc -s qdisc show`` of the namespace end (what the registry sent through tbf)."""
@@ -246,11 +274,11 @@ class KernelLink:
 
 @dataclass(frozen=True, slots=True)
 class ShapedRegistry:
-    """What :func:`shaped_embedded_registry` yields.
+    """What :func:`shaped_embedded_registry` and :func:`shaped_distribution_registry` yield.
 
     Attributes
     ----------
-    registry : EmbeddedRegistry
+    registry : EmbeddedRegistry or DistributionRegistry
         The registry (inside the namespace in kernel mode).
     host : str
         ``host:port`` to pull from (the proxy's when one is in front).
@@ -322,3 +350,69 @@ def shaped_embedded_registry(
                 yield ShapedRegistry(reg, reg.host, "kernel", link, None)
         finally:
             reg.close()
+
+
+@contextlib.contextmanager
+def shaped_distribution_registry(
+    profile: str | NetworkProfile, root: str | Path | None = None, *, mode: str = "auto",
+    **registry_kwargs: Any,
+) -> Iterator[ShapedRegistry]:
+    """Distribution (Debian's ``docker-registry``) behind a shaped link: kernel mode, else proxy.
+
+    Kernel mode starts the binary under ``ip netns exec`` in the namespace of a
+    :class:`KernelLink`, listening on the namespace's 10.231.x.2 address; bandwidth is tbf on
+    both veth ends, and the delay comes from a delay-only :class:`ShapingProxy` when the kernel
+    has no netem (as in :func:`shaped_embedded_registry`). On close (also after an error) the
+    registry process, its temporary folders, the proxy, the veth pair and the namespace are
+    removed, in that order.
+
+    Parameters
+    ----------
+    profile : str or NetworkProfile
+    root : path or None
+        Registry storage (kept); ``None``: a temporary folder, deleted on close.
+    mode : {"auto", "kernel", "proxy"}
+        ``auto``: kernel mode when :func:`kernel_mode_available`, else the proxy on loopback.
+        ``kernel``: raise if unavailable. ``proxy``: always the proxy.
+    **registry_kwargs
+        Passed to :class:`~pullbench.servers.DistributionRegistry` (``tls_cert``/``tls_key``,
+        ``extra_config``, ``binary``...). ``host``, ``netns`` and ``port`` are chosen here.
+
+    Raises
+    ------
+    ServerError
+        Bad ``mode`` or a ``host``/``netns``/``port`` argument, ``mode="kernel"`` without kernel
+        support, the binary is missing, or setup failed (the message quotes the failing command
+        or the registry's log).
+    """
+    from ._distribution import DistributionRegistry
+
+    if mode not in ("auto", "kernel", "proxy"):
+        raise ServerError(f"mode must be auto, kernel or proxy, not {mode!r}")
+    chosen = sorted({"host", "netns", "port"} & registry_kwargs.keys())
+    if chosen:
+        raise ServerError(f"shaped_distribution_registry chooses {', '.join(chosen)} itself; "
+                          "do not pass them")
+    prof = get_profile(profile)
+    ok, why = kernel_mode_available()
+    if mode == "kernel" and not ok:
+        raise ServerError(why)
+    storage = Path(root) if root is not None else None
+    if mode == "proxy" or not ok:
+        with DistributionRegistry(storage, **registry_kwargs) as reg, \
+                ShapingProxy(reg.host, replace(prof, use_proxy=True)) as proxy:
+            yield ShapedRegistry(reg, proxy.address, "proxy", None, proxy, why)
+        return
+    with KernelLink(prof) as link:
+        assert link.info is not None
+        reg = DistributionRegistry(storage, host=link.info.namespace_address,
+                                   netns=link.info.namespace, **registry_kwargs)
+        with reg:
+            if prof.rtt_ms and not link.info.netem:
+                delay_only = NetworkProfile(f"{prof.name}-delay", rtt_ms=prof.rtt_ms,
+                                            jitter_ms=prof.jitter_ms, seed=prof.seed)
+                with ShapingProxy(reg.host, delay_only) as proxy:
+                    yield ShapedRegistry(reg, proxy.address, "kernel+proxy-delay", link, proxy,
+                                         "no netem in this kernel: delay from the proxy")
+            else:
+                yield ShapedRegistry(reg, reg.host, "kernel", link, None)
