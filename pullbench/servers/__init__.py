@@ -23,6 +23,10 @@ from ._embedded import EmbeddedRegistry as EmbeddedRegistry
 from ._blobhost import BlobHost as BlobHost
 from ._htpasswd import htpasswd_config as htpasswd_config
 from ._htpasswd import write_htpasswd as write_htpasswd
+from ._netns import KernelLink as KernelLink
+from ._netns import kernel_mode_available as kernel_mode_available
+from ._netns import shaped_distribution_registry as shaped_distribution_registry
+from ._netns import shaped_embedded_registry as shaped_embedded_registry
 from ._proxy import PROFILES as PROFILES
 from ._proxy import NetworkProfile as NetworkProfile
 from ._proxy import NetworkProfileError as NetworkProfileError
