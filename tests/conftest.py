@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil as _shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass as _dataclass
 from pathlib import Path as _Path
 
 import pytest
+import requests
 
 # The machine sets REQUESTS_CA_BUNDLE; tests that care set or unset it themselves.
 
@@ -20,6 +22,33 @@ def _is_root() -> bool:
 def is_root() -> bool:
     return _is_root()
 
+
+# --- section: shared test helpers ---
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    """A plain requests session that ignores proxy and CA settings from the environment."""
+    s = requests.Session()
+    s.trust_env = False
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def process_running() -> Callable[[int], bool]:
+    """``process_running(pid)``: the process exists and is not a zombie (a container's pid 1
+    may not reap orphans)."""
+    from pullbench.servers._proxy import proc_stat_fields
+
+    def running(pid: int) -> bool:
+        try:
+            return proc_stat_fields(pid)[0] != "Z"
+        except OSError:
+            return False
+
+    return running
+
+
+# --- end section: shared test helpers ---
 
 # --- section: registries and images (issue 2) ---
 # Fixtures (all real servers on 127.0.0.1):

@@ -9,10 +9,8 @@ import stat
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from pullbench import OCI_MANIFEST, ServerError, push_image, sha256_digest
@@ -20,14 +18,6 @@ from pullbench.servers import DistributionRegistry
 from pullbench.servers._distribution import _deep_merge, find_distribution_binary
 
 pytestmark = pytest.mark.peers
-
-
-@pytest.fixture
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    yield s
-    s.close()
 
 
 def test_serves_anonymously_with_generated_config(distribution_registry, session):
@@ -133,7 +123,7 @@ def test_binary_that_dies_is_reported(tmp_path):
     assert not workdir.exists()
 
 
-def test_registry_does_not_outlive_a_killed_parent(tmp_path):
+def test_registry_does_not_outlive_a_killed_parent(tmp_path, process_running):
     """A test run killed before close(): the kernel stops the registry (setpriv --pdeathsig)."""
     if shutil.which("docker-registry") is None and not os.environ.get("CI"):
         pytest.skip("docker-registry not installed")
@@ -148,7 +138,7 @@ def test_registry_does_not_outlive_a_killed_parent(tmp_path):
         assert parent.stdout is not None
         pid_text, workdir = parent.stdout.readline().split()
         pid = int(pid_text)
-        assert _running(pid)
+        assert process_running(pid)
     finally:
         parent.kill()
         parent.wait(timeout=30)
@@ -156,19 +146,10 @@ def test_registry_does_not_outlive_a_killed_parent(tmp_path):
             if stream is not None:
                 stream.close()
     deadline = time.monotonic() + 30  # a bound on waiting, not a speed claim
-    while _running(pid) and time.monotonic() < deadline:
+    while process_running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _running(pid), "the registry outlived the process that started it"
+    assert not process_running(pid), "the registry outlived the process that started it"
     shutil.rmtree(workdir)  # the killed parent could not remove its work folder
-
-
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (a container's pid 1 may not reap orphans)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] != "Z"
 
 
 def test_close_stops_the_process_and_cleans_up():

@@ -26,14 +26,6 @@ from pullbench.servers import EmbeddedRegistry, Misbehavior
 from pullbench.servers._embedded import parse_range
 
 
-@pytest.fixture
-def session():
-    s = requests.Session()
-    s.trust_env = False
-    yield s
-    s.close()
-
-
 def _layer(pushed):
     return pushed.layout.layers[0]
 

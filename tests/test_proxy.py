@@ -136,16 +136,7 @@ def test_proxy_cpu_time_is_measured_and_process_ends_on_stop():
     assert not Path(f"/proc/{pid}").exists()
 
 
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (a container's pid 1 may not reap orphans)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
-def test_pid_file_is_removed_when_the_proxy_stops_or_its_parent_dies():
+def test_pid_file_is_removed_when_the_proxy_stops_or_its_parent_dies(process_running):
     import subprocess
     import sys
 
@@ -177,10 +168,10 @@ def test_pid_file_is_removed_when_the_proxy_stops_or_its_parent_dies():
                 if stream is not None:
                     stream.close()
         deadline = time.monotonic() + 30  # a bound on waiting, not a speed claim
-        while (pid_file.exists() or _running(proxy_pid)) and time.monotonic() < deadline:
+        while (pid_file.exists() or process_running(proxy_pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not pid_file.exists(), "the orphaned proxy left its pid file"
-        assert not _running(proxy_pid), "the proxy outlived its parent"
+        assert not process_running(proxy_pid), "the proxy outlived its parent"
     finally:
         blaster.close()
 

@@ -598,10 +598,19 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def proc_stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name: ``[0]`` is the state.
+
+    The command name may contain spaces and parentheses, so the split starts after the last
+    ``)``. Raises OSError when the process does not exist (proc(5)).
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def _proc_cpu_s(pid: int) -> float:
     """utime + stime of a process from /proc/<pid>/stat, seconds (10 ms resolution)."""
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = proc_stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -1000,10 +1009,9 @@ _PID_DIR = Path(tempfile.gettempdir()) / "pullbench-proxies"
 def _start_ticks(pid: int) -> str:
     """Start time of ``pid`` (field 22 of /proc/<pid>/stat): tells a reused pid apart."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        return proc_stat_fields(pid)[19]
     except OSError:
         return ""
-    return stat[stat.rindex(")") + 2:].split()[19]
 
 
 def _publish_pid(port: int, pid: int) -> None:
