@@ -436,13 +436,12 @@ class _Reader:
             self.read = self._read1
             return
         self.bio, self.remaining = _content_length_body(self.hr, strategy)
+        self._drained = False
         if path == "readinto":
             self._readinto1 = self.bio.readinto1
-            self._drained = False
             self.read = self._readinto
         elif path == "recv_into":
             self.sock = _socket_of(self.bio)
-            self._drained = False
             self.read = self._recv_into
         else:  # pragma: no cover - validated before
             raise StrategyError(f"unknown read_path {path!r}")
@@ -453,42 +452,34 @@ class _Reader:
         view[:n] = data
         return n
 
+    def _drain_first(self, view: memoryview) -> int:
+        """First read of a body: the bytes http.client buffered with the headers, alone.
+
+        BufferedReader.readinto1 returns what it holds *plus* one raw read, and a raw socket read
+        would skip what it holds; Go's bufio.Reader returns only what it holds. After this, every
+        read is exactly one read of the socket (one TLS record under TLS).
+        """
+        self._drained = True
+        pending = len(self.bio.peek(1))  # one raw read if nothing is buffered; b"" at EOF
+        return int(self.bio.readinto1(view[:pending]))
+
+    def _account(self, n: int) -> int:
+        self.remaining -= n
+        self.consumed += n
+        return n
+
     def _readinto(self, view: memoryview) -> int:
         if self.remaining <= 0:
             return 0
-        if len(view) > self.remaining:
-            view = view[: self.remaining]
-        if not self._drained:
-            # BufferedReader.readinto1 returns what it holds *plus* one raw read; Go's bufio.Reader
-            # returns only what it holds. So the body bytes http.client buffered with the headers
-            # come out alone first; after that every call is exactly one read of the socket (one
-            # TLS record under TLS).
-            self._drained = True
-            pending = len(self.bio.peek(1))
-            if pending < len(view):
-                view = view[:pending]
-        n = self._readinto1(view)
-        self.remaining -= n
-        self.consumed += n
-        return int(n)
+        view = view[: self.remaining]
+        return self._account(self._readinto1(view) if self._drained else self._drain_first(view))
 
     def _recv_into(self, view: memoryview) -> int:
         if self.remaining <= 0:
             return 0
-        k = min(len(view), self.remaining)
-        if not self._drained:
-            # What http.client's BufferedReader already holds must come out of it first.
-            self._drained = True
-            pending = len(self.bio.peek(1))
-            if pending:
-                n = self.bio.readinto1(view[: min(k, pending)])
-                self.remaining -= n
-                self.consumed += n
-                return int(n)
-        n = self.sock.recv_into(view, k)
-        self.remaining -= n
-        self.consumed += n
-        return n
+        view = view[: self.remaining]
+        return self._account(self.sock.recv_into(view) if self._drained
+                             else self._drain_first(view))
 
     def finish(self) -> None:
         # read1 went through http.client, which already counted the bytes (consumed=0 here).
