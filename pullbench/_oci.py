@@ -29,7 +29,13 @@ from urllib.parse import urljoin
 
 import requests
 
-from ._errors import ImageBuildError, ImageNotFound, RegistryError, RegistryUnavailable
+from ._errors import (
+    ImageBuildError,
+    ImageNotFound,
+    InvalidReference,
+    RegistryError,
+    RegistryUnavailable,
+)
 from ._media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -39,6 +45,7 @@ from ._media import (
     OCI_INDEX,
     is_valid_digest,
 )
+from ._reference import ImageReference, parse_reference
 
 __all__ = ["ImageLayout", "LayoutDescriptor", "import_image", "push_image", "write_layout"]
 
@@ -46,9 +53,6 @@ logger = logging.getLogger(__name__)
 
 REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT_VERSION = '{"imageLayoutVersion":"1.0.0"}'
-_TARGET_RE = re.compile(
-    r"^(?P<host>[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/(?P<name>[a-z0-9][a-z0-9._/-]*?)"
-    r"(?::(?P<tag>[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}))?(?:@(?P<digest>[a-z0-9]+:[a-fA-F0-9]+))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,24 +252,22 @@ def _put_blob(layout_dir: Path, data: bytes) -> str:
 
 
 # --- push ------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Target:
-    host: str
-    name: str
-    tag: str | None
-    digest: str | None
-
-
-def _parse_target(target: str) -> _Target:
-    m = _TARGET_RE.match(target)
-    if not m or ("." not in m["host"] and ":" not in m["host"] and m["host"] != "localhost"):
-        raise ImageBuildError(f"push target {target!r} is not REGISTRY/REPO[:TAG]; "
-                              "example: 127.0.0.1:5000/demo:latest")
-    return _Target(m["host"], m["name"], m["tag"], m["digest"])
+def _parse_target(target: str) -> ImageReference:
+    """A push target is an image reference that names its registry (no Docker Hub default)."""
+    example = "example: 127.0.0.1:5000/demo:latest"
+    try:
+        ref = parse_reference(target)
+    except InvalidReference as exc:
+        raise ImageBuildError(f"push target {target!r} is not REGISTRY/REPO[:TAG]: {exc}; "
+                              f"{example}") from None
+    if not target.startswith(ref.registry + "/"):
+        raise ImageBuildError(f"push target {target!r} is not REGISTRY/REPO[:TAG]: it names no "
+                              f"registry; {example}")
+    return ref
 
 
 class _Pusher:
-    def __init__(self, layout: ImageLayout, target: _Target, base: str,
+    def __init__(self, layout: ImageLayout, target: ImageReference, base: str,
                  session: requests.Session, verify: bool | str, auth: Any) -> None:
         self.layout = layout
         self.t = target
@@ -279,23 +281,24 @@ class _Pusher:
             return self.s.request(method, url, verify=self.verify, auth=self.auth,
                                   timeout=(10, 300), **kw)
         except requests.ConnectionError as exc:
-            raise RegistryUnavailable(f"cannot reach registry {self.t.host}: {exc}",
-                                      registry=self.t.host) from exc
+            raise RegistryUnavailable(f"cannot reach registry {self.t.registry}: {exc}",
+                                      registry=self.t.registry) from exc
 
     def _fail(self, what: str, r: requests.Response) -> RegistryError:
         text = r.text[:500]
         cls = ImageNotFound if r.status_code == 404 else RegistryError
         if r.status_code >= 500:
             cls = RegistryUnavailable
-        return cls(f"push of {what} to {self.t.host}/{self.t.name} failed: HTTP {r.status_code} "
-                   f"{text}", registry=self.t.host, image_ref=f"{self.t.host}/{self.t.name}")
+        where = f"{self.t.registry}/{self.t.repository}"
+        return cls(f"push of {what} to {where} failed: HTTP {r.status_code} {text}",
+                   registry=self.t.registry, image_ref=where)
 
     def blob(self, d: LayoutDescriptor) -> None:
-        url = f"{self.base}/v2/{self.t.name}/blobs/{d.digest}"
+        url = f"{self.base}/v2/{self.t.repository}/blobs/{d.digest}"
         r = self._req("HEAD", url)
         if r.status_code == 200:
             return
-        r = self._req("POST", f"{self.base}/v2/{self.t.name}/blobs/uploads/",
+        r = self._req("POST", f"{self.base}/v2/{self.t.repository}/blobs/uploads/",
                       headers={"Content-Length": "0"})
         if r.status_code not in (201, 202):
             raise self._fail(f"blob {d.digest} (POST)", r)
@@ -312,7 +315,7 @@ class _Pusher:
 
     def manifest(self, d: LayoutDescriptor, reference: str) -> str:
         data = self.layout.read_blob(d.digest)
-        r = self._req("PUT", f"{self.base}/v2/{self.t.name}/manifests/{reference}", data=data,
+        r = self._req("PUT", f"{self.base}/v2/{self.t.repository}/manifests/{reference}", data=data,
                       headers={"Content-Type": d.media_type})
         if r.status_code not in (200, 201):
             raise self._fail(f"manifest {d.digest}", r)
@@ -356,7 +359,7 @@ def push_image(layout: ImageLayout, target: str, *, plain_http: bool = True,
         The registry refused or could not be reached.
     """
     t = _parse_target(target)
-    base = f"{'http' if plain_http else 'https'}://{t.host}"
+    base = f"{'http' if plain_http else 'https'}://{t.api_host}"
     own = session is None
     s = session or requests.Session()
     if own:
@@ -371,9 +374,7 @@ def push_image(layout: ImageLayout, target: str, *, plain_http: bool = True,
                 p.blob(LayoutDescriptor.from_json(obj))
             if m.digest != top.digest:
                 p.manifest(m, m.digest)
-        reference = t.tag or t.digest or top.digest
-        if t.tag is None and t.digest is None:
-            reference = "latest"
+        reference = t.tag or t.ref  # the tag when given, else the digest
         digest = p.manifest(top, reference)
         logger.info("pushed %s (%s) to %s", layout.name or layout.path, digest, target)
         return digest
