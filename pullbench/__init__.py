@@ -87,6 +87,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs
         list_catalog,
         tar_directory,
     )
+    from ._mirror import MirrorResult, mirror_image
     from ._oci import ImageLayout, LayoutDescriptor, import_image, push_image
     from ._power import (
         PowerPlan,
@@ -171,6 +172,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "._client": (
         "Descriptor", "FetchedManifest", "Manifest", "Platform", "RegistryClient",
     ),
+    "._mirror": (
+        "MirrorResult", "mirror_image",
+    ),
     "._probes": (
         "Meter",
     ),
@@ -242,26 +246,25 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
     "FetchedManifest", "GridResult", "ImageBuildError", "ImageInfo", "ImageLayout",
     "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult", "LayoutDescriptor",
-    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "NetworkProfile", "OCI_CONFIG",
-    "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST",
+    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult", "NetworkProfile",
+    "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST",
     "PlannedRun", "Platform", "PowerPlan", "PullResult", "PullbenchError",
     "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError", "RegistryFactory",
     "RegistryUnavailable", "ResultSchemaError", "ResultsStore", "ServerError", "SizeMismatch",
     "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
     "SyntheticImageSpec", "VERDICTS", "adjust_pvalues", "analyze_grid", "analyze_results",
     "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
-    "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results",
-    "data_path", "decide_verdict", "default_cache_dir", "default_registry_factory", "design",
-    "diagnose", "diagnose_pair", "drop_page_cache", "factorial_anova", "format_verdict_table",
-    "get_profile", "get_strategy", "image_from_directory", "image_from_pip", "import_image",
-    "is_valid_digest", "list_catalog", "list_strategies", "load_environment", "load_results",
-    "load_spec", "minimum_detectable_effect", "network_profiles", "parse_reference",
+    "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
+    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
+    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_verdict_table", "get_profile",
+    "get_strategy", "image_from_directory", "image_from_pip", "import_image", "is_valid_digest",
+    "list_catalog", "list_strategies", "load_environment", "load_results", "load_spec",
+    "minimum_detectable_effect", "mirror_image", "network_profiles", "parse_reference",
     "plan_from_pilot", "power_at_n", "profile_names", "published_figures", "pull",
     "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "register_network_profile",
-    "register_runner_layers", "register_strategy", "register_tls_layer",
-    "remote_registry_factory", "render_report", "resolve_results_path", "run_experiment",
-    "runs_needed", "servers", "sha256_digest", "tar_directory", "verdict_table",
-    "write_hyperfine_json",
+    "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
+    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "servers",
+    "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
 ]
 
 
