@@ -63,7 +63,7 @@ from ._faults import Misbehavior
 from ._httpserver import ThreadedHTTPServer, ThreadedService, TLSHandler
 
 if TYPE_CHECKING:
-    from .._oci import ImageLayout
+    from ..images._oci import ImageLayout
 
 __all__ = ["Authorizer", "BlobRedirect", "EmbeddedRegistry"]
 
@@ -1025,7 +1025,7 @@ class EmbeddedRegistry(ThreadedService):
                  misbehavior: Misbehavior | None = None,
                  authorizer: Authorizer | None = None,
                  blob_redirect: BlobRedirect | None = None) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self.version = __version__
         self._owns_root = root is None
