@@ -90,6 +90,14 @@ def _analyze_folder(directory: Path, *, baseline: str | None = None,
     return analysis, True
 
 
+def _tables_only_note() -> str:
+    """`` (tables only: <why, and the extra to install>)`` when reports cannot hold plots."""
+    from ..experiment._report import plots_unavailable
+
+    reason = plots_unavailable()
+    return f" (tables only; {reason})" if reason else ""
+
+
 @click.command("bench")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Run a saved spec (YAML/TOML/JSON); other options override its keys.")
@@ -207,7 +215,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     _print_verdicts(analysis)
     if not no_report:
         path = render_report(result.directory)
-        click.echo(f"\nreport: {path}")
+        click.echo(f"\nreport: {path}{_tables_only_note()}")
     click.echo(f"results: {result.directory}")
 
 
@@ -248,6 +256,9 @@ def report(results: Path, output: Path | None) -> None:
 
     path = render_report(results, output)
     click.echo(str(path))
+    note = _tables_only_note()
+    if note:
+        click.echo(f"{path.name}{note}", err=True)
 
 
 COMMANDS: list[click.Command] = [bench, analyze, report]

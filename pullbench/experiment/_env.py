@@ -81,7 +81,7 @@ def filesystem_type(path: str | Path) -> dict[str, str]:
 
 
 def _git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # pullbench/experiment/_env.py -> the checkout
     if not (root / ".git").exists():
         return {"commit": None, "dirty": None}
     try:

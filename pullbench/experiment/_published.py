@@ -1,8 +1,9 @@
 """Published figures the statistics are checked against (moby/moby#48602, moby/moby#48605).
 
-The data live in ``data/published/`` at the repository root (found through the package, so
-notebooks run by papermill from any working directory see them) or, in a wheel, in
-``pullbench/data/published/``.
+The data live in ``data/`` at the repository root, the one source of truth. ``pullbench/data`` is
+a relative symlink to it, so setuptools copies the files into every sdist and wheel as package
+data (``[tool.setuptools.package-data]`` in pyproject.toml) and an installed pullbench finds them
+under ``pullbench/data/`` from any working directory.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .._errors import StatsInputError
 
 __all__ = ["data_path", "published_figures"]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent  # pullbench/experiment
 PUBLISHED_FILE = "moby-pull-prs.csv"
 
 
@@ -38,14 +39,24 @@ def data_path(*parts: str) -> Path:
     FileNotFoundError
         Neither location exists; the message lists both.
     """
-    candidates = [_PACKAGE_DIR / "data" / Path(*parts), _PACKAGE_DIR.parent / "data" / Path(*parts)]
+    candidates = [root / Path(*parts) for root in data_roots()]
     for c in candidates:
         if c.exists():
             return c
     raise FileNotFoundError(
         f"pullbench data {'/'.join(parts)!r} not found in {[str(c) for c in candidates]}; "
-        "install pullbench from its repository (pip install -e .)"
+        "reinstall pullbench (its wheel carries data/ as package data)"
     )
+
+
+def data_roots() -> list[Path]:
+    """Where pullbench's data folder may be, in search order.
+
+    ``pullbench/data`` (package data of an installed wheel; in a source tree, the symlink to the
+    top-level ``data/``), then ``<repository root>/data`` (a checkout where the symlink was not
+    kept).
+    """
+    return [_PACKAGE_DIR.parent / "data", _PACKAGE_DIR.parent.parent / "data"]
 
 
 def published_figures(pr: int | None = None) -> pd.DataFrame:

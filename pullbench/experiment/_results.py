@@ -406,9 +406,9 @@ def resolve_results_path(path: str | Path) -> Path:
     Parameters
     ----------
     path : str or Path
-        ``"shipped"`` (the run in ``data/results/debian-minbase-distribution`` of the source tree,
-        or ``pullbench/data/results/...`` of an installed package), another name of a folder in
-        ``data/results/``, or a path (absolute, or relative to the working directory).
+        ``"shipped"`` (the run in ``data/results/debian-minbase-distribution``, carried by every
+        wheel as ``pullbench/data/results/...``), another name of a folder in ``data/results/``,
+        or a path (absolute, or relative to the working directory).
 
     Returns
     -------
@@ -421,10 +421,10 @@ def resolve_results_path(path: str | Path) -> Path:
     """
     text = str(path)
     candidates = [Path(text).expanduser()]
+    from ._published import data_roots
+
     name = SHIPPED_RESULTS if text == "shipped" else text
-    package_dir = Path(__file__).resolve().parent
-    for base in (package_dir.parent / "data" / "results", package_dir / "data" / "results"):
-        candidates.append(base / name)
+    candidates += [root / "results" / name for root in data_roots()]
     for candidate in candidates:
         if candidate.is_dir() or candidate.is_file():
             return candidate
