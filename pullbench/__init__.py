@@ -13,7 +13,8 @@ Registries (servers to pull from) -- ``pullbench.servers``
 Fixture images
     build_image, push_image, catalog.
 Puller and copy strategies
-    parse_reference, RegistryClient, pull, PullResult, strategies.
+    parse_reference, RegistryClient, pull, PullResult, strategies, RetryPolicy (retries, resume,
+    low-speed limit), BODY_CAPS (what is read into memory at most).
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -31,6 +32,7 @@ from ._errors import (
     AuthenticationError,
     BenchmarkError,
     BlobError,
+    ClientConfigError,
     DigestMismatch,
     ImageBuildError,
     ImageNotFound,
@@ -39,6 +41,7 @@ from ._errors import (
     PullbenchError,
     RegistryError,
     RegistryUnavailable,
+    ResponseTooLarge,
     ResultSchemaError,
     ServerError,
     SizeMismatch,
@@ -149,6 +152,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs
         list_strategies,
         register_strategy,
     )
+    from ._transport import BODY_CAPS, RetryPolicy, TransferCounters
     from .servers._proxy import (
         NetworkProfile,
         get_profile,
@@ -183,6 +187,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "._reference": (
         "ImageReference", "parse_reference",
+    ),
+    "._transport": (
+        "BODY_CAPS", "RetryPolicy", "TransferCounters",
     ),
     "._strategies": (
         "CopyStats", "CopyStrategy", "StrategyInfo", "get_strategy", "list_strategies",
@@ -239,20 +246,21 @@ _LAZY: dict[str, str] = {
 __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ArmSpec", "AuthenticationError", "BatchComparison", "BenchmarkError", "BlobError",
-    "CatalogEntry", "Comparison", "CopyStats", "CopyStrategy", "DOCKER_CONFIG",
-    "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DegenerateSampleWarning",
-    "Descriptor", "Diagnostic", "DigestMismatch", "Endpoint", "EndpointLayer",
-    "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
-    "FetchedManifest", "GridResult", "ImageBuildError", "ImageInfo", "ImageLayout",
-    "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult", "LayoutDescriptor",
-    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult", "NetworkProfile",
-    "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST",
-    "PlannedRun", "Platform", "PowerPlan", "PullResult", "PullbenchError",
-    "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError", "RegistryFactory",
-    "RegistryUnavailable", "ResultSchemaError", "ResultsStore", "ServerError", "SizeMismatch",
-    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "VERDICTS", "adjust_pvalues", "analyze_grid", "analyze_results",
+    "ArmSpec", "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError",
+    "BlobError", "CatalogEntry", "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy",
+    "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST",
+    "DegenerateSampleWarning", "Descriptor", "Diagnostic", "DigestMismatch", "Endpoint",
+    "EndpointLayer", "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec",
+    "FactorialResult", "FetchedManifest", "GridResult", "ImageBuildError", "ImageInfo",
+    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult",
+    "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult",
+    "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun", "Platform", "PowerPlan", "PullResult",
+    "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
+    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
+    "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch", "StatsInputError",
+    "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison", "SyntheticImageSpec",
+    "TransferCounters", "VERDICTS", "adjust_pvalues", "analyze_grid", "analyze_results",
     "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
     "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
     "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
