@@ -73,7 +73,7 @@ from ._referrers import (
 )
 
 if TYPE_CHECKING:
-    from .._oci import ImageLayout
+    from ..images._oci import ImageLayout
 
 __all__ = ["Authorizer", "BlobRedirect", "EmbeddedRegistry"]
 
@@ -1100,7 +1100,7 @@ class EmbeddedRegistry(ThreadedService):
                  misbehavior: Misbehavior | None = None,
                  authorizer: Authorizer | None = None,
                  blob_redirect: BlobRedirect | None = None) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self.version = __version__
         self._owns_root = root is None
