@@ -99,7 +99,7 @@ class ResponseTooLarge(RegistryError):
     Attributes
     ----------
     cap_bytes : int
-        The cap that was passed (see ``pullbench._transport.BODY_CAPS``).
+        The cap that was passed (see ``pullbench.BODY_CAPS``).
     """
 
     def __init__(self, message: str, *, cap_bytes: int, registry: str | None = None,

@@ -17,9 +17,9 @@ from pullbench import (
     ManifestError,
     RegistryClient,
     RegistryError,
+    ResponseTooLarge,
     pull,
 )
-from pullbench._errors import ResponseTooLarge
 from pullbench.servers import HostileHost, HostileReply, Misbehavior
 
 USER, PASSWORD = "alice", "correct horse battery staple"
