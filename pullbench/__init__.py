@@ -71,6 +71,12 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         ImageReference,
         parse_reference,
     )
+    from .experiment._analysis import (
+        analyze_folder,
+        analyze_results,
+        save_analysis,
+        verdict_table,
+    )
     from .experiment._endpoints import (
         Endpoint,
         EndpointLayer,
@@ -95,10 +101,8 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         published_figures,
     )
     from .experiment._report import (
-        analyze_results,
         format_verdict_table,
         render_report,
-        verdict_table,
     )
     from .experiment._results import (
         RESULTS_SCHEMA_VERSION,
@@ -261,8 +265,11 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._env": (
         "capture_environment",
     ),
+    ".experiment._analysis": (
+        "analyze_folder", "analyze_results", "save_analysis", "verdict_table",
+    ),
     ".experiment._report": (
-        "analyze_results", "format_verdict_table", "render_report", "verdict_table",
+        "format_verdict_table", "render_report",
     ),
     ".experiment._results": (
         "RESULTS_SCHEMA_VERSION", "ResultsStore", "consolidate_results", "load_environment",
@@ -304,7 +311,8 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError", "RegistryFactory",
     "RegistryUnavailable", "ResultSchemaError", "ResultsStore", "ServerError", "SizeMismatch",
     "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "VERDICTS", "adjust_pvalues", "analyze_grid", "analyze_results",
+    "SyntheticImageSpec", "VERDICTS", "adjust_pvalues", "analyze_folder", "analyze_grid",
+    "analyze_results",
     "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
     "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
     "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
@@ -315,7 +323,8 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "plan_from_pilot", "power_at_n", "profile_names", "published_figures", "pull",
     "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "register_network_profile",
     "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
-    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "servers",
+    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "save_analysis",
+    "servers",
     "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
 ]
 
