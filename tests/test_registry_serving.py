@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import time
 
 import pytest
 
