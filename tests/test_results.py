@@ -107,7 +107,8 @@ def test_environment_capture(tmp_path):
 def test_analysis_excludes_and_counts_failed_runs():
     import numpy as np
 
-    from pullbench.experiment._report import analyze_results, format_verdict_table, verdict_table
+    from pullbench.experiment._analysis import analyze_results, verdict_table
+    from pullbench.experiment._report import format_verdict_table
 
     rng = np.random.default_rng(0)
     rows = []

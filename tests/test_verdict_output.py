@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from pullbench._errors import StrategyError
 from pullbench.cli import main
+from pullbench.experiment._analysis import analyze_results
 from pullbench.experiment._report import (
     SMOKE_TEST_BLOCKS,
     _fmt_p,
-    analyze_results,
     format_verdict_table,
     render_report,
 )
@@ -178,7 +178,7 @@ def test_preset_parameter_errors_name_the_preset_and_the_accepted_sizes():
     assert "'pr48602'" in message
     assert "tunable" not in message
     assert "64q" in message
-    for form in ("64k", "64Ki", "1Mi"):
+    for form in ("64k", "64Ki", "1.5MiB"):
         assert form in message
     assert get_strategy("pr48602", write_size="64Ki").params["write_size"] == 64 * 1024
     assert get_strategy("pr48602", write_size="1Mi").params["write_size"] == 1 << 20

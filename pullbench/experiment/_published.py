@@ -1,9 +1,9 @@
 """Published figures the statistics are checked against (moby/moby#48602, moby/moby#48605).
 
-The data live in ``data/`` at the repository root, the one source of truth. ``pullbench/data`` is
-a relative symlink to it, so setuptools copies the files into every sdist and wheel as package
-data (``[tool.setuptools.package-data]`` in pyproject.toml) and an installed pullbench finds them
-under ``pullbench/data/`` from any working directory.
+The data live in ``data/published/`` at the repository root, the one source of truth.
+``pullbench/data`` is a relative symlink to ``data/``, so setuptools copies the files into every
+sdist and wheel as package data (``[tool.setuptools.package-data]`` in pyproject.toml) and an
+installed pullbench finds them as ``pullbench/data/published/`` from any working directory.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 
 from .._errors import StatsInputError
+from .._paths import data_dirs
 
 __all__ = ["data_path", "published_figures"]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent  # pullbench/experiment
 PUBLISHED_FILE = "moby-pull-prs.csv"
 
 
@@ -39,7 +39,7 @@ def data_path(*parts: str) -> Path:
     FileNotFoundError
         Neither location exists; the message lists both.
     """
-    candidates = [root / Path(*parts) for root in data_roots()]
+    candidates = [base / Path(*parts) for base in data_dirs()]
     for c in candidates:
         if c.exists():
             return c
@@ -47,16 +47,6 @@ def data_path(*parts: str) -> Path:
         f"pullbench data {'/'.join(parts)!r} not found in {[str(c) for c in candidates]}; "
         "reinstall pullbench (its wheel carries data/ as package data)"
     )
-
-
-def data_roots() -> list[Path]:
-    """Where pullbench's data folder may be, in search order.
-
-    ``pullbench/data`` (package data of an installed wheel; in a source tree, the symlink to the
-    top-level ``data/``), then ``<repository root>/data`` (a checkout where the symlink was not
-    kept).
-    """
-    return [_PACKAGE_DIR.parent / "data", _PACKAGE_DIR.parent.parent / "data"]
 
 
 def published_figures(pr: int | None = None) -> pd.DataFrame:

@@ -1,16 +1,13 @@
-"""Analysis of an experiment's rows, the verdict table, and the HTML report.
+"""The verdict table as text, and the HTML report of a results folder.
 
-:func:`analyze_results` runs :func:`pullbench.analyze_grid` per image and per metric (wall time and
-CPU time per byte by default) on the successful, non-warm-up runs, and counts the failed runs it
-excluded. :func:`verdict_table` joins the statistics with what explains them (median write size,
-throughput, memory held in buffers). :func:`render_report` writes a self-contained HTML page with
-the plots embedded as base64 PNG.
+:func:`format_verdict_table` is what ``pullbench bench`` and ``analyze`` print for one image and
+metric of an analysis (:mod:`pullbench.experiment._analysis`); :func:`render_report` writes a
+self-contained HTML page with the same tables and the plots embedded as base64 PNG.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import html
 import io
 import json
@@ -22,20 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._errors import ResultSchemaError, StatsInputError
-from ._results import (
-    ANALYSIS_JSON,
-    ENVIRONMENT_JSON,
-    REPORT_HTML,
-    RESULTS_SCHEMA_VERSION,
-    SPEC_JSON,
-    ResultsStore,
-    _jsonable,
-    load_results,
-)
+from ._analysis import _analysis_frame, analyze_folder, lower_is_better, verdict_table
+from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["analyze_results", "format_diagnostics", "format_verdict_table", "plots_unavailable",
-           "render_report", "verdict_table"]
+__all__ = ["format_diagnostics", "format_verdict_table", "plots_unavailable", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,250 +33,6 @@ METRIC_LABELS = {
     "throughput_mb_s": "throughput (MB/s)",
     "peak_rss_bytes": "peak RSS (bytes)",
 }
-
-#: Per-arm descriptive columns joined into the verdict table (median over runs).
-_EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "peak_rss_bytes")
-
-#: Columns that only the puller's probes measure (absent with ``probes=False`` / ``--no-probes``).
-PROBE_COLUMNS = frozenset({
-    "cpu_user_s", "cpu_sys_s", "cpu_s", "cpu_ns_per_byte", "process_cpu_user_s",
-    "process_cpu_sys_s", "peak_rss_bytes", "syscr", "syscw", "rchar", "wchar", "read_count",
-    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist",
-})
-
-
-def lower_is_better(metric: str) -> bool:
-    """False for rates (``*_mb_s``, ``*_per_s``), True for times, CPU, bytes held, counts."""
-    return not (metric.endswith("_mb_s") or metric.endswith("_per_s"))
-
-
-def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
-    if "warmup" in df.columns:
-        df = df[~df["warmup"].astype(bool)]
-    ok = df[df["status"] == "ok"]
-    failed = df[df["status"] != "ok"]
-    return ok.reset_index(drop=True), failed.reset_index(drop=True)
-
-
-def analyze_results(
-    df: pd.DataFrame,
-    *,
-    baseline: str,
-    metrics: Sequence[str] = ("duration_s", "cpu_ns_per_byte"),
-    margin: float = 0.02,
-    alpha: float = 0.05,
-    seed: int = 0,
-    n_resamples: int = 9999,
-) -> dict[str, Any]:
-    """Verdicts of every arm against ``baseline``, per image and metric.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Rows as returned by :func:`pullbench.load_results` (warm-up and failed runs may be
-        included: they are excluded here and counted).
-    baseline : str
-        Arm name of the baseline.
-    metrics : sequence of str
-        Columns to analyse (lower is better for each).
-    margin : float
-        Equivalence margin (fraction of the baseline).
-    alpha : float
-        Significance level.
-    seed : int
-        Seed of the bootstrap generator.
-    n_resamples : int
-        Bootstrap resamples.
-
-    Returns
-    -------
-    dict
-        JSON-able: ``schema_version``, ``baseline``, ``margin``, ``alpha``, ``n_runs``,
-        ``n_failed``, ``failed_by_arm``, ``notes`` (list of str), ``images`` -> image ->
-        {``metrics`` -> metric -> {``table``: list of records, ``summary``: str},
-        ``skipped_metrics`` -> metric -> reason, ``arms`` -> per-arm descriptive records}.
-
-    A metric that was not measured is skipped, with its reason in ``skipped_metrics`` and
-    ``notes``, never given a verdict: a probe metric (CPU time, CPU per byte, peak RSS, counters;
-    :data:`PROBE_COLUMNS`) of runs made with probes off (``probes`` column False, ``--no-probes``),
-    or a metric with no value at all for the baseline or another arm.
-
-    Raises
-    ------
-    StatsInputError
-        The baseline has no successful runs, or a metric column is missing.
-    """
-    from ..stats._stats import analyze_grid
-
-    ok, failed = _analysis_frame(df)
-    out: dict[str, Any] = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "analyzed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "baseline": baseline,
-        "margin": margin,
-        "alpha": alpha,
-        "seed": seed,
-        "n_runs": len(ok),
-        "n_failed": len(failed),
-        "failed_by_arm": {str(k): int(v) for k, v in failed.groupby("arm").size().items()}
-        if len(failed) else {},
-        "failed_messages": sorted({str(m) for m in failed.get("error", pd.Series()).dropna()})[:10],
-        "notes": [],
-        "images": {},
-    }
-    images = sorted(ok["image"].unique()) if len(ok) else []
-    if not images:
-        raise StatsInputError(
-            f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
-        )
-    for image in images:
-        sub = ok[ok["image"] == image]
-        if baseline not in set(sub["arm"]):
-            raise StatsInputError(
-                f"baseline arm {baseline!r} has no successful runs for image {image!r}; arms with "
-                f"runs: {sorted(set(sub['arm']))}"
-            )
-        per_metric: dict[str, Any] = {}
-        skipped: dict[str, str] = {}
-        for metric in metrics:
-            if metric not in sub.columns:
-                raise StatsInputError(
-                    f"metric {metric!r} is not a column of the results; columns: "
-                    f"{sorted(c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c]))}"
-                )
-            reason = _unmeasured(sub, metric, baseline)
-            if reason is not None:
-                skipped[metric] = reason
-                out["notes"].append(f"{image}: {metric} skipped: {reason}")
-                logger.info("%s: %s skipped: %s", image, metric, reason)
-                continue
-            data = sub[["arm", "block", metric]].copy()
-            data[metric] = pd.to_numeric(data[metric], errors="coerce")
-            data = data.dropna().astype({metric: float})
-            data, dropped = _complete_blocks(data)
-            grid = analyze_grid(
-                data, metric=metric, arm="arm", baseline=baseline, block="block",
-                margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
-                n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
-            )
-            per_metric[metric] = {
-                # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
-                "table": _records(grid.table),
-                "summary": grid.summary(),
-                "paired": bool(grid.paired),
-                "incomplete_blocks_dropped": dropped,
-                "diagnostics": _diagnostic_records(grid, baseline),
-                "runs_needed": {str(a): c.runs_needed_per_arm
-                                for a, c in grid.comparisons.items()},
-            }
-        out["images"][str(image)] = {"metrics": per_metric, "skipped_metrics": skipped,
-                                     "arms": _arm_descriptives(sub, metrics)}
-    return out
-
-
-def _diagnostic_records(grid: Any, baseline: str) -> list[dict[str, Any]]:
-    """The grid's diagnostics as records; a comparison's own (arm None) gets "ARM vs BASELINE"."""
-    out = []
-    for diag in grid.diagnostics:
-        rec = diag.to_dict()
-        if rec.get("arm") is None:
-            pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
-            if len(pair) == 1:
-                rec["arm"] = f"{pair[0]} vs {baseline}"
-        out.append(_jsonable(rec))
-    return out
-
-
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Table rows as JSON-ready records of Python scalars, floats exact (NaN/inf -> None)."""
-    return [_jsonable(rec) for rec in table.to_dict(orient="records")]
-
-
-def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:
-    """Why ``metric`` cannot be analysed for these rows (None: it can)."""
-    if metric in PROBE_COLUMNS and "probes" in sub.columns:
-        probes = sub["probes"].map(lambda v: v is True or v in (1, "true", "True"))
-        if not probes.any():
-            return ("not measured: the runs were made with probes off (--no-probes / "
-                    "probes=False), which records no CPU time, RSS or read/write counts")
-        if not probes.all():
-            return ("measured in only some runs (probes were off in the others); "
-                    "no verdict on partial data")
-    values = pd.to_numeric(sub[metric], errors="coerce")
-    missing = sorted(str(a) for a, v in values.groupby(sub["arm"]) if v.notna().sum() == 0)
-    if missing:
-        which = "the baseline" if missing == [baseline] else "arm(s) " + ", ".join(missing)
-        return f"not measured: no value in any run of {which}"
-    return None
-
-
-def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
-    """Keep the blocks that hold exactly one run of every arm (a failed run breaks its block).
-
-    The paired (blocked) analysis needs complete blocks; if fewer than two remain, every run is
-    kept and the statistics fall back to independent runs (Welch).
-    """
-    arms = data["arm"].nunique()
-    counts = data.groupby("block")["arm"].agg(["count", "nunique"])
-    complete = counts[(counts["count"] == arms) & (counts["nunique"] == arms)].index
-    dropped = sorted(set(data["block"]) - set(complete))
-    if not dropped or len(complete) < 2:
-        return data, []
-    return data[data["block"].isin(complete)], [int(b) for b in dropped]
-
-
-def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
-    cols = [c for c in _EXPLAIN_COLUMNS if c in sub.columns]
-    cols += [m for m in metrics if m in sub.columns and m not in cols]
-    rows = []
-    for arm, group in sub.groupby("arm", sort=False):
-        first = group.iloc[0]
-        record: dict[str, Any] = {"arm": str(arm), "strategy": str(first.get("strategy", "")),
-                                  "n": len(group)}
-        for col in cols:
-            values = pd.to_numeric(group[col], errors="coerce").dropna()
-            record[col] = float(values.median()) if len(values) else None
-        rows.append(record)
-    return rows
-
-
-def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
-                  metric: str = "duration_s") -> pd.DataFrame:
-    """The verdict table of one image and metric, joined with per-arm explanations.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per arm: arm, n, median, ratio, ratio_ci_low, ratio_ci_high, p_holm, verdict,
-        median_write_bytes, throughput_mb_s, buffer_bytes, peak_rss_bytes (those present).
-    """
-    images = analysis["images"]
-    if image is None:
-        image = next(iter(images))
-    if image not in images:
-        raise ResultSchemaError(f"no image {image!r} in the analysis; images: {list(images)}")
-    block = images[image]
-    if metric not in block["metrics"]:
-        why = block.get("skipped_metrics", {}).get(metric)
-        raise ResultSchemaError(
-            f"metric {metric!r} was not analysed"
-            + (f" ({why})" if why else "")
-            + f"; analysed: {list(block['metrics'])}"
-        )
-    table = pd.DataFrame(block["metrics"][metric]["table"])
-    arms = pd.DataFrame(block["arms"])
-    baseline = analysis["baseline"]
-    base = arms[arms["arm"] == baseline]
-    if len(base) and baseline not in set(table.get("arm", [])):
-        rec = base.iloc[0]
-        n_base = table["n_baseline"].iloc[0] if "n_baseline" in table and len(table) else rec["n"]
-        head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": rec.get(metric),
-                              "ratio": 1.0, "verdict": "baseline"}])
-        table = pd.concat([head, table], ignore_index=True) if len(table) else head
-    dropped = ["n"] if metric in _EXPLAIN_COLUMNS else ["n", metric]
-    arms = arms.drop(columns=dropped, errors="ignore")
-    return table.merge(arms, on="arm", how="left")
 
 
 def _fmt_bytes(value: Any) -> str:
@@ -530,8 +273,8 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     Parameters
     ----------
     directory : path
-        Results folder. ``analysis.json`` is used if present, else computed from the rows and
-        ``spec.json`` (and saved).
+        Results folder. ``analysis.json`` is used if present, else computed and saved by
+        :func:`~pullbench.experiment._analysis.analyze_folder` (the spec's settings).
     output : path, optional
         Where to write the HTML; default ``<directory>/report.html``.
 
@@ -555,14 +298,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     env = store.read_json(ENVIRONMENT_JSON) or {}
     analysis = store.read_json(ANALYSIS_JSON)
     if analysis is None:
-        spec = store.read_json(SPEC_JSON) or env.get("spec") or {}
-        baseline = spec.get("baseline") or str(df["arm"].iloc[0])
-        analysis = analyze_results(
-            df, baseline=baseline, metrics=tuple(spec.get("metrics", ("duration_s",))),
-            margin=float(spec.get("margin", 0.02)), alpha=float(spec.get("alpha", 0.05)),
-            seed=int(spec.get("seed", 0)),
-        )
-        store.write_json(ANALYSIS_JSON, analysis)
+        analysis = analyze_folder(store.directory)
     ok, _ = _analysis_frame(df)
     no_plots = plots_unavailable()
     parts = [

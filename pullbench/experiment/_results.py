@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ResultSchemaError
+from .._paths import data_dirs
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build frames, not with pullbench
     import pandas as pd
@@ -406,9 +407,9 @@ def resolve_results_path(path: str | Path) -> Path:
     Parameters
     ----------
     path : str or Path
-        ``"shipped"`` (the run in ``data/results/debian-minbase-distribution``, carried by every
-        wheel as ``pullbench/data/results/...``), another name of a folder in ``data/results/``,
-        or a path (absolute, or relative to the working directory).
+        ``"shipped"`` (the run in ``data/results/debian-minbase-distribution`` of the source tree,
+        or ``pullbench/data/results/...`` of an installed package), another name of a folder in
+        ``data/results/``, or a path (absolute, or relative to the working directory).
 
     Returns
     -------
@@ -421,10 +422,9 @@ def resolve_results_path(path: str | Path) -> Path:
     """
     text = str(path)
     candidates = [Path(text).expanduser()]
-    from ._published import data_roots
-
     name = SHIPPED_RESULTS if text == "shipped" else text
-    candidates += [root / "results" / name for root in data_roots()]
+    for base in reversed(data_dirs()):  # the source tree first, as before
+        candidates.append(base / "results" / name)
     for candidate in candidates:
         if candidate.is_dir() or candidate.is_file():
             return candidate
