@@ -4,7 +4,7 @@ is faster.
 Public API by topic
 -------------------
 Errors
-    PullbenchError and its subclasses (see ``pullbench._errors``).
+    PullbenchError and its subclasses (see ``pullbench._errors``); ParameterWarning.
 Media types and digests
     OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, ..., sha256_digest,
     is_valid_digest.
@@ -38,6 +38,7 @@ from ._errors import (
     ImageNotFound,
     InvalidReference,
     ManifestError,
+    ParameterWarning,
     PullbenchError,
     RegistryError,
     RegistryUnavailable,
@@ -318,8 +319,8 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult",
     "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult",
     "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
-    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun", "Platform", "PowerPlan", "PullResult",
-    "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "ParameterWarning", "PlannedRun", "Platform", "PowerPlan",
+    "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
     "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
     "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch", "StatsInputError",
     "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison", "SyntheticImageSpec",

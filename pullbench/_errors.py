@@ -25,6 +25,12 @@
 
 Every error carries its context as attributes and a message that says what, where, and how to
 fix it. No error message ever contains a credential.
+
+Warnings (not errors: the run goes ahead)::
+
+    UserWarning
+    └── ParameterWarning               (a strategy parameter cannot take effect given the others;
+                                        an arm-less --param went to several arms)
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "ImageNotFound",
     "InvalidReference",
     "ManifestError",
+    "ParameterWarning",
     "PullbenchError",
     "RegistryError",
     "RegistryUnavailable",
@@ -157,3 +164,9 @@ class ResultSchemaError(PullbenchError, ValueError):
 
 class StatsInputError(PullbenchError, ValueError):
     """Statistical input is degenerate (too few values, NaN, negative durations, ...)."""
+
+
+class ParameterWarning(UserWarning):
+    """A strategy parameter the user set cannot take effect given the other parameters (e.g.
+    ``pr48602.write_size=64k`` with 512 KiB reads: Go's ``bufio.Writer`` passes larger writes
+    straight through), or a ``--param`` without an arm prefix was applied to several arms."""

@@ -2,7 +2,7 @@
 
 The slow test builds a wheel from a copy of the source tree, installs it (core dependencies only)
 into a fresh virtual environment and runs the main job from another folder; then it adds the
-plotting and kernel packages and runs notebook 01 in that environment.
+plotting and kernel packages and runs notebook 01 with the wheel's package.
 """
 
 from __future__ import annotations
@@ -142,11 +142,19 @@ def test_wheel_carries_its_data_and_runs_the_main_job_and_notebook_01(tmp_path):
     assert json.loads((run_dir / "analysis.json").read_text())["n_failed"] == 0
     assert "No plots" in (run_dir / "report.html").read_text()
 
-    # 4. plotting and a kernel in the same environment: the report gains its plots, and
-    # notebook 01 (the published figures, read from the wheel's data) runs from elsewhere
+    # 4. with plotting and a kernel (the packages the notebooks extra brings, taken from the
+    # test environment: a second venv that sees them, the wheel installed on top) the report
+    # gains its plots, and notebook 01 (the published figures, read from the wheel's data) runs
+    # from elsewhere
+    full = tmp_path / "venv-full"
+    _run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(full)],
+         cwd=tmp_path, env=env)
+    python = str(full / "bin" / "python")
     _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile",
-          "matplotlib", "ipykernel"], cwd=tmp_path, env=env)
-    _run([str(venv / "bin" / "pullbench"), "report", str(run_dir)], cwd=work, env=env)
+          "--no-deps", str(wheel)], cwd=tmp_path, env=env)
+    where = _run([python, "-c", "import pullbench; print(pullbench.__file__)"], cwd=work, env=env)
+    assert where.stdout.startswith(str(full)), where.stdout  # the wheel, not the checkout
+    _run([str(full / "bin" / "pullbench"), "report", str(run_dir)], cwd=work, env=env)
     assert "data:image/png;base64," in (run_dir / "report.html").read_text()
     kernels = tmp_path / "jupyter" / "kernels" / "pullbench-wheel"
     kernels.mkdir(parents=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ._common import handle_errors
+from .._errors import ParameterWarning
+from ._common import echo_warnings, handle_errors
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def _tables_only_note() -> str:
 @click.option("--baseline", help="Arm to compare against (default: first arm).")
 @click.option("--param", "params", multiple=True,
               help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.write_size=64k). "
-                   "Repeatable.")
+                   "Without ARM. it goes to every arm whose strategy has KEY (a warning lists "
+                   "them). A parameter that cannot take effect given the others is warned "
+                   "about. Repeatable.")
 @click.option("--blocks", type=click.IntRange(min=1),
               help="Blocks, each running every arm once in random order (default 20).")
 @click.option("--warmup-blocks", type=click.IntRange(min=0),
@@ -94,6 +97,7 @@ def _tables_only_note() -> str:
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
 @handle_errors
+@echo_warnings(ParameterWarning)
 def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           arms: str | None, baseline: str | None, params: tuple[str, ...], blocks: int | None,
           warmup_blocks: int | None, seed: int | None, margin: float | None,
