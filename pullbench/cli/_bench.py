@@ -10,6 +10,7 @@ import click
 
 from .._errors import ParameterWarning
 from ._common import echo_warnings, handle_errors
+from ._gate import analysis_verdicts, check_gates, gate_options, parse_gates, require_gate_arms
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ def _tables_only_note() -> str:
                    "with a note). Wall times, sizes and digest checks are unchanged.")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
+@gate_options
 @handle_errors
 @echo_warnings(ParameterWarning)
 def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
@@ -104,7 +106,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool,
-          no_report: bool, progress: bool) -> None:
+          no_report: bool, progress: bool, fail_on: tuple[str, ...],
+          fail_if_not: tuple[str, ...]) -> None:
     """Run an experiment and print verdicts (the main job).
 
     Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
@@ -119,6 +122,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     from ..experiment._spec import ExperimentSpec, load_spec
 
     parsed_params = [_parse_param(p) for p in params]
+    gates = parse_gates(fail_on, fail_if_not)
     if resume_dir is not None:
         given = [n for n, v in (("--spec", spec_file), ("--image", images), ("--arms", arms),
                                 ("--param", params), ("--blocks", blocks), ("--quick", quick),
@@ -153,6 +157,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         if parsed_params:
             spec = spec.with_params(parsed_params)
         preflight(spec, check_registry=True)  # arms, profile, images, registry: before announcing
+        require_gate_arms(gates, ((a.name, a.strategy) for a in spec.arms), spec.baseline)
         click.echo(f"experiment {spec.name}: {len(spec.arms)} arms x {spec.blocks} blocks "
                    f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
                    f"{spec.total_runs} runs on the {spec.registry} registry "
@@ -173,6 +178,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         path = render_report(result.directory)
         click.echo(f"\nreport: {path}{_tables_only_note()}")
     click.echo(f"results: {result.directory}")
+    check_gates(gates, analysis_verdicts(analysis, result.spec.metrics[0]))
 
 
 @click.command("analyze")
@@ -183,13 +189,20 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@gate_options
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None) -> None:
-    """Re-run the statistics on a results folder (failed runs excluded and counted)."""
+            margin: float | None, alpha: float | None, fail_on: tuple[str, ...],
+            fail_if_not: tuple[str, ...]) -> None:
+    """Re-run the statistics on a results folder (failed runs excluded and counted).
+
+    With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
+    else the first analysed metric), after analysis.json is written.
+    """
     from ..experiment._analysis import analyze_folder, save_analysis
     from ..experiment._results import consolidate_results
 
+    gates = parse_gates(fail_on, fail_if_not)
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
                               margin=margin, alpha=alpha, save=False)
@@ -201,6 +214,12 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
         click.echo(f"\nanalysis: {directory / 'analysis.json'}")
     else:
         click.echo(f"\nanalysis unchanged: {directory / 'analysis.json'} (not rewritten)")
+    if gates:
+        baseline_arm = str(analysis["baseline"])
+        arms_seen = {(str(a["arm"]), str(a.get("strategy", "")))
+                     for block in analysis["images"].values() for a in block.get("arms", [])}
+        require_gate_arms(gates, sorted(arms_seen), baseline_arm)
+        check_gates(gates, analysis_verdicts(analysis, metrics[0] if metrics else None))
 
 
 @click.command("report")
