@@ -73,7 +73,7 @@ def test_analysis_is_typed_and_round_trips(tmp_path):
     assert stored == json.loads(json.dumps(analysis.to_dict()))
     assert Analysis.from_dict(stored) == pullbench.load_analysis(folder)
     assert Analysis.from_dict(stored).to_dict() == stored
-    with pytest.raises(ResultSchemaError, match="not analysed.*analysed: \\['duration_s'\\]"):
+    with pytest.raises(ResultSchemaError, match=r"not analysed.*analysed: \['duration_s'\]"):
         analysis.metric("img", "cpu_s")
     with pytest.raises(ResultSchemaError, match="no image 'nope'"):
         analysis.image("nope")
