@@ -13,7 +13,8 @@ Registries (servers to pull from) -- ``pullbench.servers``
 Fixture images
     build_image, push_image, catalog.
 Puller and copy strategies
-    parse_reference, RegistryClient, pull, PullResult, strategies.
+    parse_reference, RegistryClient, pull, PullResult, strategies, RetryPolicy (retries, resume,
+    low-speed limit), BODY_CAPS (what is read into memory at most).
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -35,6 +36,7 @@ from ._errors import (
     AuthenticationError,
     BenchmarkError,
     BlobError,
+    ClientConfigError,
     DigestMismatch,
     ImageBuildError,
     ImageNotFound,
@@ -43,6 +45,7 @@ from ._errors import (
     PullbenchError,
     RegistryError,
     RegistryUnavailable,
+    ResponseTooLarge,
     ResultSchemaError,
     ServerError,
     SizeMismatch,
@@ -178,6 +181,11 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .puller._probes import (
         Meter,
     )
+    from .puller._transport import (
+        BODY_CAPS,
+        RetryPolicy,
+        TransferCounters,
+    )
     from .puller.strategies import (
         CopyStats,
         CopyStrategy,
@@ -252,6 +260,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "._reference": (
         "ImageReference", "parse_reference",
     ),
+    ".puller._transport": (
+        "BODY_CAPS", "RetryPolicy", "TransferCounters",
+    ),
     ".puller.strategies": (
         "CopyStats", "CopyStrategy", "StrategyInfo", "get_strategy", "list_strategies",
         "register_strategy",
@@ -317,22 +328,23 @@ _LAZY: dict[str, str] = {
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
-    "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry", "Comparison", "CopyStats",
-    "CopyStrategy", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST",
-    "DOCKER_MANIFEST_LIST", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
-    "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted", "ExperimentResult",
-    "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult", "ImageAnalysis",
-    "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound", "ImageReference",
-    "InvalidReference", "LayerResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest",
-    "ManifestError", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile", "OCI_CONFIG",
-    "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun",
-    "Platform", "PowerPlan", "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION",
-    "RegistryClient", "RegistryError", "RegistryFactory", "RegistryUnavailable",
-    "ResultSchemaError", "ResultsStore", "ServerError", "SizeMismatch", "StatsInputError",
+    "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
+    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "DOCKER_CONFIG",
+    "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DegenerateSampleWarning",
+    "Descriptor", "Diagnostic", "DigestMismatch", "Endpoint", "EndpointLayer",
+    "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
+    "FetchedManifest", "GridResult", "ImageAnalysis", "ImageBuildError", "ImageInfo",
+    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult",
+    "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MetricAnalysis",
+    "MirrorResult", "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun", "Platform", "PowerPlan", "PullResult",
+    "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
+    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
+    "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch", "StatsInputError",
     "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison", "SyntheticImageSpec",
-    "VERDICTS", "VerdictRow", "adjust_pvalues", "analyze_folder", "analyze_grid",
-    "analyze_results", "bca_interval", "build_image", "capture_environment", "catalog",
-    "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
+    "TransferCounters", "VERDICTS", "VerdictRow", "adjust_pvalues", "analyze_folder",
+    "analyze_grid", "analyze_results", "bca_interval", "build_image", "capture_environment",
+    "catalog", "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
     "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
     "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
     "factorial_anova", "format_analysis", "format_verdict_table", "get_profile", "get_strategy",
