@@ -26,21 +26,6 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
     return (arm if dot else None), name, value
 
 
-def _print_verdicts(analysis: dict[str, Any]) -> None:
-    from ..experiment._report import format_verdict_table
-
-    for image in analysis["images"]:
-        for metric in analysis["images"][image]["metrics"]:
-            click.echo("")
-            click.echo(format_verdict_table(analysis, image, metric))
-        for metric, why in analysis["images"][image].get("skipped_metrics", {}).items():
-            click.echo(f"\n{image}: {metric} not analysed: {why}")
-    if analysis["n_failed"]:
-        arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
-        click.echo(f"\n{analysis['n_failed']} failed run(s) excluded ({arms}); "
-                   "see the 'error' column of rows.csv")
-
-
 @click.command("bench")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Run a saved spec (YAML/TOML/JSON); other options override its keys.")
@@ -102,7 +87,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     analysis.json and report.html.
     """
     from ..experiment._analysis import analyze_folder
-    from ..experiment._report import render_report
+    from ..experiment._report import format_analysis, render_report
     from ..experiment._runner import ExperimentInterrupted, preflight, run_experiment
     from ..experiment._spec import ExperimentSpec, load_spec
 
@@ -156,7 +141,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
     analysis = analyze_folder(result.directory)
-    _print_verdicts(analysis)
+    click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
         click.echo(f"\nreport: {path}")
@@ -176,6 +161,7 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
             margin: float | None, alpha: float | None) -> None:
     """Re-run the statistics on a results folder (failed runs excluded and counted)."""
     from ..experiment._analysis import analyze_folder, save_analysis
+    from ..experiment._report import format_analysis
     from ..experiment._results import consolidate_results
 
     directory = results if results.is_dir() else results.parent
@@ -184,7 +170,7 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
-    _print_verdicts(analysis)
+    click.echo(format_analysis(analysis))
     if written:
         click.echo(f"\nanalysis: {directory / 'analysis.json'}")
     else:

@@ -39,9 +39,11 @@ import json
 import logging
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
+import struct
 import tempfile
 import threading
 import time
@@ -508,10 +510,49 @@ class _Handler(TLSHandler):
         self.end_headers()
 
     def _send_error(self, method: str, exc: _RegistryHTTPError) -> None:
+        mis = getattr(self, "misbehavior", None)
+        if mis is not None and (mis.error_body_bytes or (
+                mis.fail_plain_body and exc.message.startswith("misbehaving on purpose"))):
+            self._send_hostile_error(method, exc, mis)
+            return
         err: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if exc.detail is not None:
             err["detail"] = exc.detail
         self._send_json(method, exc.status, {"errors": [err]}, exc.headers)
+
+    def _send_hostile_error(self, method: str, exc: _RegistryHTTPError,
+                            mis: Misbehavior) -> None:
+        """An error answer with a plain-text body, or an endless JSON one (Misbehavior)."""
+        self.send_response(exc.status)
+        for k, v in exc.headers.items():
+            self.send_header(k, v)
+        if not mis.error_body_bytes:
+            body = b"Too Many Requests\n" if exc.status == 429 else b"Service Unavailable\n"
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(body)
+            return
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if method == "HEAD":
+            return
+        head = json.dumps({"errors": [{"code": exc.code, "message": ""}]}).encode()[:-4]
+        filler = b"x" * _COPY_CHUNK
+        left = mis.error_body_bytes - len(head)
+        self.wfile.write(head)
+        try:
+            while left > 0:
+                piece = filler[:min(left, len(filler))]
+                self.wfile.write(piece)
+                left -= len(piece)
+                mis.seen.add("filler_bytes", len(piece))
+            self.wfile.write(b'"}]}')
+        except OSError:  # the client hung up: what a bounded client does
+            pass
 
     def _read_body(self) -> Iterator[bytes]:
         """Yield the request body in pieces (Content-Length or chunked transfer coding)."""
@@ -590,11 +631,11 @@ class _Handler(TLSHandler):
             raise _RegistryHTTPError(400, "NAME_INVALID", "invalid repository name",
                                      {"name": name[:300]})
         fail = self.misbehavior.fail_status
-        if fail is not None:
+        if fail is not None and self.misbehavior.should_fail(kind):
             raise _RegistryHTTPError(fail, "TOOMANYREQUESTS" if fail == 429 else "UNAVAILABLE"
                                      if fail == 503 else "UNKNOWN",
                                      f"misbehaving on purpose: status {fail}",
-                                     headers={"Retry-After": "0"} if fail in (429, 503) else None)
+                                     headers=self.misbehavior.failure_headers())
         storage = self.server.registry._storage
         if kind == "blobs/uploads":
             self._uploads(method, storage, name, rest or "")
@@ -747,6 +788,10 @@ class _Handler(TLSHandler):
                 {"Accept": accept, "mediaType": media_type})
         data = storage.blob_path(digest).read_bytes()
         mis = self.misbehavior
+        if mis.digest_algorithm and media_type in MANIFEST_MEDIA_TYPES:
+            data = mis.rewrite_manifest(data, lambda d: storage.blob_path(d).read_bytes())
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = mis.content_digest or digest
         if mis.malformed_manifests:
             data = data[: max(1, len(data) // 2)]
         content_type = mis.manifest_media_type or media_type
@@ -773,8 +818,11 @@ class _Handler(TLSHandler):
         path = storage.blob_path(digest)
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
-            rng = parse_range(self.headers.get("Range"), size)
             mis = self.misbehavior
+            if self.headers.get("Range"):
+                with mis.seen.lock:
+                    mis.seen.range_requests.append(str(self.headers.get("Range")))
+            rng = None if mis.ignore_range else parse_range(self.headers.get("Range"), size)
             if rng == "unsatisfiable":
                 raise _RegistryHTTPError(416, "SIZE_INVALID",
                                          "requested range not satisfiable",
@@ -837,12 +885,17 @@ class _Handler(TLSHandler):
         sock: socket.socket = self.connection
         stop = length  # bytes of the stored range we send
         cut = False
+        stall = False
         if mis.truncate_blobs_bytes > 0:
             stop = max(0, length - mis.truncate_blobs_bytes)
             cut = True
-        if mis.drop_after_bytes is not None and mis.drop_after_bytes < stop:
-            stop = max(0, mis.drop_after_bytes)
-            cut = True
+        if mis.has_body_fault and mis.take_body_fault():
+            if mis.drop_after_bytes is not None and mis.drop_after_bytes < stop:
+                stop = max(0, mis.drop_after_bytes)
+                cut = True
+            elif mis.stall_after_bytes is not None and mis.stall_after_bytes < stop:
+                stop = max(0, mis.stall_after_bytes)
+                cut = stall = True
         if mis.corrupt_blobs and length > 0 and length // 2 < stop:
             middle = length // 2
             if middle:
@@ -852,13 +905,47 @@ class _Handler(TLSHandler):
                 self._sendfile(f, first + middle + 1, stop - middle - 1)
         elif stop > 0:
             self._sendfile(f, first, stop)
+        if stall:
+            self._stall(sock, f, first + stop, length - stop, mis)
         if cut:
             self.close_connection = True
+            if mis.drop_reset:  # RST: SO_LINGER on, 0 s
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                    sock.close()
+                return
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             return
         if mis.extra_blob_bytes > 0:
             sock.sendall(b"\0" * mis.extra_blob_bytes)
+
+    def _stall(self, sock: socket.socket, f: BinaryIO, offset: int, left: int,
+               mis: Misbehavior) -> None:
+        """Hold the body (or trickle it) until the client hangs up or ``stall_s`` passes."""
+        deadline = time.monotonic() + mis.stall_s
+        step = 1.0 / mis.trickle_bytes_s if mis.trickle_bytes_s else 0.2
+        while time.monotonic() < deadline:
+            # the client hanging up shows as a readable socket with nothing to read
+            readable, _, _ = select.select([sock], [], [], step)
+            if readable:
+                try:
+                    if not sock.recv(1, socket.MSG_PEEK):
+                        mis.seen.add("stalls_ended_by_client")
+                        return
+                except OSError:
+                    mis.seen.add("stalls_ended_by_client")
+                    return
+            if mis.trickle_bytes_s and left > 0:
+                try:
+                    sock.sendall(os.pread(f.fileno(), 1, offset))
+                except OSError:
+                    mis.seen.add("stalls_ended_by_client")
+                    return
+                offset += 1
+                left -= 1
+        mis.seen.add("stalls_timed_out")
 
     # --- push side -----------------------------------------------------------------------
     def _uploads(self, method: str, storage: _Storage, name: str, rest: str) -> None:
