@@ -229,3 +229,21 @@ def test_cli_serve_rejects_non_positive_timeouts(tmp_path):
                                   "--idle-timeout", "0"])
     assert r.exit_code == 2
     assert "--idle-timeout" in r.output
+
+
+def test_an_answer_that_ends_the_connection_says_so(tmp_path):
+    """A 416 for an out-of-order chunk closes the connection: the answer carries
+    ``Connection: close`` so that no client reuses it (and meets EOF on its next request)."""
+    with EmbeddedRegistry(tmp_path) as reg:
+        conn = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=10)
+        conn.request("POST", "/v2/r/blobs/uploads/")
+        r = conn.getresponse()
+        r.read()
+        location = r.headers["Location"]
+        conn.request("PATCH", location, body=b"abc", headers={"Content-Range": "5-7"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 416
+        assert r.headers["Connection"] == "close"
+        assert r.will_close
+        conn.close()

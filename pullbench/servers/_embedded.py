@@ -485,7 +485,10 @@ class _Handler(TLSHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         self._settle_body()
         super().send_response(code, message)
-        if getattr(self, "_must_close", False):
+        # A connection this answer ends (unread body, a 416 chunk, HTTP/1.0 ...) says so: a
+        # client that is not told may reuse it for its next request and meet EOF, which Go's
+        # client does not retry for a POST (seen with the OCI conformance suite under load).
+        if getattr(self, "_must_close", False) or self.close_connection:
             self.send_header("Connection", "close")
 
     def _send_json(self, method: str, status: int, obj: Any,
