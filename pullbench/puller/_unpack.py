@@ -482,11 +482,15 @@ class _LayerApplier:
         if real != self.root and not real.startswith(self.root + os.sep):
             raise self.unsafe(member, f"goes through a symlink that leads outside the root "
                               f"({'/'.join(parts[:-1])} resolves to {real})")
-        if not os.path.isdir(real):
-            if os.path.lexists(real):
-                raise self.corrupt(member, f"its parent {'/'.join(parts[:-1])} is not a "
-                                   "directory")
-            os.makedirs(real, 0o755)  # implicit parents, as containerd's MkdirAll
+        missing = []
+        existing = real
+        while not os.path.lexists(existing):
+            missing.append(existing)
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise self.corrupt(member, f"its parent {'/'.join(parts[:-1])} is not a directory")
+        for path in reversed(missing):  # implicit parents, as containerd's MkdirAll
+            os.mkdir(path, 0o755)
             self.counts.dirs_created += 1
         return real
 
@@ -557,6 +561,9 @@ class _LayerApplier:
         self.clear(target)
         os.link(source, target, follow_symlinks=False)
         self.counts.hardlinks += 1
+        # the link's header metadata applies to the shared inode, as containerd's
+        # handleLChmod and moby's createTarFile do (no chmod through a linked symlink)
+        self.metadata(target, m, symlink=stat.S_ISLNK(st.st_mode))
 
     def special(self, target: str, m: tarfile.TarInfo) -> None:
         if not self.privileged:
