@@ -366,6 +366,14 @@ def test_hard_link_through_a_symlink_to_outside(sandbox):
              make_tar(E("esc", "s", link=str(sandbox.outside)), E("h", "h", link="esc/victim")))
 
 
+def test_hard_link_to_a_symlink_that_points_outside(sandbox):
+    # tarfile's data_filter resolves the link target with realpath: refused (containerd would
+    # hard-link the symlink itself; stricter here, and documented)
+    _refused(sandbox, UnsafeLayerError, r"member 'h' is a hard link that leaves the root",
+             make_tar(E("esc", "s", link=str(sandbox.outside / "victim")),
+                      E("h", "h", link="esc")))
+
+
 @pytest.mark.parametrize("name", ["sub/.wh...", ".wh..", ".wh."])
 def test_whiteout_naming_dotdot(sandbox, name):
     _refused(sandbox, UnsafeLayerError, "is a whiteout naming",
