@@ -226,7 +226,7 @@ class ExternalArm:
             out["daemon"] = self.daemon.describe()
         return out
 
-    # --- one run ------------------------------------------------------------------------------------
+    # --- one run --------------------------------------------------------------------------------
     def prepare(self, target: PullTarget, dest: Path) -> float:
         """Untimed, before the pull: make the state cold and verify it; return the check's s."""
         return 0.0

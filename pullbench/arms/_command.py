@@ -78,8 +78,10 @@ class CommandArm(ExternalArm):
     """
 
     kind = "command"
-    parameters: ClassVar[dict[str, Any]] = {"command": "", "setup": "", "prepare": "", "cleanup": "", "shell": "/bin/sh",
-                  "trace_paths": ""}
+    parameters: ClassVar[dict[str, Any]] = {
+        "command": "", "setup": "", "prepare": "", "cleanup": "", "shell": "/bin/sh",
+        "trace_paths": "",
+    }
 
     def __init__(self, name: str, params: dict[str, Any] | None = None) -> None:
         super().__init__(name, params)

@@ -116,8 +116,10 @@ class CtrArm(ExternalArm):
         ``--max-concurrent-downloads`` of ``ctr images pull`` (0: ctr's default).
     """
 
-    parameters: ClassVar[dict[str, Any]] = {"binary": "/usr/bin/containerd", "client": "/usr/bin/ctr",
-                  "snapshotter": "overlayfs", "max_concurrent_downloads": 0}
+    parameters: ClassVar[dict[str, Any]] = {
+        "binary": "/usr/bin/containerd", "client": "/usr/bin/ctr", "snapshotter": "overlayfs",
+        "max_concurrent_downloads": 0,
+    }
     trace_file_pattern = re.compile(r"/" + re.escape(_INGEST) + r"/[^/]+/data$")
     trace_client = True  # ctr reads from the registry; the daemon writes the files
 

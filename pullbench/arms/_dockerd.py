@@ -166,9 +166,10 @@ class DockerArm(ExternalArm):
     """
 
     kind = "docker"
-    parameters: ClassVar[dict[str, Any]] = {"binary": "/usr/sbin/dockerd", "client": "/usr/bin/docker",
-                  "storage_driver": "overlay2", "max_concurrent_downloads": 3,
-                  "literal_pr_form": False}
+    parameters: ClassVar[dict[str, Any]] = {
+        "binary": "/usr/sbin/dockerd", "client": "/usr/bin/docker", "storage_driver": "overlay2",
+        "max_concurrent_downloads": 3, "literal_pr_form": False,
+    }
     trace_file_pattern = re.compile(r"/GetImageBlob[^/]*$")
     trace_client = False  # the daemon reads from the registry and writes the files
 
