@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from pullbench._env import capture_environment, filesystem_type
 from pullbench._errors import ResultSchemaError
-from pullbench._results import (
+from pullbench.experiment._env import capture_environment, filesystem_type
+from pullbench.experiment._results import (
     RESULTS_SCHEMA_VERSION,
     ResultsStore,
     consolidate_results,
@@ -107,7 +107,7 @@ def test_environment_capture(tmp_path):
 def test_analysis_excludes_and_counts_failed_runs():
     import numpy as np
 
-    from pullbench._report import analyze_results, format_verdict_table, verdict_table
+    from pullbench.experiment._report import analyze_results, format_verdict_table, verdict_table
 
     rng = np.random.default_rng(0)
     rows = []

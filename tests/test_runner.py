@@ -14,8 +14,8 @@ from pullbench._errors import (
     RegistryUnavailable,
     StrategyError,
 )
-from pullbench._results import load_results
-from pullbench._runner import (
+from pullbench.experiment._results import load_results
+from pullbench.experiment._runner import (
     Endpoint,
     _check_disk,
     default_registry_factory,
@@ -23,7 +23,7 @@ from pullbench._runner import (
     register_network_profile,
     run_experiment,
 )
-from pullbench._spec import ExperimentSpec, design
+from pullbench.experiment._spec import ExperimentSpec, design
 
 SMALL = {"images": ("synthetic-small",), "arms": ("go-iocopy", "containerd-1m"), "blocks": 2,
          "warmup_blocks": 1, "seed": 5}

@@ -14,16 +14,16 @@ import pytest
 from click.testing import CliRunner
 
 from pullbench._errors import StrategyError
-from pullbench._report import (
+from pullbench.cli import main
+from pullbench.experiment._report import (
     SMOKE_TEST_BLOCKS,
     _fmt_p,
     analyze_results,
     format_verdict_table,
     render_report,
 )
-from pullbench._results import RESULTS_SCHEMA_VERSION, ResultsStore
-from pullbench._strategies import get_strategy
-from pullbench.cli import main
+from pullbench.experiment._results import RESULTS_SCHEMA_VERSION, ResultsStore
+from pullbench.puller.strategies import get_strategy
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "results" / "debian-minbase-distribution"
 

@@ -81,7 +81,7 @@ class TraceResult:
 
     def to_row(self) -> dict[str, object]:
         """The strategies' columns: histograms, counts, median write; plus syscall counts."""
-        from .._probes import median_of_counts, power_of_two_histogram
+        from ..puller._probes import median_of_counts, power_of_two_histogram
 
         return {
             "write_size_hist": power_of_two_histogram(self.write_sizes),

@@ -2,8 +2,10 @@
 
 Pull side (complete): ``GET /v2/``, ``GET``/``HEAD`` manifests by tag or digest with ``Accept``
 negotiation, ``GET``/``HEAD`` blobs with ``Range`` (closed, open-ended, suffix), tags list with
-``n``/``last`` pagination, ``/v2/_catalog``. Blob bodies leave through ``socket.sendfile``
-(zero-copy on plain HTTP; the ``ssl`` module falls back to a send loop under TLS).
+``n``/``last`` pagination, ``/v2/_catalog``, the referrers API (``GET
+/v2/<name>/referrers/<digest>`` with the ``artifactType`` filter; see
+:mod:`pullbench.servers._referrers`). Blob bodies leave through ``socket.sendfile`` (zero-copy on
+plain HTTP; the ``ssl`` module falls back to a send loop under TLS).
 
 Push side (enough to load fixtures and be a ``skopeo copy`` destination): ``POST`` upload
 (optionally monolithic with ``?digest=``, or a cross-repository mount), ``PATCH`` chunks (with or
@@ -61,9 +63,17 @@ from .._media import (
 )
 from ._faults import Misbehavior
 from ._httpserver import ThreadedHTTPServer, ThreadedService, TLSHandler
+from ._referrers import (
+    ARTIFACT_TYPE_FILTER,
+    REFERRERS_MEDIA_TYPE,
+    ReferrersStore,
+    parse_manifest,
+    referrer_descriptor,
+    subject_digest,
+)
 
 if TYPE_CHECKING:
-    from .._oci import ImageLayout
+    from ..images._oci import ImageLayout
 
 __all__ = ["Authorizer", "BlobRedirect", "EmbeddedRegistry"]
 
@@ -82,6 +92,7 @@ _UUID_RE = re.compile(r"^[0-9a-f]{32}$")
 _ROUTE_RE = re.compile(
     r"^/v2/(?P<name>.+?)/(?P<kind>blobs/uploads|blobs|manifests|tags)(?:/(?P<rest>.*))?$"
 )
+_REFERRERS_RE = re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")
 _CONTENT_RANGE_RE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -154,6 +165,7 @@ class _Storage:
                 stale.unlink()
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.Lock()
+        self.referrers = ReferrersStore(self.repos)
 
     # --- blobs ---------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -239,11 +251,14 @@ class _Storage:
     def manifest_media_type(self, name: str, digest: str) -> str:
         return (self.repo_dir(name) / "_manifests" / "revisions" / digest[7:]).read_text().strip()
 
-    def put_manifest(self, name: str, data: bytes, media_type: str, tag: str | None) -> str:
+    def put_manifest(self, name: str, data: bytes, media_type: str, tag: str | None,
+                     subject: str | None = None) -> str:
         digest = self.store_bytes(data)
         rev = self.repo_dir(name) / "_manifests" / "revisions"
         rev.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(rev / digest[7:], media_type)
+        if subject is not None:
+            self.referrers.link(name, subject, digest)
         if tag is not None:
             tags = self.repo_dir(name) / "_manifests" / "tags"
             tags.mkdir(parents=True, exist_ok=True)
@@ -267,7 +282,14 @@ class _Storage:
         rev = mdir / "revisions" / reference[7:]
         if not rev.exists():
             return False
+        doc = parse_manifest(self.blob_path(reference).read_bytes()) \
+            if self.has_blob(reference) else None
         rev.unlink()
+        if doc is not None:
+            with contextlib.suppress(ValueError):
+                subject = subject_digest(doc)
+                if subject is not None:
+                    self.referrers.unlink(name, subject, reference)
         for tag in self.tags(name):
             with contextlib.suppress(FileNotFoundError):
                 if (mdir / "tags" / tag).read_text().strip() == reference:
@@ -554,10 +576,14 @@ class _Handler(TLSHandler):
         if path == "/v2/_catalog":
             self._catalog(method)
             return
-        m = _ROUTE_RE.match(path)
-        if not m or not path.startswith("/v2/"):
-            raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
-        name, kind, rest = m["name"], m["kind"], m["rest"] if m["rest"] is not None else None
+        ref = _REFERRERS_RE.match(path)
+        if ref and NAME_RE.match(ref["name"]):
+            name, kind, rest = ref["name"], "referrers", ref["digest"]
+        else:
+            m = _ROUTE_RE.match(path)
+            if not m or not path.startswith("/v2/"):
+                raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
+            name, kind, rest = m["name"], m["kind"], m["rest"] if m["rest"] is not None else None
         if not NAME_RE.match(name) or len(name) > 255:
             raise _RegistryHTTPError(400, "NAME_INVALID", "invalid repository name",
                                      {"name": name[:300]})
@@ -586,7 +612,7 @@ class _Handler(TLSHandler):
         elif kind == "manifests":
             if not rest:
                 raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
-            reference = self._reference_arg(rest)
+            reference = self._reference_arg(rest, method)
             if method in ("GET", "HEAD"):
                 self._get_manifest(method, storage, name, reference)
             elif method == "PUT":
@@ -598,6 +624,10 @@ class _Handler(TLSHandler):
                 self._send_empty(202)
             else:
                 raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+        elif kind == "referrers":
+            if method not in ("GET", "HEAD"):
+                raise _RegistryHTTPError(405, "UNSUPPORTED", "method not allowed")
+            self._referrers(method, storage, name, self._digest_arg(rest or ""))
         else:  # tags
             if rest != "list" or method not in ("GET", "HEAD"):
                 raise _RegistryHTTPError(404, "UNSUPPORTED", f"no such endpoint: {path}")
@@ -625,11 +655,21 @@ class _Handler(TLSHandler):
                                      digest[:200])
         return digest
 
-    def _reference_arg(self, text: str) -> str:
+    def _reference_arg(self, text: str, method: str) -> str:
+        """A manifest reference: a stored-algorithm digest, or a tag of the tag grammar.
+
+        A tag outside the grammar is 400 TAG_INVALID on ``PUT``; on ``GET``/``HEAD``/``DELETE``
+        it names no manifest, so 404 MANIFEST_UNKNOWN, as the distribution-spec conformance
+        suite expects (its ``.INVALID_MANIFEST_NAME`` probe) and Distribution answers (its
+        route does not match such a tag). No such tag ever reaches the filesystem.
+        """
         if ":" in text:
             return self._stored_digest_arg(text)
         if not TAG_RE.match(text):
-            raise _RegistryHTTPError(400, "TAG_INVALID", "invalid tag", text[:200])
+            if method == "PUT":
+                raise _RegistryHTTPError(400, "TAG_INVALID", "invalid tag", text[:200])
+            raise _RegistryHTTPError(404, "MANIFEST_UNKNOWN",
+                                     "manifest unknown (not a valid tag)", {"Tag": text[:200]})
         return text
 
     # --- pull side -----------------------------------------------------------------------
@@ -659,6 +699,35 @@ class _Handler(TLSHandler):
             headers["Link"] = (f'</v2/{name}/tags/list?n={self.query["n"]}&last='
                                f'{quote(tags[-1])}>; rel="next"')
         self._send_json(method, 200, {"name": name, "tags": tags}, headers)
+
+    def _referrers(self, method: str, storage: _Storage, name: str, subject: str) -> None:
+        """``GET /v2/<name>/referrers/<digest>[?artifactType=…]``: an OCI image index of the
+        manifests whose ``subject`` is ``<digest>`` (empty for an unknown subject)."""
+        wanted = self.query.get("artifactType")
+        descriptors = []
+        for digest in storage.referrers.referrers(name, subject):
+            if storage.resolve(name, digest) is None:
+                continue  # deleted meanwhile
+            path = storage.blob_path(digest)
+            data = path.read_bytes()
+            doc = parse_manifest(data)
+            if doc is None:
+                continue
+            desc = referrer_descriptor(doc, storage.manifest_media_type(name, digest), digest,
+                                       len(data))
+            if wanted is None or desc.get("artifactType") == wanted:
+                descriptors.append(desc)
+        body = json.dumps({"schemaVersion": 2, "mediaType": REFERRERS_MEDIA_TYPE,
+                           "manifests": descriptors}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", REFERRERS_MEDIA_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Docker-Distribution-API-Version", _API_VERSION)
+        if wanted is not None:
+            self.send_header("OCI-Filters-Applied", ARTIFACT_TYPE_FILTER)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(body)
 
     def _get_manifest(self, method: str, storage: _Storage, name: str, reference: str) -> None:
         digest = storage.resolve(name, reference)
@@ -923,10 +992,16 @@ class _Handler(TLSHandler):
             raise _RegistryHTTPError(400, "MANIFEST_BLOB_UNKNOWN",
                                      "manifest references blobs unknown to the repository",
                                      missing[0] if len(missing) == 1 else missing)
+        try:
+            subject = subject_digest(doc)
+        except ValueError as exc:
+            raise _RegistryHTTPError(400, "MANIFEST_INVALID", str(exc)) from None
         tag = None if reference.startswith("sha256:") else reference
-        digest = storage.put_manifest(name, data, media_type, tag)
-        self._send_empty(201, {"Location": f"/v2/{name}/manifests/{digest}",
-                               "Docker-Content-Digest": digest})
+        digest = storage.put_manifest(name, data, media_type, tag, subject)
+        headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest}
+        if subject is not None:  # the registry keeps the subject's referrers list itself
+            headers["OCI-Subject"] = subject
+        self._send_empty(201, headers)
 
     @staticmethod
     def _missing_references(storage: _Storage, name: str, doc: dict[str, Any],
@@ -1025,7 +1100,7 @@ class EmbeddedRegistry(ThreadedService):
                  misbehavior: Misbehavior | None = None,
                  authorizer: Authorizer | None = None,
                  blob_redirect: BlobRedirect | None = None) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self.version = __version__
         self._owns_root = root is None
