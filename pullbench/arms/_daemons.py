@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -254,6 +255,10 @@ class ManagedDaemon:
     def prepare_workdir(self, workdir: Path) -> None:
         """Write configuration files into a fresh ``workdir`` (before the first start)."""
 
+    def failure_hint(self) -> str:
+        """A hint appended to the start-failure message (what to change)."""
+        return ""
+
     def version_command(self) -> list[str]:
         """argv printing the daemon's version."""
         return [self.binary, "--version"]
@@ -309,8 +314,12 @@ class ManagedDaemon:
                 how = (f"exited with code {exited}" if exited is not None
                        else f"did not answer within {self.start_timeout_s:.0f} s")
                 self.close()
+                cause = _failure_lines(tail)
+                hint = self.failure_hint()
                 raise DaemonError(
-                    f"{self.kind} ({self.binary}) {how}; its log ends with:\n{tail}",
+                    f"{self.kind} ({self.binary}) {how}"
+                    + (f": {cause}" if cause else "") + (f" {hint}" if hint else "")
+                    + f"; its log ends with:\n{tail}",
                     kind=self.kind, log_tail=tail,
                 )
         except BaseException:
@@ -336,8 +345,11 @@ class ManagedDaemon:
         """Raise :class:`DaemonDied` (with the log tail) when the daemon is not running."""
         if self._proc is None:
             raise DaemonDied(f"{self.kind} is not running", kind=self.kind)
-        code = self._proc.poll()
-        if code is not None:
+        if not self.running:
+            try:
+                code: int | None = self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code = None
             tail = self.log_tail()
             raise DaemonDied(
                 f"{self.kind} (pid {self._proc.pid}) exited with code {code}; its log ends "
@@ -392,7 +404,13 @@ class ManagedDaemon:
     # --- state ----------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        """The daemon process exists and is not a zombie.
+
+        A multi-threaded daemon killed by a signal shows as a zombie (``Z``) before ``waitpid``
+        can reap it (its other threads are still exiting): that is not running either.
+        """
+        proc = self._proc
+        return proc is not None and proc.poll() is None and _pid_alive(proc.pid)
 
     @property
     def pid(self) -> int | None:
@@ -417,6 +435,14 @@ class ManagedDaemon:
         return {"kind": self.kind, "binary": self.binary, "version": self.version,
                 "pid": self.pid, "workdir": str(self.workdir) if self.workdir else None,
                 "restarts": self.restarts}
+
+
+def _failure_lines(log: str, keep: int = 2) -> str:
+    """The last lines of a daemon log that say why it failed (fatal/error level, "failed")."""
+    picked = [line.strip() for line in log.splitlines()
+              if re.search(r"level=(fatal|error)|^failed|containerd: ", line)
+              and "grpc" not in line]
+    return " | ".join(picked[-keep:])
 
 
 def tail_text(text: str | bytes, chars: int = 1500) -> str:

@@ -51,7 +51,9 @@ from ._daemons import DaemonError, ManagedDaemon, find_binary, run_checked
 
 __all__ = ["DockerArm", "DockerDaemon", "engine_request"]
 
-STORAGE_DRIVERS = ("overlay2", "vfs")
+#: The storage drivers dockerd 20.10 has on Linux; which ones work depends on the filesystem
+#: (dockerd refuses the others at start, with a message in its log).
+STORAGE_DRIVERS = ("overlay2", "vfs", "fuse-overlayfs", "btrfs", "zfs", "devicemapper", "aufs")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -74,6 +76,9 @@ def engine_request(sock: Path, method: str, path: str, *,
         conn.request(method, path, headers={"Host": "docker"})
         response = conn.getresponse()
         body = response.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as exc:
+        raise DaemonError(f"dockerd did not answer {method} {path} on {sock}: {exc}",
+                          kind="dockerd") from exc
     finally:
         conn.close()
     try:
@@ -89,9 +94,17 @@ class DockerDaemon(ManagedDaemon):
     ----------
     binary : str
         dockerd executable: a plain path (a built variant works the same way).
-    storage_driver : {"overlay2", "vfs"}
+    storage_driver : str
+        ``overlay2`` (default) or ``vfs`` work on ext4/xfs; see :data:`STORAGE_DRIVERS`.
     max_concurrent_downloads : int
         ``max-concurrent-downloads`` (dockerd's default 3).
+
+    Raises
+    ------
+    ArmError
+        Not a storage driver of dockerd.
+    ServerError
+        The binary is missing.
     """
 
     kind = "dockerd"
@@ -99,8 +112,8 @@ class DockerDaemon(ManagedDaemon):
     def __init__(self, binary: str = "/usr/sbin/dockerd", *, storage_driver: str = "overlay2",
                  max_concurrent_downloads: int = 3, **kw: Any) -> None:
         if storage_driver not in STORAGE_DRIVERS:
-            raise ArmError(f"dockerd storage driver must be one of {STORAGE_DRIVERS}, not "
-                           f"{storage_driver!r}")
+            raise ArmError(f"dockerd storage driver must be one of {', '.join(STORAGE_DRIVERS)}, "
+                           f"not {storage_driver!r}")
         super().__init__(binary, package="docker.io", **kw)
         self.storage_driver = storage_driver
         self.max_concurrent_downloads = max_concurrent_downloads
@@ -127,9 +140,36 @@ class DockerDaemon(ManagedDaemon):
                 "--storage-driver", self.storage_driver, "--iptables=false",
                 "--ip6tables=false", "--bridge=none"]
 
+    def failure_hint(self) -> str:
+        return (f"(storage driver {self.storage_driver!r}: overlay2 and vfs work on ext4 and "
+                "xfs; pick another with storage_driver=...)")
+
     def ready(self) -> bool:
-        status, body = engine_request(self.socket_path, "GET", "/_ping", timeout_s=2)
+        try:
+            status, body = engine_request(self.socket_path, "GET", "/_ping", timeout_s=2)
+        except DaemonError:
+            return False
         return status == 200 and body == "OK"
+
+    def restart(self) -> None:
+        """Start again after a death, first removing pid files of processes that are gone.
+
+        dockerd checks ``exec-root/containerd/containerd.pid`` with ``kill(pid, 0)``, which
+        succeeds on a zombie; when the killed dockerd's containerd was reparented to a pid 1
+        that does not reap orphans, the new dockerd would wait for that zombie forever.
+        """
+        from ._daemons import _pid_alive
+
+        self._stop_process()
+        for pidfile in (self._dir / "exec" / "containerd" / "containerd.pid",
+                        self._dir / "dockerd.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if not _pid_alive(pid):
+                pidfile.unlink(missing_ok=True)
+        super().restart()
 
     def api(self, method: str, path: str, *, timeout_s: float = 120.0) -> tuple[int, Any]:
         """An Engine API call to this daemon."""
@@ -158,7 +198,8 @@ class DockerArm(ExternalArm):
         dockerd executable, a plain path (default ``/usr/sbin/dockerd``).
     client : str
         docker CLI (default Debian's ``/usr/bin/docker``).
-    storage_driver : {"overlay2", "vfs"}
+    storage_driver : str
+        ``overlay2`` (default) or ``vfs``; others as the filesystem allows.
     max_concurrent_downloads : int
         dockerd's ``max-concurrent-downloads`` (default 3).
     literal_pr_form : bool
@@ -177,7 +218,7 @@ class DockerArm(ExternalArm):
         super().__init__(name, params)
         if self.params["storage_driver"] not in STORAGE_DRIVERS:
             raise ArmError(f"arm {name!r} (docker): storage_driver must be one of "
-                           f"{STORAGE_DRIVERS}, not {self.params['storage_driver']!r}")
+                           f"{', '.join(STORAGE_DRIVERS)}, not {self.params['storage_driver']!r}")
         if self.params["max_concurrent_downloads"] < 1:
             raise ArmError(f"arm {name!r} (docker): max_concurrent_downloads must be >= 1")
         self._daemon: DockerDaemon | None = None
