@@ -14,13 +14,15 @@ from pullbench._errors import (
     RegistryUnavailable,
     StrategyError,
 )
+from pullbench.experiment._endpoints import (
+    Endpoint,
+    default_registry_factory,
+    register_network_profile,
+)
 from pullbench.experiment._results import load_results
 from pullbench.experiment._runner import (
-    Endpoint,
     _check_disk,
-    default_registry_factory,
     drop_page_cache,
-    register_network_profile,
     run_experiment,
 )
 from pullbench.experiment._spec import ExperimentSpec, design
