@@ -13,11 +13,16 @@ Registries (servers to pull from) -- ``pullbench.servers``
 Fixture images
     build_image, push_image, catalog.
 Puller and copy strategies
-    parse_reference, RegistryClient, pull, PullResult, strategies.
+    parse_reference, RegistryClient, pull, PullResult, strategies, RetryPolicy (retries, resume,
+    low-speed limit), BODY_CAPS (what is read into memory at most).
 Statistics
     compare, verdicts, power and planning.
 Experiments
     ExperimentSpec, run_experiment, load_results.
+Analysis and report
+    analyze_folder (a results folder with its spec's settings), analyze_results, the typed
+    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary),
+    load_analysis, save_analysis, verdict_table, format_verdict_table, render_report.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ._errors import (
     AuthenticationError,
     BenchmarkError,
     BlobError,
+    ClientConfigError,
     DigestMismatch,
     ImageBuildError,
     ImageNotFound,
@@ -39,6 +45,7 @@ from ._errors import (
     PullbenchError,
     RegistryError,
     RegistryUnavailable,
+    ResponseTooLarge,
     ResultSchemaError,
     ServerError,
     SizeMismatch,
@@ -71,6 +78,21 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         ImageReference,
         parse_reference,
     )
+    from .experiment._analysis import (
+        analyze_folder,
+        analyze_results,
+        save_analysis,
+        verdict_table,
+    )
+    from .experiment._analysis_result import (
+        ANALYSIS_SCHEMA_VERSION,
+        Analysis,
+        ArmSummary,
+        ImageAnalysis,
+        MetricAnalysis,
+        VerdictRow,
+        load_analysis,
+    )
     from .experiment._endpoints import (
         Endpoint,
         EndpointLayer,
@@ -95,10 +117,9 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         published_figures,
     )
     from .experiment._report import (
-        analyze_results,
+        format_analysis,
         format_verdict_table,
         render_report,
-        verdict_table,
     )
     from .experiment._results import (
         RESULTS_SCHEMA_VERSION,
@@ -159,6 +180,11 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     )
     from .puller._probes import (
         Meter,
+    )
+    from .puller._transport import (
+        BODY_CAPS,
+        RetryPolicy,
+        TransferCounters,
     )
     from .puller.strategies import (
         CopyStats,
@@ -234,6 +260,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "._reference": (
         "ImageReference", "parse_reference",
     ),
+    ".puller._transport": (
+        "BODY_CAPS", "RetryPolicy", "TransferCounters",
+    ),
     ".puller.strategies": (
         "CopyStats", "CopyStrategy", "StrategyInfo", "get_strategy", "list_strategies",
         "register_strategy",
@@ -261,8 +290,15 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._env": (
         "capture_environment",
     ),
+    ".experiment._analysis": (
+        "analyze_folder", "analyze_results", "save_analysis", "verdict_table",
+    ),
+    ".experiment._analysis_result": (
+        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSummary", "ImageAnalysis", "MetricAnalysis",
+        "VerdictRow", "load_analysis",
+    ),
     ".experiment._report": (
-        "analyze_results", "format_verdict_table", "render_report", "verdict_table",
+        "format_analysis", "format_verdict_table", "render_report",
     ),
     ".experiment._results": (
         "RESULTS_SCHEMA_VERSION", "ResultsStore", "consolidate_results", "load_environment",
@@ -291,32 +327,35 @@ _LAZY: dict[str, str] = {
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ArmSpec", "AuthenticationError", "BatchComparison", "BenchmarkError", "BlobError",
-    "CatalogEntry", "Comparison", "CopyStats", "CopyStrategy", "DOCKER_CONFIG",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
+    "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
+    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "DOCKER_CONFIG",
     "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DegenerateSampleWarning",
     "Descriptor", "Diagnostic", "DigestMismatch", "Endpoint", "EndpointLayer",
     "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
-    "FetchedManifest", "GridResult", "ImageBuildError", "ImageInfo", "ImageLayout",
-    "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult", "LayoutDescriptor",
-    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult", "NetworkProfile",
-    "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST",
-    "PlannedRun", "Platform", "PowerPlan", "PullResult", "PullbenchError",
-    "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError", "RegistryFactory",
-    "RegistryUnavailable", "ResultSchemaError", "ResultsStore", "ServerError", "SizeMismatch",
-    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "VERDICTS", "adjust_pvalues", "analyze_grid", "analyze_results",
-    "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
-    "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
-    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
-    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_verdict_table", "get_profile",
-    "get_strategy", "image_from_directory", "image_from_pip", "import_image", "is_valid_digest",
-    "list_catalog", "list_strategies", "load_environment", "load_results", "load_spec",
+    "FetchedManifest", "GridResult", "ImageAnalysis", "ImageBuildError", "ImageInfo",
+    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult",
+    "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MetricAnalysis",
+    "MirrorResult", "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun", "Platform", "PowerPlan", "PullResult",
+    "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
+    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
+    "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch", "StatsInputError",
+    "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison", "SyntheticImageSpec",
+    "TransferCounters", "VERDICTS", "VerdictRow", "adjust_pvalues", "analyze_folder",
+    "analyze_grid", "analyze_results", "bca_interval", "build_image", "capture_environment",
+    "catalog", "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
+    "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
+    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
+    "factorial_anova", "format_analysis", "format_verdict_table", "get_profile", "get_strategy",
+    "image_from_directory", "image_from_pip", "import_image", "is_valid_digest", "list_catalog",
+    "list_strategies", "load_analysis", "load_environment", "load_results", "load_spec",
     "minimum_detectable_effect", "mirror_image", "network_profiles", "parse_reference",
     "plan_from_pilot", "power_at_n", "profile_names", "published_figures", "pull",
     "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "register_network_profile",
     "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
-    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "servers",
-    "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
+    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "save_analysis",
+    "servers", "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
 ]
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from .._errors import BenchmarkError
 from ._common import handle_errors
 
 logger = logging.getLogger(__name__)
@@ -25,69 +24,6 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
                                  param_hint="--param")
     arm, dot, name = key.rpartition(".")
     return (arm if dot else None), name, value
-
-
-def _print_verdicts(analysis: dict[str, Any]) -> None:
-    from ..experiment._report import format_verdict_table
-
-    for image in analysis["images"]:
-        for metric in analysis["images"][image]["metrics"]:
-            click.echo("")
-            click.echo(format_verdict_table(analysis, image, metric))
-        for metric, why in analysis["images"][image].get("skipped_metrics", {}).items():
-            click.echo(f"\n{image}: {metric} not analysed: {why}")
-    if analysis["n_failed"]:
-        arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
-        click.echo(f"\n{analysis['n_failed']} failed run(s) excluded ({arms}); "
-                   "see the 'error' column of rows.csv")
-
-
-def _same_analysis(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """True when two analyses differ at most in ``analyzed_at`` (compared as stored JSON)."""
-    import json
-
-    from ..experiment._results import _jsonable
-
-    if old is None:
-        return False
-    strip = [{k: v for k, v in a.items() if k != "analyzed_at"} for a in (old, new)]
-    return bool(json.loads(json.dumps(_jsonable(strip[0]))) ==
-                json.loads(json.dumps(_jsonable(strip[1]))))
-
-
-def _analyze_folder(directory: Path, *, baseline: str | None = None,
-                    metrics: tuple[str, ...] = (), margin: float | None = None,
-                    alpha: float | None = None) -> tuple[dict[str, Any], bool]:
-    """Analyse a results folder; write analysis.json unless only ``analyzed_at`` would change.
-
-    Returns the analysis and whether analysis.json was (re)written.
-    """
-    from ..experiment._report import analyze_results
-    from ..experiment._results import (
-        ANALYSIS_JSON,
-        ENVIRONMENT_JSON,
-        SPEC_JSON,
-        ResultsStore,
-        load_results,
-    )
-
-    store = ResultsStore(directory)
-    spec = store.read_json(SPEC_JSON) or (store.read_json(ENVIRONMENT_JSON) or {}).get("spec") or {}
-    df = load_results(directory, include_warmup=True)
-    if df.empty:
-        raise BenchmarkError(f"{directory} holds no runs yet")
-    analysis = analyze_results(
-        df,
-        baseline=baseline or spec.get("baseline") or str(df["arm"].iloc[0]),
-        metrics=metrics or tuple(spec.get("metrics", ("duration_s", "cpu_ns_per_byte"))),
-        margin=margin if margin is not None else float(spec.get("margin", 0.02)),
-        alpha=alpha if alpha is not None else float(spec.get("alpha", 0.05)),
-        seed=int(spec.get("seed", 0)),
-    )
-    if _same_analysis(store.read_json(ANALYSIS_JSON), analysis):
-        return analysis, False  # leave the file byte-identical (shipped data stays clean in git)
-    store.write_json(ANALYSIS_JSON, analysis)
-    return analysis, True
 
 
 @click.command("bench")
@@ -160,7 +96,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     results/<timestamp>-bench/ with rows.jsonl, rows.parquet, rows.csv, environment.json,
     analysis.json and report.html.
     """
-    from ..experiment._report import render_report
+    from ..experiment._analysis import analyze_folder
+    from ..experiment._report import format_analysis, render_report
     from ..experiment._runner import ExperimentInterrupted, preflight, run_experiment
     from ..experiment._spec import ExperimentSpec, load_spec
 
@@ -217,8 +154,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
-    analysis, _ = _analyze_folder(result.directory)
-    _print_verdicts(analysis)
+    analysis = analyze_folder(result.directory)
+    click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
         click.echo(f"\nreport: {path}")
@@ -265,14 +202,17 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
             margin: float | None, alpha: float | None) -> None:
     """Re-run the statistics on a results folder (failed runs excluded and counted)."""
+    from ..experiment._analysis import analyze_folder, save_analysis
+    from ..experiment._report import format_analysis
     from ..experiment._results import consolidate_results
 
     directory = results if results.is_dir() else results.parent
-    analysis, written = _analyze_folder(directory, baseline=baseline, metrics=metrics,
-                                        margin=margin, alpha=alpha)
+    analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
+                              margin=margin, alpha=alpha, save=False)
+    written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
-    _print_verdicts(analysis)
+    click.echo(format_analysis(analysis))
     if written:
         click.echo(f"\nanalysis: {directory / 'analysis.json'}")
     else:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._paths import SOURCE_ROOT
 from ._results import RESULTS_SCHEMA_VERSION
 
 __all__ = ["capture_environment", "filesystem_type"]
@@ -81,7 +82,7 @@ def filesystem_type(path: str | Path) -> dict[str, str]:
 
 
 def _git_commit() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[1]
+    root = SOURCE_ROOT
     if not (root / ".git").exists():
         return {"commit": None, "dirty": None}
     try:

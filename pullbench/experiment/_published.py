@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from .._errors import StatsInputError
+from .._paths import data_dirs
 
 __all__ = ["data_path", "published_figures"]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
 PUBLISHED_FILE = "moby-pull-prs.csv"
 
 
@@ -38,7 +38,7 @@ def data_path(*parts: str) -> Path:
     FileNotFoundError
         Neither location exists; the message lists both.
     """
-    candidates = [_PACKAGE_DIR / "data" / Path(*parts), _PACKAGE_DIR.parent / "data" / Path(*parts)]
+    candidates = [base / Path(*parts) for base in data_dirs()]
     for c in candidates:
         if c.exists():
             return c

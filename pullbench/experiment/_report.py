@@ -1,16 +1,13 @@
-"""Analysis of an experiment's rows, the verdict table, and the HTML report.
+"""The verdict table as text, and the HTML report of a results folder.
 
-:func:`analyze_results` runs :func:`pullbench.analyze_grid` per image and per metric (wall time and
-CPU time per byte by default) on the successful, non-warm-up runs, and counts the failed runs it
-excluded. :func:`verdict_table` joins the statistics with what explains them (median write size,
-throughput, memory held in buffers). :func:`render_report` writes a self-contained HTML page with
-the plots embedded as base64 PNG.
+:func:`format_verdict_table` is what ``pullbench bench`` and ``analyze`` print for one image and
+metric of an analysis (:mod:`pullbench.experiment._analysis`); :func:`render_report` writes a
+self-contained HTML page with the same tables and the plots embedded as base64 PNG.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import html
 import io
 import json
@@ -22,20 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._errors import ResultSchemaError, StatsInputError
-from ._results import (
-    ANALYSIS_JSON,
-    ENVIRONMENT_JSON,
-    REPORT_HTML,
-    RESULTS_SCHEMA_VERSION,
-    SPEC_JSON,
-    ResultsStore,
-    _jsonable,
-    load_results,
+from ..stats._diagnostics import Diagnostic
+from ._analysis import (
+    _analysis_frame,
+    _as_analysis,
+    analyze_folder,
+    lower_is_better,
+    verdict_table,
 )
+from ._analysis_result import Analysis, MetricAnalysis, load_analysis
+from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["analyze_results", "format_diagnostics", "format_verdict_table", "render_report",
-           "verdict_table"]
+__all__ = ["format_analysis", "format_diagnostics", "format_verdict_table", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,250 +41,6 @@ METRIC_LABELS = {
     "throughput_mb_s": "throughput (MB/s)",
     "peak_rss_bytes": "peak RSS (bytes)",
 }
-
-#: Per-arm descriptive columns joined into the verdict table (median over runs).
-_EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "peak_rss_bytes")
-
-#: Columns that only the puller's probes measure (absent with ``probes=False`` / ``--no-probes``).
-PROBE_COLUMNS = frozenset({
-    "cpu_user_s", "cpu_sys_s", "cpu_s", "cpu_ns_per_byte", "process_cpu_user_s",
-    "process_cpu_sys_s", "peak_rss_bytes", "syscr", "syscw", "rchar", "wchar", "read_count",
-    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist",
-})
-
-
-def lower_is_better(metric: str) -> bool:
-    """False for rates (``*_mb_s``, ``*_per_s``), True for times, CPU, bytes held, counts."""
-    return not (metric.endswith("_mb_s") or metric.endswith("_per_s"))
-
-
-def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
-    if "warmup" in df.columns:
-        df = df[~df["warmup"].astype(bool)]
-    ok = df[df["status"] == "ok"]
-    failed = df[df["status"] != "ok"]
-    return ok.reset_index(drop=True), failed.reset_index(drop=True)
-
-
-def analyze_results(
-    df: pd.DataFrame,
-    *,
-    baseline: str,
-    metrics: Sequence[str] = ("duration_s", "cpu_ns_per_byte"),
-    margin: float = 0.02,
-    alpha: float = 0.05,
-    seed: int = 0,
-    n_resamples: int = 9999,
-) -> dict[str, Any]:
-    """Verdicts of every arm against ``baseline``, per image and metric.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Rows as returned by :func:`pullbench.load_results` (warm-up and failed runs may be
-        included: they are excluded here and counted).
-    baseline : str
-        Arm name of the baseline.
-    metrics : sequence of str
-        Columns to analyse (lower is better for each).
-    margin : float
-        Equivalence margin (fraction of the baseline).
-    alpha : float
-        Significance level.
-    seed : int
-        Seed of the bootstrap generator.
-    n_resamples : int
-        Bootstrap resamples.
-
-    Returns
-    -------
-    dict
-        JSON-able: ``schema_version``, ``baseline``, ``margin``, ``alpha``, ``n_runs``,
-        ``n_failed``, ``failed_by_arm``, ``notes`` (list of str), ``images`` -> image ->
-        {``metrics`` -> metric -> {``table``: list of records, ``summary``: str},
-        ``skipped_metrics`` -> metric -> reason, ``arms`` -> per-arm descriptive records}.
-
-    A metric that was not measured is skipped, with its reason in ``skipped_metrics`` and
-    ``notes``, never given a verdict: a probe metric (CPU time, CPU per byte, peak RSS, counters;
-    :data:`PROBE_COLUMNS`) of runs made with probes off (``probes`` column False, ``--no-probes``),
-    or a metric with no value at all for the baseline or another arm.
-
-    Raises
-    ------
-    StatsInputError
-        The baseline has no successful runs, or a metric column is missing.
-    """
-    from ..stats._stats import analyze_grid
-
-    ok, failed = _analysis_frame(df)
-    out: dict[str, Any] = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "analyzed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "baseline": baseline,
-        "margin": margin,
-        "alpha": alpha,
-        "seed": seed,
-        "n_runs": len(ok),
-        "n_failed": len(failed),
-        "failed_by_arm": {str(k): int(v) for k, v in failed.groupby("arm").size().items()}
-        if len(failed) else {},
-        "failed_messages": sorted({str(m) for m in failed.get("error", pd.Series()).dropna()})[:10],
-        "notes": [],
-        "images": {},
-    }
-    images = sorted(ok["image"].unique()) if len(ok) else []
-    if not images:
-        raise StatsInputError(
-            f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
-        )
-    for image in images:
-        sub = ok[ok["image"] == image]
-        if baseline not in set(sub["arm"]):
-            raise StatsInputError(
-                f"baseline arm {baseline!r} has no successful runs for image {image!r}; arms with "
-                f"runs: {sorted(set(sub['arm']))}"
-            )
-        per_metric: dict[str, Any] = {}
-        skipped: dict[str, str] = {}
-        for metric in metrics:
-            if metric not in sub.columns:
-                raise StatsInputError(
-                    f"metric {metric!r} is not a column of the results; columns: "
-                    f"{sorted(c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c]))}"
-                )
-            reason = _unmeasured(sub, metric, baseline)
-            if reason is not None:
-                skipped[metric] = reason
-                out["notes"].append(f"{image}: {metric} skipped: {reason}")
-                logger.info("%s: %s skipped: %s", image, metric, reason)
-                continue
-            data = sub[["arm", "block", metric]].copy()
-            data[metric] = pd.to_numeric(data[metric], errors="coerce")
-            data = data.dropna().astype({metric: float})
-            data, dropped = _complete_blocks(data)
-            grid = analyze_grid(
-                data, metric=metric, arm="arm", baseline=baseline, block="block",
-                margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
-                n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
-            )
-            per_metric[metric] = {
-                # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
-                "table": _records(grid.table),
-                "summary": grid.summary(),
-                "paired": bool(grid.paired),
-                "incomplete_blocks_dropped": dropped,
-                "diagnostics": _diagnostic_records(grid, baseline),
-                "runs_needed": {str(a): c.runs_needed_per_arm
-                                for a, c in grid.comparisons.items()},
-            }
-        out["images"][str(image)] = {"metrics": per_metric, "skipped_metrics": skipped,
-                                     "arms": _arm_descriptives(sub, metrics)}
-    return out
-
-
-def _diagnostic_records(grid: Any, baseline: str) -> list[dict[str, Any]]:
-    """The grid's diagnostics as records; a comparison's own (arm None) gets "ARM vs BASELINE"."""
-    out = []
-    for diag in grid.diagnostics:
-        rec = diag.to_dict()
-        if rec.get("arm") is None:
-            pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
-            if len(pair) == 1:
-                rec["arm"] = f"{pair[0]} vs {baseline}"
-        out.append(_jsonable(rec))
-    return out
-
-
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Table rows as JSON-ready records of Python scalars, floats exact (NaN/inf -> None)."""
-    return [_jsonable(rec) for rec in table.to_dict(orient="records")]
-
-
-def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:
-    """Why ``metric`` cannot be analysed for these rows (None: it can)."""
-    if metric in PROBE_COLUMNS and "probes" in sub.columns:
-        probes = sub["probes"].map(lambda v: v is True or v in (1, "true", "True"))
-        if not probes.any():
-            return ("not measured: the runs were made with probes off (--no-probes / "
-                    "probes=False), which records no CPU time, RSS or read/write counts")
-        if not probes.all():
-            return ("measured in only some runs (probes were off in the others); "
-                    "no verdict on partial data")
-    values = pd.to_numeric(sub[metric], errors="coerce")
-    missing = sorted(str(a) for a, v in values.groupby(sub["arm"]) if v.notna().sum() == 0)
-    if missing:
-        which = "the baseline" if missing == [baseline] else "arm(s) " + ", ".join(missing)
-        return f"not measured: no value in any run of {which}"
-    return None
-
-
-def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
-    """Keep the blocks that hold exactly one run of every arm (a failed run breaks its block).
-
-    The paired (blocked) analysis needs complete blocks; if fewer than two remain, every run is
-    kept and the statistics fall back to independent runs (Welch).
-    """
-    arms = data["arm"].nunique()
-    counts = data.groupby("block")["arm"].agg(["count", "nunique"])
-    complete = counts[(counts["count"] == arms) & (counts["nunique"] == arms)].index
-    dropped = sorted(set(data["block"]) - set(complete))
-    if not dropped or len(complete) < 2:
-        return data, []
-    return data[data["block"].isin(complete)], [int(b) for b in dropped]
-
-
-def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
-    cols = [c for c in _EXPLAIN_COLUMNS if c in sub.columns]
-    cols += [m for m in metrics if m in sub.columns and m not in cols]
-    rows = []
-    for arm, group in sub.groupby("arm", sort=False):
-        first = group.iloc[0]
-        record: dict[str, Any] = {"arm": str(arm), "strategy": str(first.get("strategy", "")),
-                                  "n": len(group)}
-        for col in cols:
-            values = pd.to_numeric(group[col], errors="coerce").dropna()
-            record[col] = float(values.median()) if len(values) else None
-        rows.append(record)
-    return rows
-
-
-def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
-                  metric: str = "duration_s") -> pd.DataFrame:
-    """The verdict table of one image and metric, joined with per-arm explanations.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per arm: arm, n, median, ratio, ratio_ci_low, ratio_ci_high, p_holm, verdict,
-        median_write_bytes, throughput_mb_s, buffer_bytes, peak_rss_bytes (those present).
-    """
-    images = analysis["images"]
-    if image is None:
-        image = next(iter(images))
-    if image not in images:
-        raise ResultSchemaError(f"no image {image!r} in the analysis; images: {list(images)}")
-    block = images[image]
-    if metric not in block["metrics"]:
-        why = block.get("skipped_metrics", {}).get(metric)
-        raise ResultSchemaError(
-            f"metric {metric!r} was not analysed"
-            + (f" ({why})" if why else "")
-            + f"; analysed: {list(block['metrics'])}"
-        )
-    table = pd.DataFrame(block["metrics"][metric]["table"])
-    arms = pd.DataFrame(block["arms"])
-    baseline = analysis["baseline"]
-    base = arms[arms["arm"] == baseline]
-    if len(base) and baseline not in set(table.get("arm", [])):
-        rec = base.iloc[0]
-        n_base = table["n_baseline"].iloc[0] if "n_baseline" in table and len(table) else rec["n"]
-        head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": rec.get(metric),
-                              "ratio": 1.0, "verdict": "baseline"}])
-        table = pd.concat([head, table], ignore_index=True) if len(table) else head
-    dropped = ["n"] if metric in _EXPLAIN_COLUMNS else ["n", metric]
-    arms = arms.drop(columns=dropped, errors="ignore")
-    return table.merge(arms, on="arm", how="left")
 
 
 def _fmt_bytes(value: Any) -> str:
@@ -330,13 +81,13 @@ def _analysed_n(table: pd.DataFrame) -> int | None:
     return min(values) if values else None
 
 
-def format_diagnostics(result: Mapping[str, Any], arms: Sequence[str] = ()) -> list[str]:
+def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = ()) -> list[str]:
     """One line per diagnostic of an analysed metric, grouped by arm (``arms`` order first).
 
     Parameters
     ----------
-    result : mapping
-        ``analysis["images"][image]["metrics"][metric]`` from :func:`analyze_results`.
+    result : MetricAnalysis
+        ``analysis.metric(image, metric)`` of an :class:`~pullbench.Analysis`.
     arms : sequence of str
         Arm order to group by (arms not listed, and grid-level diagnostics, come last).
 
@@ -346,23 +97,22 @@ def format_diagnostics(result: Mapping[str, Any], arms: Sequence[str] = ()) -> l
         Lines such as ``"  splice     warning  bimodality: bimodality coefficient 0.56 ..."``;
         empty when there are no diagnostics.
     """
-    diags = list(result.get("diagnostics") or [])
+    diags = list(result.diagnostics)
     if not diags:
         return []
     order = {a: i for i, a in enumerate(arms)}
 
-    def rank(d: Mapping[str, Any]) -> tuple[bool, int, str]:
-        arm = str(d.get("arm") or "")
+    def rank(d: Diagnostic) -> tuple[bool, int, str]:
+        arm = d.arm or ""
         own = arm.split(" vs ", 1)[0]  # "ARM vs BASELINE": a comparison's, next to ARM's
-        return d.get("arm") is None, order.get(own, len(order)), arm
+        return d.arm is None, order.get(own, len(order)), arm
 
     diags.sort(key=rank)
-    width = max(len(str(d.get("arm") or "(all arms)")) for d in diags)
+    width = max(len(d.arm or "(all arms)") for d in diags)
     lines = ["diagnostics (by arm):"]
     for d in diags:
-        arm = str(d.get("arm") or "(all arms)")
-        lines.append(f"  {arm.ljust(width)}  {str(d.get('severity', '')).ljust(7)}  "
-                     f"{d.get('kind')}: {d.get('message')}")
+        lines.append(f"  {(d.arm or '(all arms)').ljust(width)}  {d.severity.ljust(7)}  "
+                     f"{d.kind}: {d.message}")
     return lines
 
 
@@ -388,7 +138,7 @@ def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, lines
 
 
-def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
+def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
                          metric: str = "duration_s") -> str:
     """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print).
 
@@ -396,12 +146,27 @@ def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
     compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
     MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
     when known), then the diagnostics grouped by arm (:func:`format_diagnostics`).
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+        From :func:`pullbench.analyze_folder` / :func:`pullbench.analyze_results` (or a parsed
+        ``analysis.json``).
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
+
+    Raises
+    ------
+    ResultSchemaError
+        No such image, the metric was not analysed, or a mapping that is not an analysis.
     """
-    text, _ = _verdict_text(analysis, image, metric)
+    text, _ = _verdict_text(_as_analysis(analysis), image, metric)
     return text
 
 
-def _verdict_text(analysis: Mapping[str, Any], image: str | None,
+def _verdict_text(analysis: Analysis, image: str | None,
                   metric: str) -> tuple[str, list[str]]:
     """(the whole CLI text, the legend and caution lines) of one image and metric."""
     table = verdict_table(analysis, image, metric)
@@ -410,13 +175,13 @@ def _verdict_text(analysis: Mapping[str, Any], image: str | None,
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
-    image = image or next(iter(analysis["images"]))
-    result = analysis["images"][image]["metrics"][metric]
+    image = image or next(iter(analysis.images))
+    result = analysis.metric(image, metric)
     better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
     title = (f"{image}: {metric} = {METRIC_LABELS.get(metric, metric)} vs baseline "
-             f"{analysis['baseline']} ({better}; equivalence margin ±{analysis['margin']:.0%})")
+             f"{analysis.baseline} ({better}; equivalence margin ±{analysis.margin:.0%})")
     n = _analysed_n(table)
-    if result.get("paired"):
+    if result.paired:
         legend = ("ratio = geometric mean of per-block ratios candidate/baseline (paired, "
                   f"{n} blocks); median = median of the arm's runs")
     else:
@@ -425,10 +190,10 @@ def _verdict_text(analysis: Mapping[str, Any], image: str | None,
     text = [title, legend, *out]
     notes = [legend]
     if n is not None and n < SMOKE_TEST_BLOCKS:
-        unit = "blocks" if result.get("paired") else "runs per arm"
+        unit = "blocks" if result.paired else "runs per arm"
         caution = (f"caution: only {n} {unit} analysed: a smoke test, not evidence "
                    f"(use {SMOKE_TEST_BLOCKS}+; the default is 20)")
-        needed = {a: v for a, v in (result.get("runs_needed") or {}).items() if v is not None}
+        needed = {a: v for a, v in result.runs_needed.items() if v is not None}
         if needed:
             caution += ("; runs needed per arm for 80% power at the observed effect: "
                         + ", ".join(f"{a} {v}" for a, v in needed.items()))
@@ -436,6 +201,25 @@ def _verdict_text(analysis: Mapping[str, Any], image: str | None,
         notes.append(caution)
     text += format_diagnostics(result, [str(a) for a in table["arm"]])
     return "\n".join(text), notes
+
+
+def format_analysis(analysis: Analysis) -> str:
+    """The text ``pullbench bench`` and ``analyze`` print: every verdict table, then notes.
+
+    One :func:`format_verdict_table` per image and analysed metric, a line per skipped metric
+    with the reason, and the count of failed runs excluded (per arm), each after a blank line.
+    """
+    pieces: list[str] = []
+    for image, block in analysis.images.items():
+        for metric in block.metrics:
+            pieces += ["", format_verdict_table(analysis, image, metric)]
+        pieces += [f"\n{image}: {metric} not analysed: {why}"
+                   for metric, why in block.skipped_metrics.items()]
+    if analysis.n_failed:
+        arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
+        pieces.append(f"\n{analysis.n_failed} failed run(s) excluded ({arms}); "
+                      "see the 'error' column of rows.csv")
+    return "\n".join(pieces)
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -449,7 +233,7 @@ def _figure_to_img(fig: Any, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -> list[str]:
+def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -461,12 +245,12 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
 
     sub = df[df["image"] == image]
     blocks = []
-    for metric in analysis["images"][image]["metrics"]:
+    for metric in analysis.images[image].metrics:
         try:
             table = verdict_table(analysis, image, metric)
             blocks.append(_figure_to_img(
                 plots.plot_arm_distributions(sub, table, metric=metric,
-                                             baseline=analysis["baseline"]),
+                                             baseline=analysis.baseline),
                 f"per-arm distribution of {metric}"))
         except Exception as exc:
             logger.warning("plot of %s failed: %s", metric, exc)
@@ -474,7 +258,7 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
                        ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
                        ("speed vs memory", "plot_speed_vs_memory")):
         try:
-            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis["baseline"]),
+            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis.baseline),
                                          name))
         except Exception as exc:
             logger.warning("plot %s failed: %s", name, exc)
@@ -507,8 +291,8 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     Parameters
     ----------
     directory : path
-        Results folder. ``analysis.json`` is used if present, else computed from the rows and
-        ``spec.json`` (and saved).
+        Results folder. ``analysis.json`` is used if present, else computed and saved by
+        :func:`~pullbench.experiment._analysis.analyze_folder` (the spec's settings).
     output : path, optional
         Where to write the HTML; default ``<directory>/report.html``.
 
@@ -525,16 +309,8 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     store = ResultsStore(Path(directory))
     df = load_results(store.directory, include_warmup=True)
     env = store.read_json(ENVIRONMENT_JSON) or {}
-    analysis = store.read_json(ANALYSIS_JSON)
-    if analysis is None:
-        spec = store.read_json(SPEC_JSON) or env.get("spec") or {}
-        baseline = spec.get("baseline") or str(df["arm"].iloc[0])
-        analysis = analyze_results(
-            df, baseline=baseline, metrics=tuple(spec.get("metrics", ("duration_s",))),
-            margin=float(spec.get("margin", 0.02)), alpha=float(spec.get("alpha", 0.05)),
-            seed=int(spec.get("seed", 0)),
-        )
-        store.write_json(ANALYSIS_JSON, analysis)
+    analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
+                else analyze_folder(store.directory))
     ok, _ = _analysis_frame(df)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -545,14 +321,14 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
         "</head><body>",
         f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",
-        f"<p>{analysis['n_runs']} runs analysed against baseline "
-        f"<b>{html.escape(analysis['baseline'])}</b>; {analysis['n_failed']} failed run(s) "
-        f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis['margin']:.0%}, "
-        f"alpha {analysis['alpha']}.</p>",
+        f"<p>{analysis.n_runs} runs analysed against baseline "
+        f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
+        f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
+        f"alpha {analysis.alpha}.</p>",
     ]
-    for image, block in analysis["images"].items():
+    for image, block in analysis.images.items():
         parts.append(f"<h2>Image {html.escape(image)}</h2>")
-        for metric, result in block["metrics"].items():
+        for metric, result in block.metrics.items():
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             full = verdict_table(analysis, image, metric)
             parts.append(_compact_table_html(full))  # the table the CLI prints, first
@@ -564,9 +340,9 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(f"<details><summary>full table ({len(full.columns)} columns) and "
                          "method</summary>")
             parts.append(_table_html(full))
-            parts.append(f"<pre>{html.escape(str(result.get('summary', '')))}</pre>")
+            parts.append(f"<pre>{html.escape(result.summary)}</pre>")
             parts.append("</details>")
-        for metric, why in block.get("skipped_metrics", {}).items():
+        for metric, why in block.skipped_metrics.items():
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
         parts.append("<h3>Plots</h3>")
@@ -580,10 +356,10 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     return path
 
 
-def _failed_note(analysis: Mapping[str, Any]) -> str:
-    if not analysis["n_failed"]:
+def _failed_note(analysis: Analysis) -> str:
+    if not analysis.n_failed:
         return ""
-    arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
     return f" ({html.escape(arms)})"
 
 

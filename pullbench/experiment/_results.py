@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ResultSchemaError
+from .._paths import data_dirs
 
 if TYPE_CHECKING:  # pandas is imported by the functions that build frames, not with pullbench
     import pandas as pd
@@ -422,9 +423,8 @@ def resolve_results_path(path: str | Path) -> Path:
     text = str(path)
     candidates = [Path(text).expanduser()]
     name = SHIPPED_RESULTS if text == "shipped" else text
-    package_dir = Path(__file__).resolve().parent
-    for base in (package_dir.parent / "data" / "results", package_dir / "data" / "results"):
-        candidates.append(base / name)
+    for base in reversed(data_dirs()):  # the source tree first, as before
+        candidates.append(base / "results" / name)
     for candidate in candidates:
         if candidate.is_dir() or candidate.is_file():
             return candidate

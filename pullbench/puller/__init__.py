@@ -8,6 +8,9 @@ _client
 _pipeline
     :func:`pull`: resolve, fetch config and layers concurrently into an OCI content store,
     timings and probes (:class:`PullResult`).
+_transport
+    HTTP plumbing: body caps (``BODY_CAPS``), the retry policy (backoff, ``Retry-After``,
+    deadline, resume and low-speed limits; :class:`RetryPolicy`), redirect checks.
 _probes
     What a pull measures about itself: CPU, /proc I/O counters, read/write-size histograms.
 strategies/

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import logging
 import platform as _platform
@@ -29,20 +30,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from .._errors import (
     AuthenticationError,
+    ClientConfigError,
     DigestMismatch,
     ImageNotFound,
     ManifestError,
     RegistryError,
     RegistryUnavailable,
+    ResponseTooLarge,
 )
 from .._media import INDEX_MEDIA_TYPES, MANIFEST_ACCEPT, MANIFEST_MEDIA_TYPES, is_valid_digest
 from .._reference import DOCKER_HUB, DOCKER_HUB_API_HOST
+from ._transport import (
+    BODY_CAPS,
+    RETRY_STATUSES,
+    RetryPolicy,
+    TransferCounters,
+    check_redirect,
+    describe_wait,
+    is_redirect,
+    netloc,
+    origin,
+    read_capped,
+    retry_after_of,
+    status_text,
+    transient_connection_error,
+)
 
 __all__ = [
     "ClientConfigError",
@@ -62,13 +81,11 @@ _SCHEMA1 = frozenset(
     }
 )
 _GENERIC_JSON = frozenset({"", "application/json", "text/plain", "application/octet-stream"})
-_MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution-spec: registries SHOULD accept at least 4 MiB
+#: Digest algorithms pullbench verifies: the ones registered by the OCI image-spec
+#: (descriptor.md "Registered algorithms"). Any other is refused, never hashed.
+DIGEST_ALGORITHMS = frozenset({"sha256", "sha512"})
 _DEFAULT_TOKEN_TTL_S = 60.0  # docker token spec: expires_in defaults to 60 s
 _TOKEN_EARLY_S = 5.0
-
-
-class ClientConfigError(RegistryError, ValueError):
-    """The client was configured with something unusable (e.g. a CA bundle that does not exist)."""
 
 
 # ----------------------------------------------------------------------------- records
@@ -185,7 +202,8 @@ class Descriptor:
             raise ManifestError(f"{where} is not a JSON object: {_snippet(obj)}")
         digest, size, media_type = obj.get("digest"), obj.get("size"), obj.get("mediaType", "")
         if not isinstance(digest, str) or not is_valid_digest(digest):
-            raise ManifestError(f"{where} has an invalid digest {digest!r}")
+            raise ManifestError(f"{where} has an invalid digest {str(digest)[:200]!r}")
+        _check_algorithm(digest, where)
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ManifestError(f"{where} {digest} has an invalid size {size!r}")
         if not isinstance(media_type, str):
@@ -325,26 +343,30 @@ def _json_snippet(data: bytes, pos: int | None, width: int = 60) -> str:
     )
 
 
-def _registry_error_text(resp: requests.Response) -> str:
+def _registry_error_text(data: bytes) -> str:
     """The registry's JSON error codes/messages (distribution-spec error body), if any."""
     try:
-        body = resp.json()
+        body = json.loads(data)
         errs = body.get("errors") or []
         parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errs]
-        return "; ".join(p for p in parts if p)
-    except (ValueError, AttributeError, TypeError):
+        return _snippet("; ".join(p for p in parts if p), 300).strip("'\"")
+    except (ValueError, AttributeError, TypeError, UnicodeDecodeError):
         return ""
 
 
-def _hasher_for(digest: str) -> Any:
+def _check_algorithm(digest: str, where: str) -> None:
+    """Refuse a digest whose algorithm is not sha256 or sha512 (ManifestError naming it)."""
     algorithm = digest.partition(":")[0]
-    try:
-        return hashlib.new(algorithm)
-    except ValueError:
+    if algorithm not in DIGEST_ALGORITHMS:
         raise ManifestError(
-            f"unsupported digest algorithm {algorithm!r} in {digest}; "
-            "pullbench verifies sha256 and sha512"
-        ) from None
+            f"{where} uses digest algorithm {algorithm[:40]!r} ({digest[:80]}); pullbench accepts "
+            "only the OCI-registered algorithms sha256 and sha512 (image-spec descriptor.md)"
+        )
+
+
+def _hasher_for(digest: str, where: str = "manifest") -> Any:
+    _check_algorithm(digest, where)
+    return hashlib.new(digest.partition(":")[0])
 
 
 # ----------------------------------------------------------------------------- client
@@ -372,6 +394,13 @@ class RegistryClient:
         The HTTP seam (connection pools, adapters); a new one by default.
     timeout_s : float
         Connect and read timeout per request (seconds).
+    retry : RetryPolicy, optional
+        Retries, backoff, deadline, resume and low-speed limits (default ``RetryPolicy()``).
+
+    Attributes
+    ----------
+    counters : TransferCounters
+        Retries, resumes and backoff seconds this client needed so far.
 
     Raises
     ------
@@ -389,6 +418,7 @@ class RegistryClient:
         token: str | None = None,
         session: requests.Session | None = None,
         timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         if not registry or "/" in registry:
             raise ClientConfigError(f"invalid registry {registry!r}; expected host[:port]")
@@ -398,6 +428,11 @@ class RegistryClient:
         )
         self.plain_http = plain_http
         self.base_url = f"{'http' if plain_http else 'https'}://{self.api_host}"
+        self._origin = origin(self.base_url)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ClientConfigError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.counters = TransferCounters()
         if ca_bundle is not None:
             path = Path(ca_bundle)
             if not path.is_file():
@@ -466,30 +501,26 @@ class RegistryClient:
         return None
 
     def _fetch_token(self, params: dict[str, str], scope: str | None) -> str:
-        realm = params.get("realm")
-        if not realm:
+        """GET the realm the registry named in its own challenge (Basic credentials go there,
+        and only there: a redirect to another host drops them)."""
+        realm = params.get("realm", "")
+        if urlsplit(realm).scheme.lower() not in ("http", "https") or not urlsplit(realm).netloc:
             raise AuthenticationError(
-                f"{self.registry} sent a Bearer challenge without a realm", registry=self.registry
+                f"{self.registry} sent a Bearer challenge without a usable realm ({realm[:200]!r});"
+                " the realm must be an absolute http(s) URL", registry=self.registry
             )
         query: dict[str, str] = {}
         if params.get("service"):
             query["service"] = params["service"]
         if scope:
             query["scope"] = scope
-        headers = {}
+        url = requests.Request("GET", realm, params=query).prepare().url or realm
         basic = self._creds.basic_header()
-        if basic is not None:
-            headers["Authorization"] = basic
-        try:
-            resp = self.session.get(
-                realm, params=query, headers=headers, verify=self._verify, timeout=self.timeout_s
-            )
-        except requests.RequestException as exc:
-            raise RegistryUnavailable(
-                f"token endpoint (realm {realm}) unreachable: {type(exc).__name__}",
-                registry=self.registry,
-            ) from None
+        what = f"token request to realm {realm}"
+        resp = self._send_with_retries("GET", url, headers={}, auth=(origin(realm), basic),
+                                       what=what, image_ref=None)
         if resp.status_code in (401, 403):
+            detail = self._error_detail(resp)
             how = (
                 "the credentials were refused"
                 if basic
@@ -497,19 +528,22 @@ class RegistryClient:
             )
             raise AuthenticationError(
                 f"token request to realm {realm} for scope {scope!r} failed "
-                f"({resp.status_code}): {how}",
+                f"({resp.status_code}): {how}{detail}",
                 registry=self.registry,
             )
         if resp.status_code != 200:
+            detail = self._error_detail(resp)
             raise AuthenticationError(
-                f"token request to realm {realm} answered {resp.status_code}",
+                f"token request to realm {realm} answered {resp.status_code}{detail}",
                 registry=self.registry,
             )
+        data = self._read_body(resp, "token", f"token answer of realm {realm}", None)
         try:
-            body = resp.json()
-        except ValueError:
+            body = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
             raise AuthenticationError(
-                f"token endpoint (realm {realm}) sent non-JSON", registry=self.registry
+                f"token endpoint (realm {realm}) sent non-JSON: {_snippet(data)}",
+                registry=self.registry,
             ) from None
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
@@ -559,7 +593,161 @@ class RegistryClient:
             )
         self._challenge = (scheme, params)
 
+    def _foreign_challenge(self, resp: requests.Response, chain: list[str], what: str,
+                           image_ref: str | None) -> AuthenticationError:
+        """The error for a 401 from a host the registry redirected to (a CDN): its challenge is
+        never answered with the user's credentials."""
+        scheme, params = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+        asked = scheme.capitalize() or "(no scheme)"
+        realm = params.get("realm")
+        resp.close()
+        return AuthenticationError(
+            f"{what}: {self.api_host} redirected to {netloc(resp.url)}, which answered 401 "
+            f"asking for {asked} credentials"
+            + (f" from realm {realm}" if realm else "")
+            + f"; pullbench sends credentials only to {self.api_host} and to the token realm "
+            f"{self.api_host} names itself, so it did not answer. Redirects: "
+            + " → ".join(chain),
+            registry=self.registry,
+            image_ref=image_ref,
+        )
+
     # -- transport ------------------------------------------------------------
+
+    def _send(self, method: str, url: str, *, headers: Mapping[str, str],
+              auth: tuple[tuple[str, str, int], str | None], what: str,
+              image_ref: str | None, read_timeout_s: float | None = None,
+              ) -> tuple[requests.Response, list[str]]:
+        """One attempt: send, following redirects hop by hop (at most ``MAX_REDIRECTS``).
+
+        ``auth`` is ``(origin, header)``: the ``Authorization`` header goes only to requests whose
+        origin (scheme, host, port) is that one. Each hop is checked (:func:`check_redirect`).
+        Bodies are always streamed; the caller reads them with a cap or a copy strategy.
+        """
+        chain = [url]
+        auth_origin, auth_value = auth
+        timeout = (self.timeout_s, read_timeout_s if read_timeout_s is not None
+                   else self.timeout_s)
+        while True:
+            hdrs = dict(headers)
+            if auth_value is not None and origin(url) == auth_origin:
+                hdrs["Authorization"] = auth_value
+            resp = self.session.request(
+                method, url, headers=hdrs, stream=True, verify=self._verify,
+                timeout=timeout, allow_redirects=False,
+            )
+            if not is_redirect(resp):
+                return resp, chain
+            target = urljoin(url, resp.headers["Location"])
+            resp.close()
+            check_redirect(chain, target, what=what, registry=self.registry,
+                           image_ref=image_ref)
+            if resp.status_code == 303 and method != "HEAD":
+                method = "GET"
+            chain.append(target)
+            url = target
+
+    def _connection_error(self, exc: requests.RequestException, url: str,
+                          image_ref: str | None, attempts: int) -> RegistryUnavailable:
+        tried = f" (after {attempts} attempts)" if attempts > 1 else ""
+        if isinstance(exc, requests.exceptions.SSLError):
+            return RegistryUnavailable(
+                f"TLS verification with {netloc(url)} failed: {_tls_problem(exc)}; pass "
+                "--ca-bundle (ca_bundle= in Python) with the registry's CA, or --plain-http "
+                "(plain_http=True in Python) for a plain-HTTP registry",
+                registry=self.registry,
+                image_ref=image_ref,
+            )
+        cause = _root_cause(exc)
+        if netloc(url) != self.api_host:
+            hint = f"{netloc(url)} is where {self.api_host} sent the request"
+        elif self.plain_http:
+            hint = "is the registry running?" + (
+                "" if isinstance(cause[0], ConnectionRefusedError) else
+                " If it serves HTTPS, drop --plain-http (plain_http=False in Python)."
+            )
+        else:
+            hint = ("is the registry running, and serving HTTPS? For a plain-HTTP "
+                    "registry pass --plain-http (plain_http=True in Python).")
+        return RegistryUnavailable(
+            f"cannot reach {url}{tried}: {cause[1]}; {hint}",
+            registry=self.registry,
+            image_ref=image_ref,
+        )
+
+    def _send_with_retries(self, method: str, url: str, *, headers: Mapping[str, str],
+                           auth: tuple[tuple[str, str, int], str | None], what: str,
+                           image_ref: str | None, read_timeout_s: float | None = None,
+                           on_attempt: Any = None) -> requests.Response:
+        """:meth:`_send`, again after a transient status or connection error (the policy).
+
+        ``on_attempt`` (optional) is called before each attempt and returns the ``auth`` to
+        use (so a token can be refreshed between attempts).
+        """
+        policy = self.retry
+        started = time.monotonic()
+        failures = 0
+        while True:
+            if on_attempt is not None:
+                auth = on_attempt()
+            try:
+                resp, chain = self._send(method, url, headers=headers, auth=auth, what=what,
+                                         image_ref=image_ref, read_timeout_s=read_timeout_s)
+            except RegistryError:
+                raise
+            except requests.RequestException as exc:
+                if transient_connection_error(exc):
+                    wait = self._retry_wait(policy, failures + 1, started, None)
+                    if wait is not None:
+                        failures += 1
+                        self._pause(wait, f"{what}: {_root_cause(exc)[1]}", failures, policy,
+                                    "backoff")
+                        continue
+                raise self._connection_error(exc, url, image_ref, failures + 1) from None
+            if resp.status_code in RETRY_STATUSES:
+                retry_after = retry_after_of(resp)
+                wait = self._retry_wait(policy, failures + 1, started, retry_after)
+                if wait is not None:
+                    failures += 1
+                    how = describe_wait(resp.headers)
+                    resp.close()
+                    self._pause(wait, f"{what}: {netloc(resp.url)} answered {status_text(resp)}",
+                                failures, policy, how)
+                    continue
+                detail = self._error_detail(resp)
+                elapsed = time.monotonic() - started
+                tries = (f" {failures + 1} times in {elapsed:.1f} s (RetryPolicy attempts="
+                         f"{policy.attempts}, deadline_s={policy.deadline_s:g})"
+                         if failures else "")
+                asked = ""
+                if retry_after is not None and retry_after + elapsed > policy.deadline_s:
+                    asked = (f"; it asked to wait {retry_after:.0f} s (Retry-After), past the "
+                             "deadline")
+                cls = RegistryError if resp.status_code == 429 else RegistryUnavailable
+                raise cls(
+                    f"{what}: {netloc(resp.url)} answered {resp.status_code}{tries}{detail}"
+                    f"{asked}; try again later, or allow more attempts (--retries)",
+                    registry=self.registry, image_ref=image_ref,
+                )
+            resp.redirect_chain = chain  # type: ignore[attr-defined]
+            return resp
+
+    def _retry_wait(self, policy: RetryPolicy, failures: int, started: float,
+                    retry_after: float | None) -> float | None:
+        """The wait before another attempt, or None when the policy says stop."""
+        if failures >= policy.attempts:
+            return None
+        wait = policy.wait_s(failures, retry_after)
+        if time.monotonic() - started + wait > policy.deadline_s:
+            return None
+        return wait
+
+    def _pause(self, wait: float, why: str, failures: int, policy: RetryPolicy,
+               how: str) -> None:
+        logger.warning("%s; retrying in %.2f s (%s; attempt %d of %d)", why, wait, how,
+                       failures + 1, policy.attempts)
+        self.counters.add(retries=1, backoff_s=wait)
+        time.sleep(wait)
 
     def request(
         self,
@@ -568,62 +756,49 @@ class RegistryClient:
         *,
         scope: str | None = None,
         headers: Mapping[str, str] | None = None,
-        stream: bool = False,
+        stream: bool = True,
         image_ref: str | None = None,
+        what: str | None = None,
+        read_timeout_s: float | None = None,
     ) -> requests.Response:
         """Send a request to ``base_url + path`` with auth; retry once after a 401 challenge.
 
-        Returns the response whatever its status (other than an unresolvable 401).
+        Transient answers (:data:`~pullbench._transport.RETRY_STATUSES`) and connection errors
+        are retried under :attr:`retry`; redirects are followed hop by hop, ``Authorization``
+        only ever going to the registry's own origin. The body is always streamed (``stream`` is
+        kept for compatibility): read it with a cap or a copy strategy, or close the response.
+        Returns the response whatever its status (other than those raised below).
 
         Raises
         ------
         RegistryUnavailable
-            Connection or TLS failure.
+            Connection or TLS failure, or a 5xx still there after the retries.
+        RegistryError
+            429 still there after the retries; a redirect pullbench refuses (scheme, loop,
+            too many hops; the message shows the chain).
         AuthenticationError
-            401 without usable credentials; the message names the realm.
+            401 without usable credentials (names the realm), or a 401 from a host the
+            registry redirected to (names both hosts).
         """
         url = self.base_url + path
+        what = what or f"{method} {path}"
         sent: str | None = None
-        for attempt in range(2):
-            hdrs = dict(headers or {})
+
+        def current_auth() -> tuple[tuple[str, str, int], str | None]:
+            nonlocal sent
             sent = self._auth_header(scope)
-            if sent is not None:
-                hdrs["Authorization"] = sent
-            try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    headers=hdrs,
-                    stream=stream,
-                    verify=self._verify,
-                    timeout=self.timeout_s,
-                    allow_redirects=True,
-                )
-            except requests.exceptions.SSLError as exc:
-                raise RegistryUnavailable(
-                    f"TLS verification with {self.api_host} failed: {_tls_problem(exc)}; pass "
-                    "--ca-bundle (ca_bundle= in Python) with the registry's CA, or --plain-http "
-                    "(plain_http=True in Python) for a plain-HTTP registry",
-                    registry=self.registry,
-                    image_ref=image_ref,
-                ) from None
-            except requests.RequestException as exc:
-                cause = _root_cause(exc)
-                if self.plain_http:
-                    hint = "is the registry running?" + (
-                        "" if isinstance(cause[0], ConnectionRefusedError) else
-                        " If it serves HTTPS, drop --plain-http (plain_http=False in Python)."
-                    )
-                else:
-                    hint = ("is the registry running, and serving HTTPS? For a plain-HTTP "
-                            "registry pass --plain-http (plain_http=True in Python).")
-                raise RegistryUnavailable(
-                    f"cannot reach {url}: {cause[1]}; {hint}",
-                    registry=self.registry,
-                    image_ref=image_ref,
-                ) from None
+            return self._origin, sent
+
+        for attempt in range(2):
+            resp = self._send_with_retries(
+                method, url, headers=dict(headers or {}), auth=(self._origin, None), what=what,
+                image_ref=image_ref, read_timeout_s=read_timeout_s, on_attempt=current_auth,
+            )
             if resp.status_code != 401:
                 return resp
+            chain: list[str] = getattr(resp, "redirect_chain", [url])
+            if origin(resp.url) != self._origin:
+                raise self._foreign_challenge(resp, chain, what, image_ref)
             resp.close()
             if attempt == 1:
                 _, params = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
@@ -637,6 +812,31 @@ class RegistryClient:
             self._absorb_challenge(resp, scope, sent)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _read_body(self, resp: requests.Response, kind: str, what: str,
+                   image_ref: str | None) -> bytes:
+        """:func:`read_capped`, a connection lost mid-body becoming RegistryUnavailable."""
+        try:
+            return read_capped(resp, kind, what, registry=self.registry, image_ref=image_ref)
+        except (requests.RequestException, urllib3.exceptions.HTTPError,
+                http.client.HTTPException, OSError) as exc:
+            raise RegistryUnavailable(
+                f"{what}: the connection to {netloc(resp.url)} failed while reading the body: "
+                f"{_root_cause(exc)[1]}", registry=self.registry, image_ref=image_ref,
+            ) from None
+
+    def _error_detail(self, resp: requests.Response) -> str:
+        """`` (CODE: message; ...)`` from a registry error body, read up to the error cap."""
+        try:
+            data = read_capped(resp, "error", "error body", registry=self.registry)
+        except ResponseTooLarge:
+            return (f" (its error body passed pullbench's {BODY_CAPS['error'] // 1024} KiB cap "
+                    "and was not read)")
+        except (requests.RequestException, urllib3.exceptions.HTTPError,
+                http.client.HTTPException, OSError):
+            return ""
+        text = _registry_error_text(data)
+        return f" ({text})" if text else ""
+
     def ping(self) -> dict[str, str]:
         """``GET /v2/``: check the registry speaks the distribution API; learn its challenge.
 
@@ -649,7 +849,7 @@ class RegistryClient:
         ------
         RegistryUnavailable, AuthenticationError, RegistryError
         """
-        resp = self.request("GET", "/v2/")
+        resp = self.request("GET", "/v2/", what=f"ping of {self.registry}")
         resp.close()
         if resp.status_code != 200:
             raise RegistryError(
@@ -662,11 +862,9 @@ class RegistryClient:
         }
 
     def _check(self, resp: requests.Response, what: str, image_ref: str) -> None:
-        if resp.status_code == 200:
+        if resp.status_code in (200, 206):
             return
-        detail = _registry_error_text(resp)
-        resp.close()
-        suffix = f" ({detail})" if detail else ""
+        suffix = self._error_detail(resp)
         if resp.status_code == 404:
             raise ImageNotFound(
                 f"{what} not found: {image_ref} on {self.registry} (404){suffix}",
@@ -707,25 +905,27 @@ class RegistryClient:
             type, or a ``mediaType`` field contradicting ``Content-Type``.
         """
         image_ref = f"{self.registry}/{repository}{'@' if ':' in ref else ':'}{ref}"
-        resp = self.request(
-            "GET",
-            f"/v2/{repository}/manifests/{ref}",
-            scope=f"repository:{repository}:pull",
-            headers={"Accept": MANIFEST_ACCEPT},
-            stream=True,
-            image_ref=image_ref,
-        )
-        self._check(resp, "manifest", image_ref)
-        try:
-            data = resp.raw.read(_MAX_MANIFEST_BYTES + 1, decode_content=True)
-        finally:
-            resp.close()
-        if len(data) > _MAX_MANIFEST_BYTES:
-            raise ManifestError(
-                f"manifest {image_ref} is larger than 4 MiB",
-                registry=self.registry,
+        if ":" in ref:
+            _check_algorithm(ref, f"reference {image_ref}")
+        what = f"manifest {image_ref}"
+        for attempt in range(1, self.retry.attempts + 1):
+            resp = self.request(
+                "GET",
+                f"/v2/{repository}/manifests/{ref}",
+                scope=f"repository:{repository}:pull",
+                headers={"Accept": MANIFEST_ACCEPT},
                 image_ref=image_ref,
+                what=what,
             )
+            self._check(resp, "manifest", image_ref)
+            try:
+                data = self._read_body(resp, "manifest", what, image_ref)
+                break
+            except RegistryUnavailable as exc:
+                if attempt == self.retry.attempts:
+                    raise
+                wait = self.retry.backoff_s(attempt)
+                self._pause(wait, str(exc), attempt, self.retry, "backoff")
         expected = (
             ref
             if is_valid_digest(ref) and ":" in ref
@@ -733,11 +933,11 @@ class RegistryClient:
         )
         if expected and not is_valid_digest(expected):
             logger.warning(
-                "ignoring invalid Docker-Content-Digest %r from %s", expected, self.registry
+                "ignoring invalid Docker-Content-Digest %r from %s", expected[:200], self.registry
             )
             expected = None
         algo_digest = expected or "sha256:"
-        hasher = _hasher_for(algo_digest)
+        hasher = _hasher_for(algo_digest, f"{what} (Docker-Content-Digest)")
         hasher.update(data)
         actual = f"{hasher.name}:{hasher.hexdigest()}"
         mismatch = bool(expected) and actual != expected
@@ -894,35 +1094,89 @@ class RegistryClient:
     ) -> requests.Response:
         """GET a blob as a streamed response (``stream=True``, ``Accept-Encoding: identity``).
 
-        Redirects to another host are followed without ``Authorization``. The caller reads the body
-        (a copy strategy) and closes the response.
+        Redirects are followed hop by hop, ``Authorization`` going only to the registry itself.
+        The read timeout is ``min(timeout_s, retry.speed_time_s)``. The caller reads the body (a
+        copy strategy) and closes the response.
 
         Raises
         ------
         ImageNotFound
             404; names the blob digest and repository.
+        ManifestError
+            The digest's algorithm is not sha256 or sha512.
         AuthenticationError, RegistryUnavailable, RegistryError
+        """
+        return self.open_blob_range(repository, descriptor, 0)[0]
+
+    def open_blob_range(
+        self, repository: str, descriptor: Descriptor | Mapping[str, Any], offset: int
+    ) -> tuple[requests.Response, int]:
+        """GET a blob from byte ``offset`` on (a resume), as :meth:`open_blob` does.
+
+        Sends the closed range ``Range: bytes=<offset>-<size-1>`` (in-memory ggcr registries
+        parse only closed ranges; registry-protocol.md §1.3) and trusts only the answer's
+        ``Content-Range``, not ``Accept-Ranges`` (containerd/containerd:remotes/docker/fetcher.go).
+
+        Returns
+        -------
+        (response, start)
+            ``start`` is ``offset`` for a 206 whose ``Content-Range`` starts there, or 0 when the
+            registry sent the whole blob (200): the caller then restarts from zero.
+
+        Raises
+        ------
+        RegistryError
+            A 206 for another range than asked, or a 416 (the blob is shorter than its
+            descriptor says).
+        ImageNotFound, ManifestError, AuthenticationError, RegistryUnavailable
         """
         desc = (
             descriptor
             if isinstance(descriptor, Descriptor)
             else Descriptor.from_json(dict(descriptor))
         )
+        _check_algorithm(desc.digest, f"blob {desc.digest[:80]}")
         image_ref = f"{self.registry}/{repository}@{desc.digest}"
+        headers = {"Accept-Encoding": "identity"}
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-{desc.size_bytes - 1}"
         resp = self.request(
             "GET",
             f"/v2/{repository}/blobs/{desc.digest}",
             scope=f"repository:{repository}:pull",
-            headers={"Accept-Encoding": "identity"},
-            stream=True,
+            headers=headers,
             image_ref=image_ref,
+            what=f"blob {image_ref}" + (f" from byte {offset}" if offset else ""),
+            read_timeout_s=min(self.timeout_s, self.retry.speed_time_s),
         )
+        if offset > 0 and resp.status_code == 416:
+            detail = self._error_detail(resp)
+            raise RegistryError(
+                f"blob {image_ref}: {netloc(resp.url)} refused the range from byte {offset} "
+                f"(416){detail}: it holds fewer bytes than the descriptor's {desc.size_bytes}",
+                registry=self.registry, image_ref=image_ref)
         self._check(resp, "blob", image_ref)
+        start = 0
+        if offset > 0 and resp.status_code == 206:
+            got = resp.headers.get("Content-Range", "")
+            want = f"bytes {offset}-{desc.size_bytes - 1}/"
+            if not got.startswith(want) or got[len(want):] not in (str(desc.size_bytes), "*"):
+                resp.close()
+                raise RegistryError(
+                    f"blob {image_ref}: asked for bytes {offset}-{desc.size_bytes - 1}, "
+                    f"{netloc(resp.url)} answered 206 with Content-Range {got[:100]!r}",
+                    registry=self.registry, image_ref=image_ref)
+            start = offset
+        elif resp.status_code == 206:
+            resp.close()
+            raise RegistryError(
+                f"blob {image_ref}: {netloc(resp.url)} answered 206 to a request without Range",
+                registry=self.registry, image_ref=image_ref)
         if urlsplit(resp.url).netloc != self.api_host:
             logger.debug(
                 "blob %s served from %s after redirect", desc.digest, urlsplit(resp.url).netloc
             )
-        return resp
+        return resp, start
 
 
 def _tls_problem(exc: BaseException) -> str:

@@ -17,23 +17,26 @@ import requests
 
 from ..._errors import StrategyError
 from .._probes import Meter
-from ._base import CopyStrategy, _choice, _HashWorker, _size
+from ._base import (
+    _HASH_SLOTS,
+    _IN_LOOP,
+    _REHASH_CHUNK,
+    HASH_MODES,
+    READ_PATHS,
+    WRITE_MODES,
+    CopyStrategy,
+    KiB,
+    MiB,
+    _choice,
+    _HashWorker,
+    _size,
+)
 from ._readpaths import _content_length_body, _finish_body, _http_response, _Reader, _socket_of
 
 __all__ = ["CopyfileobjCopy", "IterContentCopy", "SocketCopy", "SpliceCopy"]
 
 logger = logging.getLogger(__name__)
 
-KiB = 1024
-MiB = 1024 * KiB
-_MAX_BUFFER = 256 * MiB
-_REHASH_CHUNK = 1 * MiB
-_HASH_SLOTS = 3  # buffers in flight between the copy loop and the hashing thread
-
-READ_PATHS = ("readinto", "read1", "recv_into")
-WRITE_MODES = ("per-read", "bufio", "fill")
-HASH_MODES = ("inline", "on-read", "thread", "after")
-_IN_LOOP = frozenset({"inline", "on-read"})
 
 
 

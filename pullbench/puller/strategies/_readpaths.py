@@ -20,16 +20,6 @@ __all__ = []
 
 logger = logging.getLogger(__name__)
 
-KiB = 1024
-MiB = 1024 * KiB
-_MAX_BUFFER = 256 * MiB
-_REHASH_CHUNK = 1 * MiB
-_HASH_SLOTS = 3  # buffers in flight between the copy loop and the hashing thread
-
-READ_PATHS = ("readinto", "read1", "recv_into")
-WRITE_MODES = ("per-read", "bufio", "fill")
-HASH_MODES = ("inline", "on-read", "thread", "after")
-_IN_LOOP = frozenset({"inline", "on-read"})
 
 
 

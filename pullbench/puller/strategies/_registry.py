@@ -12,23 +12,13 @@ from typing import Any
 
 from ..._errors import StrategyError
 from ..._sizes import parse_size
-from ._base import CopyStrategy, StrategyInfo
+from ._base import CopyStrategy, KiB, MiB, StrategyInfo
 from ._copiers import CopyfileobjCopy, IterContentCopy, SocketCopy, SpliceCopy
 
 __all__ = ["get_strategy", "list_strategies", "parse_strategy_param", "register_strategy"]
 
 logger = logging.getLogger(__name__)
 
-KiB = 1024
-MiB = 1024 * KiB
-_MAX_BUFFER = 256 * MiB
-_REHASH_CHUNK = 1 * MiB
-_HASH_SLOTS = 3  # buffers in flight between the copy loop and the hashing thread
-
-READ_PATHS = ("readinto", "read1", "recv_into")
-WRITE_MODES = ("per-read", "bufio", "fill")
-HASH_MODES = ("inline", "on-read", "thread", "after")
-_IN_LOOP = frozenset({"inline", "on-read"})
 
 
 
