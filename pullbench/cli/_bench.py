@@ -183,6 +183,8 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
     for problem in check.problems:
         click.echo(f"  to fix: {problem}", err=True)
     if require_quiet and not check.quiet:
+        from .._errors import BenchmarkError
+
         raise BenchmarkError(
             "--require-quiet: the machine is not quiet (" + "; ".join(check.problems[:2])
             + "); fix that, or wait for it with --wait-quiet[=SECONDS], or drop --require-quiet"
