@@ -277,7 +277,7 @@ def _mean_mhz() -> float | None:
 
 
 def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
-                 sample_interval_s: float = 0.05) -> SystemCheck:
+                 sample_interval_s: float = 0.05, top: int = TOP_PROCESSES) -> SystemCheck:
     """Observe the machine for ``window_s`` seconds and say whether it is quiet.
 
     Parameters
@@ -288,6 +288,8 @@ def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
         Processes not counted as "other" besides this one (e.g. a registry already started).
     sample_interval_s : float
         Period of the run-queue samples within the window.
+    top : int
+        How many of the busiest other processes to list.
 
     Returns
     -------
@@ -340,7 +342,7 @@ def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
             busy.append(BusyProcess(pid, name, delta / _CLK_TCK / elapsed))
     busy.sort(key=lambda p: -p.cpu_cores)
     top = tuple(BusyProcess(p.pid, p.name, p.cpu_cores, _command(p.pid))
-                for p in busy[:TOP_PROCESSES])
+                for p in busy[:top])
     swap_rate = ((swap1 - swap0) / elapsed) if swap0 is not None and swap1 is not None else None
     mem = _meminfo()
     try:
