@@ -341,8 +341,8 @@ def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
         if delta > 0:
             busy.append(BusyProcess(pid, name, delta / _CLK_TCK / elapsed))
     busy.sort(key=lambda p: -p.cpu_cores)
-    top = tuple(BusyProcess(p.pid, p.name, p.cpu_cores, _command(p.pid))
-                for p in busy[:top])
+    busiest = tuple(BusyProcess(p.pid, p.name, p.cpu_cores, _command(p.pid))
+                    for p in busy[:top])
     swap_rate = ((swap1 - swap0) / elapsed) if swap0 is not None and swap1 is not None else None
     mem = _meminfo()
     try:
@@ -357,7 +357,7 @@ def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
     problems: list[str] = []
     notes: list[str] = []
     if other_cores is not None and other_cores > QUIET_OTHER_CPU_CORES:
-        names = ", ".join(f"{p.name} (pid {p.pid}, {p.cpu_cores:.2f})" for p in top[:3])
+        names = ", ".join(f"{p.name} (pid {p.pid}, {p.cpu_cores:.2f})" for p in busiest[:3])
         problems.append(
             f"other processes used {other_cores:.2f} cores during the check (quiet: <= "
             f"{QUIET_OTHER_CPU_CORES}): stop or pause them ({names}), or wait with "
@@ -409,7 +409,7 @@ def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
         window_s=elapsed, cpu_count=cpu_count, allowed_cpus=allowed, loadavg_1_5_15=load,
         other_cpu_cores=other_cores, steal_cores=steal_cores,
         procs_running_mean=sum(samples) / len(samples) if samples else None,
-        top_processes=top, governors=governors, boost=boost, smt=smt, isolated_cpus=isolated,
+        top_processes=busiest, governors=governors, boost=boost, smt=smt, isolated_cpus=isolated,
         cpu_mhz=_mean_mhz(), swap_total_bytes=swap_total, swap_used_bytes=swap_used,
         swap_pages_per_s=swap_rate, mem_total_bytes=total, mem_available_bytes=available,
         quiet=quiet, problems=tuple(problems), notes=tuple(notes),
