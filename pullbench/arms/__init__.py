@@ -1,0 +1,1 @@
+"""External pullers run as arms: real dockerd builds, the Go copy harness, ..."""
