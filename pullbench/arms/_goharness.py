@@ -262,7 +262,8 @@ def _check_params(idiom: str, params: Mapping[str, Any]) -> dict[str, int]:
 
 def go_copy(blobs: Sequence[tuple[str, str]], idiom: str, dest: str | Path, *,
             ca_bundle: str | Path | None = None, headers: Sequence[str] = (),
-            count: bool = True, timeout_s: float = 600.0, **params: int) -> GoCopyResult:
+            count: bool = True, timeout_s: float = 600.0,
+            params: Mapping[str, int] | None = None) -> GoCopyResult:
     """GET each blob and copy it into ``dest/<hex digest>`` with one Go idiom.
 
     Parameters
@@ -280,7 +281,7 @@ def go_copy(blobs: Sequence[tuple[str, str]], idiom: str, dest: str | Path, *,
     count : bool
         Count every read and write (default). ``False`` copies into the bare ``*os.File``.
     timeout_s : float
-    **params : int
+    params : mapping, optional
         ``read_size`` / ``write_size`` where the idiom takes them (bytes).
 
     Returns
@@ -294,7 +295,7 @@ def go_copy(blobs: Sequence[tuple[str, str]], idiom: str, dest: str | Path, *,
     PullbenchError
         The harness failed (HTTP error, digest mismatch, ...): its message.
     """
-    p = _check_params(idiom, params)
+    p = _check_params(idiom, params or {})
     binary = go_harness_binary()
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -338,7 +339,7 @@ def go_copy(blobs: Sequence[tuple[str, str]], idiom: str, dest: str | Path, *,
 
 def go_pull(reference: str, idiom: str, dest: str | Path, *, plain_http: bool = False,
             ca_bundle: str | Path | None = None, platform: str | None = None,
-            count: bool = True, **params: int) -> GoCopyResult:
+            count: bool = True, params: Mapping[str, int] | None = None) -> GoCopyResult:
     """Resolve an image with pullbench's client, then copy its config and layer blobs with the
     Go idiom (one after the other, in manifest order: config first).
 
@@ -346,7 +347,7 @@ def go_pull(reference: str, idiom: str, dest: str | Path, *, plain_http: bool = 
     ----------
     reference : str
         ``host[:port]/repo[:tag][@digest]`` of a registry that needs no credentials.
-    idiom, dest, ca_bundle, count, **params
+    idiom, dest, ca_bundle, count, params
         As :func:`go_copy`.
     plain_http : bool
     platform : str, optional
@@ -363,7 +364,7 @@ def go_pull(reference: str, idiom: str, dest: str | Path, *, plain_http: bool = 
     from .._client import RegistryClient
     from .._reference import parse_reference
 
-    _check_params(idiom, params)
+    _check_params(idiom, params or {})
     ref = parse_reference(reference)
     with_client = RegistryClient(ref.registry, plain_http=plain_http, ca_bundle=ca_bundle)
     try:
@@ -373,4 +374,4 @@ def go_pull(reference: str, idiom: str, dest: str | Path, *, plain_http: bool = 
         with_client.close()
     blobs = [(f"{base}/v2/{ref.repository}/blobs/{d.digest}", d.digest)
              for d in (manifest.config, *manifest.layers)]
-    return go_copy(blobs, idiom, dest, ca_bundle=ca_bundle, count=count, **params)
+    return go_copy(blobs, idiom, dest, ca_bundle=ca_bundle, count=count, params=params)

@@ -57,8 +57,8 @@ class GoToolchain:
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The environment for an offline GOPATH-mode build: this process's environment without
-        any Go setting of the user's, plus ``GO111MODULE=off GOPROXY=off GOFLAGS= GOTOOLCHAIN=local``
-        and ``overrides`` (``GOPATH``, ``GOCACHE``, ...)."""
+        any Go setting of the user's, plus ``GO111MODULE=off GOPROXY=off GOFLAGS=``
+        ``GOTOOLCHAIN=local`` and ``overrides`` (``GOPATH``, ``GOCACHE``, ...)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
         env.update(GO111MODULE="off", GOPROXY="off", GOFLAGS="", GOTOOLCHAIN="local",
                    GOROOT=str(self.goroot), GOTELEMETRY="off")

@@ -1,0 +1,354 @@
+"""dockerd built from source: stock and pr48602, pulled from the embedded registry under strace.
+
+The builds are cached under the test cache (.pytest_cache/d/pullbench-cache/dockerd), so only the
+first run compiles (a minute or two cold; a variant a few seconds more). The private daemon runs
+in a temp folder with its own socket, data root and exec root and dies with the test process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pullbench import ProgramBuildError, push_image
+from pullbench.arms._dockerd_build import (
+    COPY_LOOP,
+    DEB_SRC_FILE,
+    build_dockerd,
+    deb_src_entries,
+    dockerd_build_requirements,
+    dockerd_variants,
+)
+from pullbench.arms._gotoolchain import cache_root
+from pullbench.servers import EmbeddedRegistry
+
+KiB = 1024
+REF = "dockerd/build:v1"
+
+
+def _need(condition: bool, what: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is required in CI")
+        pytest.skip(f"{what} not available")
+
+
+# --- a minimal private dockerd (the runner's docker arm has the full one) -------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("docker", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def _api(sock: Path, method: str, path: str, timeout: float = 300) -> tuple[int, str]:
+    conn = _UnixConnection(sock, timeout)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+class PrivateDockerd:
+    """dockerd with every path in ``folder``; dies with this process (setpriv --pdeathsig)."""
+
+    def __init__(self, binary: Path, folder: Path) -> None:
+        self.binary, self.folder = binary, folder
+        self.sock = folder / "docker.sock"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "daemon.json").write_text(json.dumps(
+            {"deprecated-key-path": str(folder / "key.json")}))
+        argv = [str(binary), "--config-file", str(folder / "daemon.json"),
+                "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
+                "--pidfile", str(folder / "dockerd.pid"), "-H", f"unix://{self.sock}",
+                "--storage-driver", "vfs", "--iptables=false", "--ip6tables=false",
+                "--bridge=none"]
+        self.log = (folder / "dockerd.log").open("wb")
+        self.proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", *argv],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dockerd exited: {self._tail()}")
+            try:
+                if _api(self.sock, "GET", "/_ping", timeout=2) == (200, "OK"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.close()
+        raise AssertionError(f"dockerd did not start: {self._tail()}")
+
+    def _tail(self) -> str:
+        return (self.folder / "dockerd.log").read_text(errors="replace")[-1500:]
+
+    def version(self) -> str:
+        status, body = _api(self.sock, "GET", "/version")
+        assert status == 200, body
+        return str(json.loads(body)["Version"])
+
+    def pull(self, reference: str) -> None:
+        name, _, tag = reference.rpartition(":")
+        query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
+        status, body = _api(self.sock, "POST", f"/images/create?{query}")
+        assert status == 200, body
+        assert "errorDetail" not in body, body[-1500:]
+
+    def traced_pull(self, reference: str, log: Path) -> Counter[int]:
+        """Pull under strace attached to the daemon (all threads): sizes of the writes to
+        GetImageBlob* temp files."""
+        tracer = subprocess.Popen(
+            # -f -p: every thread; -ff: one file per thread, so no call is split in two lines
+            ["strace", "-ff", "-y", "-s", "0", "-e", "trace=write", "-e", "signal=none",
+             "-o", str(log), "-p", str(self.proc.pid)],
+            stderr=subprocess.PIPE, text=True)
+        assert tracer.stderr is not None
+        try:
+            line = tracer.stderr.readline()  # "strace: Process N attached"
+            assert "attached" in line, line
+            self.pull(reference)
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            tracer.wait(timeout=60)
+        sizes: Counter[int] = Counter()
+        pat = re.compile(r"write\(\d+<[^>]*GetImageBlob[^>]*>, .*\) = (\d+)$")
+        for part in log.parent.glob(f"{log.name}.*"):
+            for text in part.read_text().splitlines():
+                m = pat.search(text)
+                if m:
+                    sizes[int(m.group(1))] += 1
+        return sizes
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.log.close()
+        subprocess.run(["umount", "-R", str(self.folder / "exec")], capture_output=True,
+                       check=False)
+
+
+@pytest.fixture(scope="module")
+def builds() -> dict[str, object]:
+    _need(shutil.which("go") is not None, "Go (golang-go)")
+    _need(os.geteuid() == 0, "root (a private dockerd)")
+    return {v: build_dockerd(v) for v in ("stock", "pr48602")}
+
+
+@pytest.fixture(scope="module")
+def served(small_image, tls_material, tmp_path_factory) -> Iterator[dict[str, str]]:
+    with EmbeddedRegistry(tmp_path_factory.mktemp("dockerd-plain")) as plain, EmbeddedRegistry(
+        tmp_path_factory.mktemp("dockerd-tls"), ssl_context=tls_material.server_context()
+    ) as tls:
+        push_image(small_image, f"{plain.host}/{REF}", plain_http=True)
+        push_image(small_image, f"{tls.host}/{REF}", plain_http=False,
+                   ca_bundle=tls_material.ca_bundle)
+        yield {"plain": f"{plain.host}/{REF}", "tls": f"{tls.host}/{REF}"}
+
+
+def _pulled_write_sizes(binary: Path, reference: str, tmp_path: Path) -> Counter[int]:
+    _need(shutil.which("strace") is not None, "strace")
+    daemon = PrivateDockerd(binary, tmp_path / "dockerd")
+    try:
+        return daemon.traced_pull(reference, tmp_path / "strace.log")
+    finally:
+        daemon.close()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.peers
+def test_builds_are_cached_and_name_their_variant(builds, tmp_path):
+    stock, pr = builds["stock"], builds["pr48602"]
+    assert stock.binary != pr.binary
+    for b in (stock, pr):
+        assert b.binary.is_file()
+        assert os.access(b.binary, os.X_OK)
+        assert b.binary.is_relative_to(cache_root() / "dockerd" / "bin")
+        assert b.go_version.startswith("go1.")
+    again = build_dockerd("pr48602")
+    assert again.cached
+    assert again.binary == pr.binary
+    assert again.build_s == 0.0
+    out = subprocess.run([str(pr.binary), "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "+pullbench.pr48602" in out
+    nm = subprocess.run(["go", "tool", "nm", str(pr.binary)], capture_output=True, text=True,
+                        check=True).stdout
+    assert "distribution.pullbenchCopyPR48602" in nm
+    assert "pullbenchCopy" not in subprocess.run(
+        ["go", "tool", "nm", str(stock.binary)], capture_output=True, text=True,
+        check=True).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.peers
+@pytest.mark.parametrize(("variant", "transport", "expect"), [
+    ("stock", "plain", 32 * KiB),
+    ("stock", "tls", 16 * KiB),
+    ("pr48602", "plain", 512 * KiB),
+])
+def test_built_dockerd_write_sizes(builds, served, variant, transport, expect, tmp_path):
+    """Over plain HTTP stock writes 32 KiB (io.Copy through File.ReadFrom); over TLS each write
+    is one TLS record (16 KiB); pr48602 writes 512 KiB."""
+    sizes = _pulled_write_sizes(builds[variant].binary, served[transport], tmp_path)
+    assert sizes, "no write to a GetImageBlob file was traced"
+    assert max(sizes) == expect, sorted(sizes.items())
+    # the bulk of the bytes goes in writes of exactly that size
+    assert sizes[expect] * expect > 0.7 * sum(s * n for s, n in sizes.items()), sizes
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_unknown_variant_and_parameters_are_named():
+    with pytest.raises(ProgramBuildError, match=r"unknown dockerd variant 'pr4860'; known: "
+                                                r"bufio, pools-bufio32k, pr48602, stock"):
+        build_dockerd("pr4860")
+    with pytest.raises(ProgramBuildError, match=r"'bufio' has no parameter 'chunk'; valid: "
+                                                r"read_size, write_size"):
+        build_dockerd("bufio", {"chunk": 4096})
+    with pytest.raises(ProgramBuildError, match=r"'pr48602' has no parameter 'read_size'; "
+                                                r"valid: \(none\)"):
+        build_dockerd("pr48602", {"read_size": 4096})
+    with pytest.raises(ProgramBuildError, match=r"read_size='lots' must be a number of bytes"):
+        build_dockerd("bufio", {"read_size": "lots"})
+    with pytest.raises(ProgramBuildError, match=r"write_size=0 must be a number of bytes"):
+        build_dockerd("bufio", {"write_size": 0})
+
+
+def test_variant_files_name_what_they_mirror():
+    variants = dockerd_variants()
+    assert set(variants) == {"stock", "pr48602", "pools-bufio32k", "bufio"}
+    assert variants["stock"].function is None
+    assert "moby/moby#48602" in variants["pr48602"].summary
+    assert "moby/moby#48602" in variants["pools-bufio32k"].summary
+    assert variants["bufio"].params == {"read_size": 32768, "write_size": 524288}
+    text = variants["bufio"].source_with({"read_size": 4096, "write_size": 65536})
+    assert "const bufioReadSize = 4096 // pullbench:param read_size" in text
+    assert "const bufioWriteSize = 65536 // pullbench:param write_size" in text
+
+
+def _fake_tree(root: Path, pull_v2: str, dockerd_main: str) -> Path:
+    (root / "engine" / "distribution").mkdir(parents=True)
+    (root / "engine" / "distribution" / "pull_v2.go").write_text(pull_v2)
+    (root / "engine" / "cmd" / "dockerd").mkdir(parents=True)
+    (root / "engine" / "cmd" / "dockerd" / "docker.go").write_text(dockerd_main)
+    return root
+
+
+def test_source_without_the_copy_loop_is_refused(tmp_path):
+    tree = _fake_tree(tmp_path / "moby", "package distribution\n\n// io.CopyN(w, r, n)\n",
+                      "package main\n\nfunc main() {}\n")
+    with pytest.raises(ProgramBuildError, match=r"does not contain the copy loop") as info:
+        build_dockerd("pr48602", source=tree, cache_dir=tmp_path / "cache")
+    assert COPY_LOOP in str(info.value)
+    assert "moby 20.10" in str(info.value)
+    with pytest.raises(ProgramBuildError, match=r"is not a moby source tree"):
+        build_dockerd("stock", source=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(ProgramBuildError, match=r"no such directory"):
+        build_dockerd("stock", source=tmp_path / "nope", cache_dir=tmp_path / "cache")
+
+
+def test_failed_build_leaves_no_binary(tmp_path):
+    _need(shutil.which("go") is not None, "Go (golang-go)")
+    loop = ("package distribution\n\nimport \"io\"\n\nfunc f(tmpFile io.Writer, reader io.Reader, "
+            "ld struct{ verifier io.Writer }) (err error) {\n\t_, err = " + COPY_LOOP + "\n"
+            "\treturn err\n}\n")
+    tree = _fake_tree(tmp_path / "moby", loop, "package main\n\nfunc main() { not go }\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(ProgramBuildError, match=r"building dockerd stock failed") as info:
+        build_dockerd("stock", source=tree, cache_dir=cache)
+    assert "docker.go" in str(info.value)  # the compiler's message, with the file it names
+    bins = cache / "dockerd" / "bin"
+    assert [p.name for p in bins.rglob("*") if p.is_file() and "dockerd" in p.name] == []
+    assert list(bins.rglob("build.log"))  # the log is kept for the user
+
+
+def test_missing_go_is_a_clear_error(tmp_path):
+    with pytest.raises(ProgramBuildError, match=r"apt-get install -y golang-go"):
+        build_dockerd("stock", go=tmp_path / "bin" / "go", cache_dir=tmp_path)
+
+
+def test_install_needs_root(tmp_path):
+    _need(os.geteuid() == 0 and shutil.which("setpriv") is not None, "root and setpriv")
+    code = ("from pullbench import ProgramBuildError\n"
+            "from pullbench.arms._dockerd_build import build_dockerd\n"
+            "try:\n    build_dockerd('stock', install=True, cache_dir='/nonexistent')\n"
+            "except ProgramBuildError as e:\n    print(e)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HOME": str(tmp_path)}
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120, check=False)
+    assert "--install runs apt-get and needs root" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_deb_src_entries_are_derived_from_the_machines_sources(tmp_path):
+    d = tmp_path / "sources.list.d"
+    d.mkdir()
+    (d / "distro.sources").write_text(
+        "Types: deb\n# a comment\nURIs: http://archive.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main contrib\n"
+        "Signed-By: /usr/share/keyrings/example.gpg\n\n"
+        "Types: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n\n"
+        "Types: deb\nURIs: http://old.example/debian\nSuites: bookworm\nComponents: main\n"
+        "Enabled: no\n")
+    (d / "third-party.sources").write_text(
+        "Types: deb\nURIs: https://vendor.example/apt\nSuites: nodistro\nComponents: main\n")
+    (d / "oneline.list").write_text(
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main\n"
+        "deb-src http://mirror.example/debian bookworm main\n"
+        "deb http://mirror.example/debian bookworm-backports main # comment\n")
+    (d / "ignored.list.disabled").write_text("deb http://nope.example/debian bookworm main\n")
+    osr = tmp_path / "os-release"
+    osr.write_text('ID=debian\nVERSION_CODENAME=bookworm\n')
+    text = deb_src_entries(sources_dir=d, sources_list=tmp_path / "none", os_release=osr)
+    stanzas = [s for s in text.split("\n\n") if "Types:" in s]
+    assert all("Types: deb-src" in s for s in stanzas)
+    assert ("URIs: http://archive.example/debian\nSuites: bookworm bookworm-updates\n"
+            "Components: main contrib\nSigned-By: /usr/share/keyrings/example.gpg") in text
+    assert "URIs: http://security.example/debian-security\nSuites: bookworm-security" in text
+    assert "vendor.example" not in text  # not the distribution's own suites
+    assert "old.example" not in text  # disabled
+    assert "nope.example" not in text  # not a .list file
+    # the one-line entry that already has its deb-src twin is not repeated; the other one is
+    assert "URIs: http://mirror.example/debian\nSuites: bookworm-backports" in text
+    assert text.count("mirror.example") == 1
+    assert deb_src_entries(sources_dir=tmp_path / "empty", sources_list=tmp_path / "none",
+                           os_release=osr) == ""
+
+
+def test_requirements_are_exact_lines_for_this_machine():
+    lines = dockerd_build_requirements()
+    for line in lines:
+        assert line.startswith(("apt-get", "cat > ")), line
+    if any(line.startswith("cat > ") for line in lines):
+        assert str(DEB_SRC_FILE) in "\n".join(lines)
