@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import pullbench
-from pullbench._runner import _run_in_worker
+from pullbench.experiment._runner import _run_in_worker
 from pullbench.servers import EmbeddedRegistry
 
 
@@ -69,7 +69,7 @@ def probes(image: str, pairs: int, work: Path) -> None:
     with EmbeddedRegistry(work / "registry") as reg:
         reference = f"{reg.host}/bench/{image}:latest"
         pullbench.push_image(layout, reference)
-        task = {"pull_function": "pullbench._puller:pull", "reference": reference,
+        task = {"pull_function": "pullbench.puller._pipeline:pull", "reference": reference,
                 "strategy": "go-iocopy", "params": {}, "concurrency": 3, "plain_http": True,
                 "ca_bundle": None}
         for i in range(pairs + 1):  # pair 0 is a warm-up

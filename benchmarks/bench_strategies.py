@@ -251,7 +251,7 @@ def main() -> int:
         for spec in args.extra:
             name, _, rest = spec.partition(":")
             params = dict(p.split("=", 1) for p in rest.split(",") if p)
-            from pullbench._strategies import parse_param_value
+            from pullbench.puller.strategies import parse_param_value
 
             typed = {k: parse_param_value(name, k, v) for k, v in params.items()}
             arms.append((spec, get_strategy(name, **typed)))

@@ -13,11 +13,16 @@ Registries (servers to pull from) -- ``pullbench.servers``
 Fixture images
     build_image, push_image, catalog.
 Puller and copy strategies
-    parse_reference, RegistryClient, pull, PullResult, strategies.
+    parse_reference, RegistryClient, pull, PullResult, strategies, RetryPolicy (retries, resume,
+    low-speed limit), BODY_CAPS (what is read into memory at most).
 Statistics
     compare, verdicts, power and planning.
 Experiments
     ExperimentSpec, run_experiment, load_results.
+Analysis and report
+    analyze_folder (a results folder with its spec's settings), analyze_results, the typed
+    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary),
+    load_analysis, save_analysis, verdict_table, format_verdict_table, render_report.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ._errors import (
     AuthenticationError,
     BenchmarkError,
     BlobError,
+    ClientConfigError,
     DigestMismatch,
     ImageBuildError,
     ImageNotFound,
@@ -40,6 +46,7 @@ from ._errors import (
     PullbenchError,
     RegistryError,
     RegistryUnavailable,
+    ResponseTooLarge,
     ResultSchemaError,
     ServerError,
     SizeMismatch,
@@ -61,48 +68,61 @@ from ._media import (
     is_valid_digest,
     sha256_digest,
 )
+from ._version import __version__ as __version__
 
 # Everything else is imported on first use (PEP 562 ``__getattr__``), so ``import pullbench`` and
 # the CLI start fast without numpy, pandas, scipy, statsmodels or matplotlib (style guide rule 12).
 # The names, ``__all__`` and the objects are the same as with eager imports.
-if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs
+if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test compares)
     from . import servers
-    from ._client import Descriptor, FetchedManifest, Manifest, Platform, RegistryClient
-    from ._diagnostics import (
-        DegenerateSampleWarning,
-        Diagnostic,
-        StatsWarning,
-        diagnose,
-        diagnose_pair,
+    from ._reference import (
+        ImageReference,
+        parse_reference,
     )
-    from ._env import capture_environment
-    from ._hyperfine import read_hyperfine_json, write_hyperfine_json
-    from ._images import (
-        CatalogEntry,
-        SyntheticImageSpec,
-        build_image,
-        catalog,
-        default_cache_dir,
-        image_from_directory,
-        image_from_pip,
-        list_catalog,
-        tar_directory,
+    from .experiment._analysis import (
+        analyze_folder,
+        analyze_results,
+        save_analysis,
+        verdict_table,
     )
-    from ._mirror import MirrorResult, mirror_image
-    from ._oci import ImageLayout, LayoutDescriptor, import_image, push_image
-    from ._power import (
-        PowerPlan,
-        minimum_detectable_effect,
-        plan_from_pilot,
-        power_at_n,
-        runs_needed,
+    from .experiment._analysis_result import (
+        ANALYSIS_SCHEMA_VERSION,
+        Analysis,
+        ArmSummary,
+        ImageAnalysis,
+        MetricAnalysis,
+        VerdictRow,
+        load_analysis,
     )
-    from ._probes import Meter
-    from ._published import data_path, published_figures
-    from ._puller import LayerResult, PullResult, pull
-    from ._reference import ImageReference, parse_reference
-    from ._report import analyze_results, format_verdict_table, render_report, verdict_table
-    from ._results import (
+    from .experiment._endpoints import (
+        Endpoint,
+        EndpointLayer,
+        RegistryFactory,
+        default_registry_factory,
+        network_profiles,
+        pull_recording_proxy_cpu,
+        register_network_profile,
+        register_runner_layers,
+        register_tls_layer,
+        remote_registry_factory,
+    )
+    from .experiment._env import (
+        capture_environment,
+    )
+    from .experiment._hyperfine import (
+        read_hyperfine_json,
+        write_hyperfine_json,
+    )
+    from .experiment._published import (
+        data_path,
+        published_figures,
+    )
+    from .experiment._report import (
+        format_analysis,
+        format_verdict_table,
+        render_report,
+    )
+    from .experiment._results import (
         RESULTS_SCHEMA_VERSION,
         ResultsStore,
         consolidate_results,
@@ -110,22 +130,91 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs
         load_results,
         resolve_results_path,
     )
-    from ._runner import (
-        Endpoint,
-        EndpointLayer,
+    from .experiment._runner import (
         ExperimentInterrupted,
         ExperimentResult,
         ImageInfo,
-        RegistryFactory,
-        default_registry_factory,
         drop_page_cache,
-        network_profiles,
-        register_network_profile,
-        register_tls_layer,
         run_experiment,
     )
-    from ._spec import ArmSpec, ExperimentSpec, PlannedRun, design, load_spec
-    from ._stats import (
+    from .experiment._spec import (
+        ArmSpec,
+        ExperimentSpec,
+        PlannedRun,
+        design,
+        load_spec,
+    )
+    from .images._cache import (
+        default_cache_dir,
+    )
+    from .images._catalog import (
+        CatalogEntry,
+        SyntheticImageSpec,
+        build_image,
+        catalog,
+        image_from_directory,
+        image_from_pip,
+        list_catalog,
+        tar_directory,
+    )
+    from .images._mirror import (
+        MirrorResult,
+        mirror_image,
+    )
+    from .images._oci import (
+        ImageLayout,
+        LayoutDescriptor,
+        import_image,
+        push_image,
+    )
+    from .puller._client import (
+        Descriptor,
+        FetchedManifest,
+        Manifest,
+        Platform,
+        RegistryClient,
+    )
+    from .puller._pipeline import (
+        LayerResult,
+        PullResult,
+        pull,
+    )
+    from .puller._probes import (
+        Meter,
+    )
+    from .puller._transport import (
+        BODY_CAPS,
+        RetryPolicy,
+        TransferCounters,
+    )
+    from .puller.strategies import (
+        CopyStats,
+        CopyStrategy,
+        StrategyInfo,
+        get_strategy,
+        list_strategies,
+        register_strategy,
+    )
+    from .servers._proxy import (
+        NetworkProfile,
+        get_profile,
+        profile_names,
+    )
+    from .stats._diagnostics import (
+        DegenerateSampleWarning,
+        Diagnostic,
+        StatsWarning,
+        diagnose,
+        diagnose_pair,
+    )
+    from .stats._power import (
+        PowerPlan,
+        minimum_detectable_effect,
+        plan_from_pilot,
+        power_at_n,
+        runs_needed,
+    )
+    from .stats._stats import (
         VERDICTS,
         BatchComparison,
         Comparison,
@@ -142,130 +231,133 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs
         decide_verdict,
         factorial_anova,
     )
-    from ._strategies import (
-        CopyStats,
-        CopyStrategy,
-        StrategyInfo,
-        get_strategy,
-        list_strategies,
-        register_strategy,
-    )
-    from .servers._proxy import (
-        NetworkProfile,
-        get_profile,
-        profile_names,
-        pull_recording_proxy_cpu,
-        register_runner_layers,
-        remote_registry_factory,
-    )
 
 #: submodule (relative to this package) -> the public names it provides
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     # images (issue 2)
-    "._images": (
-        "CatalogEntry", "SyntheticImageSpec", "build_image", "catalog", "default_cache_dir",
+    ".images._cache": (
+        "default_cache_dir",
+    ),
+    ".images._catalog": (
+        "CatalogEntry", "SyntheticImageSpec", "build_image", "catalog",
         "image_from_directory", "image_from_pip", "list_catalog", "tar_directory",
     ),
-    "._oci": (
+    ".images._oci": (
         "ImageLayout", "LayoutDescriptor", "import_image", "push_image",
     ),
     # puller (issue 3)
-    "._client": (
+    ".puller._client": (
         "Descriptor", "FetchedManifest", "Manifest", "Platform", "RegistryClient",
     ),
-    "._mirror": (
+    ".images._mirror": (
         "MirrorResult", "mirror_image",
     ),
-    "._probes": (
+    ".puller._probes": (
         "Meter",
     ),
-    "._puller": (
+    ".puller._pipeline": (
         "LayerResult", "PullResult", "pull",
     ),
     "._reference": (
         "ImageReference", "parse_reference",
     ),
-    "._strategies": (
+    ".puller._transport": (
+        "BODY_CAPS", "RetryPolicy", "TransferCounters",
+    ),
+    ".puller.strategies": (
         "CopyStats", "CopyStrategy", "StrategyInfo", "get_strategy", "list_strategies",
         "register_strategy",
     ),
     # stats (issue 4)
-    "._diagnostics": (
+    ".stats._diagnostics": (
         "DegenerateSampleWarning", "Diagnostic", "StatsWarning", "diagnose", "diagnose_pair",
     ),
-    "._hyperfine": (
+    ".experiment._hyperfine": (
         "read_hyperfine_json", "write_hyperfine_json",
     ),
-    "._power": (
+    ".stats._power": (
         "PowerPlan", "minimum_detectable_effect", "plan_from_pilot", "power_at_n", "runs_needed",
     ),
-    "._published": (
+    ".experiment._published": (
         "data_path", "published_figures",
     ),
-    "._stats": (
+    ".stats._stats": (
         "BatchComparison", "Comparison", "FactorialResult", "GridResult", "SummaryComparison",
         "VERDICTS", "adjust_pvalues", "analyze_grid", "bca_interval", "compare_all_pairs",
         "compare_batch", "compare_from_summary", "compare_samples", "decide_verdict",
         "factorial_anova",
     ),
     # experiments (issue 5)
-    "._env": (
+    ".experiment._env": (
         "capture_environment",
     ),
-    "._report": (
-        "analyze_results", "format_verdict_table", "render_report", "verdict_table",
+    ".experiment._analysis": (
+        "analyze_folder", "analyze_results", "save_analysis", "verdict_table",
     ),
-    "._results": (
+    ".experiment._analysis_result": (
+        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSummary", "ImageAnalysis", "MetricAnalysis",
+        "VerdictRow", "load_analysis",
+    ),
+    ".experiment._report": (
+        "format_analysis", "format_verdict_table", "render_report",
+    ),
+    ".experiment._results": (
         "RESULTS_SCHEMA_VERSION", "ResultsStore", "consolidate_results", "load_environment",
         "load_results", "resolve_results_path",
     ),
-    "._runner": (
-        "Endpoint", "EndpointLayer", "ExperimentInterrupted", "ExperimentResult", "ImageInfo",
-        "RegistryFactory", "default_registry_factory", "drop_page_cache", "network_profiles",
-        "register_network_profile", "register_tls_layer", "run_experiment",
+    ".experiment._runner": (
+        "ExperimentInterrupted", "ExperimentResult", "ImageInfo", "drop_page_cache",
+        "run_experiment",
     ),
-    "._spec": (
+    ".experiment._endpoints": (
+        "Endpoint", "EndpointLayer", "RegistryFactory", "default_registry_factory",
+        "network_profiles", "pull_recording_proxy_cpu", "register_network_profile",
+        "register_runner_layers", "register_tls_layer", "remote_registry_factory",
+    ),
+    ".experiment._spec": (
         "ArmSpec", "ExperimentSpec", "PlannedRun", "design", "load_spec",
     ),
     # remote (issue 6)
     ".servers._proxy": (
-        "NetworkProfile", "get_profile", "profile_names", "pull_recording_proxy_cpu",
-        "register_runner_layers", "remote_registry_factory",
+        "NetworkProfile", "get_profile", "profile_names",
     ),
 }
 _LAZY: dict[str, str] = {
     name: module for module, names in _LAZY_MODULES.items() for name in names
 }
 
-__version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ArmSpec", "AuthenticationError", "BatchComparison", "BenchmarkError", "BlobError",
-    "CatalogEntry", "Comparison", "CopyStats", "CopyStrategy", "DOCKER_CONFIG",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
+    "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
+    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "DOCKER_CONFIG",
     "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DegenerateSampleWarning",
     "Descriptor", "Diagnostic", "DigestMismatch", "Endpoint", "EndpointLayer",
     "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
-    "FetchedManifest", "GridResult", "ImageBuildError", "ImageInfo", "ImageLayout",
-    "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult", "LayoutDescriptor",
-    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult", "NetworkProfile",
-    "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST",
-    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError",
-    "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError", "RegistryFactory",
-    "RegistryUnavailable", "ResultSchemaError", "ResultsStore", "ServerError", "SizeMismatch",
-    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "VERDICTS", "adjust_pvalues", "analyze_grid", "analyze_results",
-    "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
-    "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
-    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
-    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_verdict_table", "get_profile",
-    "get_strategy", "image_from_directory", "image_from_pip", "import_image", "is_valid_digest",
-    "list_catalog", "list_strategies", "load_environment", "load_results", "load_spec",
+    "FetchedManifest", "GridResult", "ImageAnalysis", "ImageBuildError", "ImageInfo",
+    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult",
+    "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MetricAnalysis",
+    "MirrorResult", "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError",
+    "PullResult",
+    "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
+    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
+    "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch", "StatsInputError",
+    "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison", "SyntheticImageSpec",
+    "TransferCounters", "VERDICTS", "VerdictRow", "adjust_pvalues", "analyze_folder",
+    "analyze_grid", "analyze_results", "bca_interval", "build_image", "capture_environment",
+    "catalog", "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
+    "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
+    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
+    "factorial_anova", "format_analysis", "format_verdict_table", "get_profile", "get_strategy",
+    "image_from_directory", "image_from_pip", "import_image", "is_valid_digest", "list_catalog",
+    "list_strategies", "load_analysis", "load_environment", "load_results", "load_spec",
     "minimum_detectable_effect", "mirror_image", "network_profiles", "parse_reference",
     "plan_from_pilot", "power_at_n", "profile_names", "published_figures", "pull",
     "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "register_network_profile",
     "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
-    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "servers",
-    "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
+    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "save_analysis",
+    "servers", "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
 ]
 
 

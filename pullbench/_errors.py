@@ -8,7 +8,10 @@
     │   ├── RegistryUnavailable        (cannot connect / 5xx)
     │   ├── AuthenticationError        (401/403 without usable credentials; names the realm)
     │   ├── ImageNotFound              (404 on a manifest or blob; names the reference)
-    │   ├── ManifestError              (malformed JSON, unknown media type, no matching platform)
+    │   ├── ManifestError              (malformed JSON, unknown media type, no matching platform,
+    │   │                               a digest algorithm other than sha256/sha512)
+    │   ├── ResponseTooLarge           (a body read into memory passed its cap; names the cap)
+    │   ├── ClientConfigError          (unusable client settings; also ValueError)
     │   └── BlobError
     │       ├── DigestMismatch         (bytes do not hash to the descriptor's digest)
     │       └── SizeMismatch           (short or long body vs the descriptor's size)
@@ -33,6 +36,7 @@ __all__ = [
     "AuthenticationError",
     "BenchmarkError",
     "BlobError",
+    "ClientConfigError",
     "DigestMismatch",
     "ImageBuildError",
     "ImageNotFound",
@@ -42,6 +46,7 @@ __all__ = [
     "PullbenchError",
     "RegistryError",
     "RegistryUnavailable",
+    "ResponseTooLarge",
     "ResultSchemaError",
     "ServerError",
     "SizeMismatch",
@@ -90,6 +95,26 @@ class ImageNotFound(RegistryError):
 
 class ManifestError(RegistryError):
     """A manifest or index is malformed, of an unknown media type, or has no matching platform."""
+
+
+class ResponseTooLarge(RegistryError):
+    """A body pullbench reads into memory (token, error body, manifest, list) passed its cap.
+
+    Attributes
+    ----------
+    cap_bytes : int
+        The cap that was passed (see ``pullbench.BODY_CAPS``).
+    """
+
+    def __init__(self, message: str, *, cap_bytes: int, registry: str | None = None,
+                 image_ref: str | None = None) -> None:
+        super().__init__(message, registry=registry, image_ref=image_ref)
+        self.cap_bytes = cap_bytes
+
+
+class ClientConfigError(RegistryError, ValueError):
+    """The client was configured with something unusable (a CA bundle that does not exist, a
+    retry policy out of range)."""
 
 
 class BlobError(RegistryError):

@@ -56,7 +56,7 @@ def plot_power_curves(
     """
     import matplotlib.pyplot as plt
 
-    from ._power import power_at_n
+    from .stats._power import power_at_n
 
     n = np.arange(2, max(3, int(n_max)) + 1)
     fig, ax = plt.subplots(figsize=(7, 4.2))

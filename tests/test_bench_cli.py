@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from pullbench._errors import BenchmarkError
-from pullbench._runner import run_experiment
 from pullbench.cli import main
+from pullbench.experiment._runner import run_experiment
 
 TINY = ["--image", "synthetic-small", "--arms", "go-iocopy,containerd-1m", "--no-progress"]
 

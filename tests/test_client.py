@@ -25,8 +25,8 @@ from pullbench import (
     RegistryUnavailable,
     pull,
 )
-from pullbench._client import ClientConfigError, parse_challenge
 from pullbench._media import MANIFEST_ACCEPT
+from pullbench.puller._client import ClientConfigError, parse_challenge
 
 SECRET = "s3cr3t-Pa55word"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pullbench import ProgramBuildError, pull, push_image
-from pullbench._probes import power_of_two_histogram
+from pullbench.puller._probes import power_of_two_histogram
 from pullbench.arms._goharness import (
     GO_IDIOMS,
     PRESET_IDIOMS,

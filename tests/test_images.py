@@ -18,7 +18,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-import pullbench._images as images_mod
+import pullbench.images._catalog as images_mod
 from pullbench import (
     DOCKER_MANIFEST,
     OCI_INDEX,

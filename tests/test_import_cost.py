@@ -102,12 +102,12 @@ def test_lazy_names_are_the_defining_modules_objects():
 
 def test_network_profiles_are_registered_without_an_explicit_call():
     """The shaping-proxy profiles work in specs although ``import pullbench`` no longer imports
-    the proxy: the runner registers them on first use."""
+    the proxy: the endpoints module registers them when it is first imported."""
     out = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import json
-        from pullbench import _runner
+        import pullbench
 
-        print(json.dumps(_runner.network_profiles()))
+        print(json.dumps(pullbench.network_profiles()))
     """)], capture_output=True, text=True, check=True, timeout=120)
     profiles = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"loopback", "passthrough", "lan-1g", "wan-200m", "wan-50m"} <= set(profiles)

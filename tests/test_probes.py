@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from pullbench import get_strategy, pull
-from pullbench._probes import (
+from pullbench.puller._probes import (
     IoCounters,
     Meter,
     NullMeter,
@@ -114,8 +114,8 @@ def test_probes_off_measures_nothing_but_still_verifies(
     pushed_image, tmp_path, monkeypatch, strategy
 ):
     """probes=False: no CPU / /proc snapshots, no read/write counting; fields are None, not 0."""
-    import pullbench._probes as probes_mod
-    import pullbench._puller as puller_mod
+    import pullbench.puller._pipeline as puller_mod
+    import pullbench.puller._probes as probes_mod
 
     calls: Counter[str] = Counter()
     real_init, real_rusage = probes_mod.ThreadProbe.__init__, puller_mod.process_rusage

@@ -169,7 +169,7 @@ def test_cli_errors(pushed_image, tmp_path):
         main, ["pull", pushed_image.reference, "--param", "read_size=lots", "--plain-http"]
     )
     assert res.exit_code == 2
-    assert "is not an integer" in res.output
+    assert "is not a size; accepted" in res.output
     res = runner.invoke(main, ["pull", pushed_image.reference, "--param", "oops", "--plain-http"])
     assert res.exit_code == 2
     res = runner.invoke(

@@ -24,6 +24,7 @@ from pullbench import (
     run_experiment,
 )
 from pullbench.cli import main
+from pullbench.experiment._endpoints import add_profile, pull_recording_proxy_cpu
 from pullbench.servers import (
     DistributionRegistry,
     EmbeddedRegistry,
@@ -31,7 +32,6 @@ from pullbench.servers import (
     ShapingProxy,
     TokenServer,
 )
-from pullbench.servers._proxy import add_profile, proxy_pid_for, pull_recording_proxy_cpu
 
 
 def _assert_no_half_written_blob(dest: Path) -> None:
@@ -49,16 +49,15 @@ def test_pull_through_shaping_proxy_is_intact_and_costs_proxy_cpu(small_image, t
         push_image(small_image, f"{reg.host}/net/app:v1")
         profile = NetworkProfile("t-5ms", rtt_ms=5.0, bandwidth_mbit_s=400.0)
         with ShapingProxy(reg.host, profile) as proxy:
-            assert proxy_pid_for(proxy.address) == proxy.pid  # how a run finds its proxy
             row = pull_recording_proxy_cpu(f"{proxy.address}/net/app:v1", "go-iocopy",
-                                           tmp_path / "out", plain_http=True)
+                                           tmp_path / "out", plain_http=True,
+                                           proxy_pid=proxy.pid)
             stats = proxy.stats()
     _assert_no_half_written_blob(tmp_path / "out")
     assert row["total_bytes"] > 0
     assert stats["bytes_to_client"] >= row["total_bytes"]
-    assert row["proxy_cpu_s"] >= 0.0
+    assert row["proxy_cpu_s"] > 0.0  # the proxy really copied the bytes: it used CPU
     assert stats["upstream_failures"] == 0
-    assert proxy_pid_for(proxy.address) is None  # forgotten once stopped
 
 
 @pytest.mark.peers
@@ -97,15 +96,16 @@ def test_runner_records_profile_tls_and_proxy_cpu(tmp_path, monkeypatch):
                           warmup_blocks=0, network_profile="test-wan-4ms", tls=True,
                           isolation="inprocess",
                           arms=(ArmSpec.make("go-iocopy"), ArmSpec.make("containerd-1m")))
-    run_experiment(spec, tmp_path / "res", progress=False,
-                   registry_factory=pullbench.remote_registry_factory,
-                   pull_function="pullbench.servers._proxy:pull_recording_proxy_cpu")
+    # the defaults: the registry serves TLS itself; the proxy's pid travels in Endpoint.details
+    run_experiment(spec, tmp_path / "res", progress=False)
     df = load_results(tmp_path / "res")
     assert set(df["status"]) == {"ok"}, df.get("error")
     assert set(df["network_profile"]) == {"test-wan-4ms"}
     assert df["tls"].all()
-    assert (df["proxy_cpu_s"] >= 0).all()
     assert df["proxy_cpu_s"].notna().all()
+    assert (df["proxy_cpu_s"] > 0).all()  # measured, not a default
+    network = pullbench.load_environment(tmp_path / "res")["registry"]["details"]["network"]
+    assert network["proxy_pid"] > 0
 
 
 def test_unknown_profile_in_a_spec_lists_the_profiles(tmp_path):

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from pullbench._env import capture_environment, filesystem_type
 from pullbench._errors import ResultSchemaError
-from pullbench._results import (
+from pullbench.experiment._env import capture_environment, filesystem_type
+from pullbench.experiment._results import (
     RESULTS_SCHEMA_VERSION,
     ResultsStore,
     consolidate_results,
@@ -107,7 +107,8 @@ def test_environment_capture(tmp_path):
 def test_analysis_excludes_and_counts_failed_runs():
     import numpy as np
 
-    from pullbench._report import analyze_results, format_verdict_table, verdict_table
+    from pullbench.experiment._analysis import analyze_results, verdict_table
+    from pullbench.experiment._report import format_verdict_table
 
     rng = np.random.default_rng(0)
     rows = []
@@ -127,12 +128,12 @@ def test_analysis_excludes_and_counts_failed_runs():
     df = pd.DataFrame(rows)
     analysis = analyze_results(df, baseline="base", metrics=("duration_s", "throughput_mb_s"),
                                margin=0.05, n_resamples=500)
-    assert analysis["n_failed"] == 1
-    assert analysis["failed_by_arm"] == {"fast": 1}
-    assert analysis["failed_messages"] == ["RegistryUnavailable: gone"]
-    result = analysis["images"]["img"]["metrics"]["duration_s"]
-    assert result["incomplete_blocks_dropped"] == [2]  # the block with the failed run
-    assert result["paired"] is True
+    assert analysis.n_failed == 1
+    assert analysis.failed_by_arm == {"fast": 1}
+    assert analysis.failed_messages == ("RegistryUnavailable: gone",)
+    result = analysis.metric("img", "duration_s")
+    assert result.incomplete_blocks_dropped == (2,)  # the block with the failed run
+    assert result.paired is True
     table = verdict_table(analysis, "img", "duration_s").set_index("arm")
     assert table.loc["base", "verdict"] == "baseline"
     assert table.loc["fast", "verdict"] == "faster"

@@ -14,16 +14,18 @@ from pullbench._errors import (
     RegistryUnavailable,
     StrategyError,
 )
-from pullbench._results import load_results
-from pullbench._runner import (
+from pullbench.experiment._endpoints import (
     Endpoint,
-    _check_disk,
     default_registry_factory,
-    drop_page_cache,
     register_network_profile,
+)
+from pullbench.experiment._results import load_results
+from pullbench.experiment._runner import (
+    _check_disk,
+    drop_page_cache,
     run_experiment,
 )
-from pullbench._spec import ExperimentSpec, design
+from pullbench.experiment._spec import ExperimentSpec, design
 
 SMALL = {"images": ("synthetic-small",), "arms": ("go-iocopy", "containerd-1m"), "blocks": 2,
          "warmup_blocks": 1, "seed": 5}

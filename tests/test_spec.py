@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from pullbench._errors import BenchmarkError
-from pullbench._spec import (
+from pullbench.experiment._spec import (
     DEFAULT_ARMS,
     ArmSpec,
     ExperimentSpec,

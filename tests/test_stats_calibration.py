@@ -22,7 +22,7 @@ from pullbench import (
     decide_verdict,
     power_at_n,
 )
-from pullbench._stats import (
+from pullbench.stats._stats import (
     BOOTSTRAP_RATIO_CALIBRATED_FROM_N,
     _ratio_bootstrap_ci,
     _resample_means_batch,

@@ -16,7 +16,7 @@ from pullbench import (
     pull,
     register_strategy,
 )
-from pullbench._strategies import SocketCopy, parse_param_value
+from pullbench.puller.strategies._registry import SocketCopy, parse_strategy_param
 
 PRESETS = [
     "go-iocopy",
@@ -81,14 +81,14 @@ def test_get_strategy_overrides_and_validation():
 
 
 def test_parse_param_value():
-    assert parse_param_value("go-iocopy", "read_size", "512Ki") == 512 * 1024
-    assert parse_param_value("go-iocopy", "read_size", "1Mi") == MiB
-    assert parse_param_value("go-iocopy", "read_size", "0x4000") == 16384
-    assert parse_param_value("go-iocopy", "hash_mode", "thread") == "thread"
-    with pytest.raises(StrategyError, match="is not an integer"):
-        parse_param_value("go-iocopy", "read_size", "lots")
+    assert parse_strategy_param("go-iocopy", "read_size", "512Ki") == 512 * 1024
+    assert parse_strategy_param("go-iocopy", "read_size", "1Mi") == MiB
+    assert parse_strategy_param("go-iocopy", "read_size", "0x4000") == 16384
+    assert parse_strategy_param("go-iocopy", "hash_mode", "thread") == "thread"
+    with pytest.raises(StrategyError, match="'lots' is not a size; accepted: 32768, 0x8000"):
+        parse_strategy_param("go-iocopy", "read_size", "lots")
     with pytest.raises(StrategyError, match="no parameter 'size'"):
-        parse_param_value("go-iocopy", "size", "1")
+        parse_strategy_param("go-iocopy", "size", "1")
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -271,7 +271,7 @@ def test_copy_cleans_up_and_rejects_bad_digest(pushed_image, tmp_path):
 def test_copy_with_null_meter_counts_nothing_and_verifies(pushed_image, tmp_path, name):
     """A NullMeter (probes=False) turns off counting, not verification."""
     from pullbench import DigestMismatch
-    from pullbench._probes import NullMeter
+    from pullbench.puller._probes import NullMeter
 
     with RegistryClient(pushed_image.registry.host, plain_http=True) as client:
         manifest = client.get_manifest(pushed_image.repository, pushed_image.tag)

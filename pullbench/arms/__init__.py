@@ -1,1 +1,3 @@
-"""External pullers run as arms: real dockerd builds, the Go copy harness, ..."""
+"""Arms pullbench does not own: any command, skopeo, containerd, dockerd and its built variants,
+and the Go harness. The experiment runner treats them like copy strategies.
+"""

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ProgramBuildError
+from .._sizes import SIZE_FORMATS, parse_size
 from ._gotoolchain import GoToolchain, cache_root, find_go, stable_key
 
 __all__ = [
@@ -148,8 +149,6 @@ def dockerd_variants() -> dict[str, DockerdVariant]:
 
 
 def _resolve_params(variant: DockerdVariant, params: Mapping[str, Any]) -> dict[str, int]:
-    from .._spec import parse_param_value
-
     unknown = sorted(set(params) - set(variant.params))
     if unknown:
         valid = ", ".join(sorted(variant.params)) or "(none)"
@@ -159,14 +158,13 @@ def _resolve_params(variant: DockerdVariant, params: Mapping[str, Any]) -> dict[
     out = dict(variant.params)
     for key, raw in params.items():
         try:
-            value = parse_param_value(raw)
-        except Exception as exc:  # BenchmarkError: not a whole number of bytes
-            raise ProgramBuildError(f"dockerd variant {variant.name!r}: {key}={raw!r}: "
-                                    f"{exc}") from exc
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1 << 30:
+            value = parse_size(raw) if isinstance(raw, str | int) else None
+        except ValueError:
+            value = None
+        if value is None or isinstance(raw, bool) or not 1 <= value <= 1 << 30:
             raise ProgramBuildError(
                 f"dockerd variant {variant.name!r}: {key}={raw!r} must be a number of bytes "
-                "between 1 and 1 GiB (e.g. 32768, 512k, 1MiB)")
+                f"between 1 and 1 GiB: {SIZE_FORMATS}")
         out[key] = value
     return out
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ProgramBuildError, PullbenchError
-from .._probes import power_of_two_histogram
+from ..puller._probes import power_of_two_histogram
 from ._gotoolchain import GoToolchain, cache_root, find_go, stable_key
 
 __all__ = [
@@ -361,8 +361,8 @@ def go_pull(reference: str, idiom: str, dest: str | Path, *, plain_http: bool = 
     ------
     ProgramBuildError, PullbenchError, RegistryError
     """
-    from .._client import RegistryClient
     from .._reference import parse_reference
+    from ..puller._client import RegistryClient
 
     _check_params(idiom, params or {})
     ref = parse_reference(reference)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import ProgramBuildError
+from ..images._cache import default_cache_dir
 
 __all__ = ["GoToolchain", "cache_root", "find_go", "stable_key"]
 
@@ -27,9 +28,9 @@ INSTALL_GO = "apt-get install -y golang-go"
 
 
 def cache_root() -> Path:
-    """``$PULLBENCH_CACHE`` when set, else ``~/.cache/pullbench`` (not created)."""
-    env = os.environ.get("PULLBENCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "pullbench"
+    """``$PULLBENCH_CACHE`` when set, else ``~/.cache/pullbench`` (not created): the parent of
+    the image cache (:func:`pullbench.default_cache_dir`)."""
+    return default_cache_dir().parent
 
 
 def stable_key(record: object) -> str:

@@ -1,14 +1,19 @@
 """Servers pullbench pulls FROM: never imported by the puller.
 
-EmbeddedRegistry, DistributionRegistry, Misbehavior (fault seam); later the shaping proxy,
-TLS material, token server and blob host.
+EmbeddedRegistry, DistributionRegistry, Misbehavior (fault seam) and HostileHost (a scripted
+second host for foreign realms, challenging CDNs, redirect loops); the shaping proxy, TLS
+material, token server and blob host.
 """
 
 from __future__ import annotations
 
 # (``X as X``: explicit re-exports, visible to type checkers despite the computed __all__)
 # (``# isort: split``: each section keeps its own sorted import block)
+from ._faults import FaultRecord as FaultRecord
 from ._faults import Misbehavior as Misbehavior
+from ._hostile import HostileHost as HostileHost
+from ._hostile import HostileReply as HostileReply
+from ._hostile import SeenRequest as SeenRequest
 
 # isort: split
 

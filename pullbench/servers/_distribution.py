@@ -1,7 +1,7 @@
 """Launch the real CNCF Distribution registry (Debian's ``docker-registry``) on 127.0.0.1.
 
 It can also listen on another address of this machine, optionally inside a network namespace
-(``ip netns exec``): :func:`pullbench.servers._netns.shaped_distribution_registry` uses that to
+(``ip netns exec``): :func:`pullbench.servers.shaped_distribution_registry` uses that to
 run it behind the kernel-shaped veth pair.
 
 The launcher writes its own configuration (keys from distribution/distribution:
@@ -101,7 +101,7 @@ def _free_port(host: str = "127.0.0.1", netns: str | None = None) -> int:
 
     if netns is None:
         return pick()
-    from ._netns import run_in_netns  # lazy: _netns imports this module lazily too
+    from ._nsexec import run_in_netns
 
     return run_in_netns(netns, pick)
 

@@ -8,7 +8,9 @@ lifecycle, so each server only adds what is its own (storage, signing keys, coun
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -43,6 +45,12 @@ class TLSHandler(BaseHTTPRequestHandler):
     handshake_timeout_s: ClassVar[float | None] = None
 
     def setup(self) -> None:
+        # Answers leave as a header write and a body write: with Nagle's algorithm the body waits
+        # for the client's (delayed, up to 40 ms) ACK of the headers. Measured on loopback: a
+        # keep-alive manifest GET took 44 ms at the median with Nagle, under 2 ms without (as
+        # Go's net package, which sets TCP_NODELAY on every TCP connection).
+        with contextlib.suppress(OSError):  # not TCP (e.g. a Unix socket)
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ctx = self.server.ssl_context
         if ctx is not None:
             if self.handshake_timeout_s is not None:

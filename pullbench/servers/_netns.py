@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
@@ -38,6 +37,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._errors import ServerError
+from ._distribution import DistributionRegistry
+from ._embedded import EmbeddedRegistry
+from ._nsexec import run_in_netns
 from ._proxy import NetworkProfile, ShapingProxy, get_profile
 
 __all__ = [
@@ -45,7 +47,6 @@ __all__ = [
     "KernelLinkInfo",
     "ShapedRegistry",
     "kernel_mode_available",
-    "run_in_netns",
     "shaped_distribution_registry",
     "shaped_embedded_registry",
 ]
@@ -63,50 +64,6 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         raise ServerError(f"kernel mode: `{' '.join(cmd)}` failed: {proc.stderr.strip()}")
     return proc
-
-
-def run_in_netns(namespace: str, fn: Callable[[], T]) -> T:
-    """Call ``fn`` in a thread that has entered network namespace ``namespace`` (``setns(2)``).
-
-    Sockets ``fn`` creates live in that namespace (network namespaces are per thread on Linux);
-    the calling thread is not moved. Needs root.
-
-    Parameters
-    ----------
-    namespace : str
-        A name from ``ip netns list`` (a file in ``/var/run/netns``).
-    fn : callable
-        Called without arguments; its result is returned, its exception re-raised.
-
-    Raises
-    ------
-    ServerError
-        The namespace does not exist or ``setns`` failed.
-    """
-    path = Path("/var/run/netns") / namespace
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            try:
-                fh = path.open("rb")
-            except OSError as exc:
-                raise ServerError(f"network namespace {namespace!r}: {exc}") from None
-            with fh:
-                if libc.setns(fh.fileno(), _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise ServerError(f"setns({path}) failed: {os.strerror(err)}")
-            box["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="pullbench-netns")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
 
 
 def kernel_mode_available() -> tuple[bool, str]:
@@ -321,7 +278,6 @@ def shaped_embedded_registry(
     ServerError
         ``mode="kernel"`` without kernel support, or setup failed.
     """
-    from ._embedded import EmbeddedRegistry
 
     prof = get_profile(profile)
     ok, why = kernel_mode_available()
@@ -385,7 +341,6 @@ def shaped_distribution_registry(
         support, the binary is missing, or setup failed (the message quotes the failing command
         or the registry's log).
     """
-    from ._distribution import DistributionRegistry
 
     if mode not in ("auto", "kernel", "proxy"):
         raise ServerError(f"mode must be auto, kernel or proxy, not {mode!r}")

@@ -43,10 +43,9 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,16 +65,10 @@ __all__ = [
     "NetworkProfileError",
     "SelftestRow",
     "ShapingProxy",
-    "add_profile",
     "get_profile",
-    "process_cpu_s",
+    "proc_stat_fields",
     "profile_names",
-    "proxy_pid_for",
-    "pull_recording_proxy_cpu",
-    "register_runner_layers",
-    "remote_registry_factory",
     "selftest",
-    "shaped_endpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -566,10 +559,7 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps({"error": f"cannot listen on {args.listen}: {exc}"}) + "\n")
         sys.stdout.flush()
         return 1
-    port = engine.address[1]
-
     def on_sigterm(*_: object) -> None:
-        _unpublish_pid(port, only_pid=os.getpid())
         os._exit(0)
 
     # the parent publishes this process's pid file; the process removes it itself when it ends,
@@ -589,7 +579,6 @@ def _child_main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
     engine.stop()
-    _unpublish_pid(port, only_pid=os.getpid())
     return 0
 
 
@@ -692,7 +681,6 @@ class ShapingProxy:
         self._proc = proc
         self.port = int(reply["port"])
         self._final_cpu_s = None
-        _publish_pid(self.port, proc.pid)
         threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
         logger.info("shaping proxy %s → %s:%s profile %s (pid %s)", self.address,
                     *self.upstream, self.profile.name, proc.pid)
@@ -768,7 +756,6 @@ class ShapingProxy:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        _unpublish_pid(self.port)
         with contextlib.suppress(OSError, ValueError, IndexError):
             self._final_cpu_s = _proc_cpu_s(proc.pid)
         self._kill(proc)
@@ -997,187 +984,6 @@ def selftest(
     finally:
         source.close()
     return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Experiment runner glue: endpoint layer, registry factory with native TLS, proxy CPU per run
-# ---------------------------------------------------------------------------------------------
-
-_PID_DIR = Path(tempfile.gettempdir()) / "pullbench-proxies"
-
-
-def _start_ticks(pid: int) -> str:
-    """Start time of ``pid`` (field 22 of /proc/<pid>/stat): tells a reused pid apart."""
-    try:
-        return proc_stat_fields(pid)[19]
-    except OSError:
-        return ""
-
-
-def _publish_pid(port: int, pid: int) -> None:
-    for _ in range(3):  # another process may remove the (then empty) folder in between
-        try:
-            _PID_DIR.mkdir(exist_ok=True)
-            (_PID_DIR / str(port)).write_text(f"{pid} {_start_ticks(pid)}")
-            return
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return
-
-
-def _unpublish_pid(port: int, only_pid: int | None = None) -> None:
-    """Remove the pid file of ``port`` (only if it names ``only_pid``, when given), and the
-    folder once it is empty: nothing is left in the temporary folder when no proxy runs."""
-    path = _PID_DIR / str(port)
-    with contextlib.suppress(OSError, ValueError):
-        if only_pid is None or int(path.read_text().split()[0]) == only_pid:
-            path.unlink()
-    with contextlib.suppress(OSError):
-        _PID_DIR.rmdir()
-
-
-def proxy_pid_for(host_port: str) -> int | None:
-    """Process id of the live shaping proxy listening on ``host:port`` (None if there is none)."""
-    port = host_port.rsplit(":", 1)[-1]
-    try:
-        pid_text, _, ticks = (_PID_DIR / port).read_text().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):
-        return None
-    # a stale file (its proxy was killed with its parent) must not name a reused pid
-    return pid if ticks and _start_ticks(pid) == ticks else None
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU time (user + system) of process ``pid`` so far, seconds (0.0 if it is gone)."""
-    try:
-        return _proc_cpu_s(pid)
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def add_profile(profile: NetworkProfile) -> None:
-    """Add a custom profile under ``profile.name`` and make it usable in experiment specs.
-
-    Raises
-    ------
-    NetworkProfileError
-        The name is a built-in one.
-    """
-    if profile.name in ("loopback", "passthrough", "lan-1g", "wan-200m", "wan-50m"):
-        raise NetworkProfileError(f"{profile.name!r} is a built-in network profile")
-    PROFILES[profile.name] = profile
-    register_runner_layers()
-
-
-@contextlib.contextmanager
-def shaped_endpoint(spec: Any, endpoint: Any) -> Iterator[Any]:
-    """Endpoint layer for the experiment runner: a shaping proxy in front of ``endpoint``.
-
-    ``spec.network_profile`` names the profile (see :func:`get_profile`). The yielded endpoint
-    points at the proxy and records the profile and the proxy's pid in ``details``; each run's
-    ``proxy_cpu_s`` is measured by :func:`pull_recording_proxy_cpu` (see its docstring).
-
-    Raises
-    ------
-    NetworkProfileError
-        Unknown profile (lists the known ones).
-    RegistryUnavailable
-        The proxy cannot reach the registry (before any run).
-    """
-    profile = get_profile(spec.network_profile)
-    if not profile.use_proxy:
-        yield endpoint
-        return
-    host, _, port = endpoint.host.rpartition(":")
-    scheme = endpoint.url.split("://", 1)[0]
-    with ShapingProxy((host, int(port)), profile) as proxy:
-        assert proxy.pid is not None
-        _publish_pid(proxy.port, proxy.pid)
-        try:
-            details = dict(endpoint.details)
-            details["network"] = {**profile.to_dict(), "proxy_pid": proxy.pid,
-                                  "upstream": endpoint.host}
-            yield dataclasses.replace(endpoint, host=proxy.address,
-                                      url=f"{scheme}://{proxy.address}",
-                                      network_profile=profile.name, details=details)
-        finally:
-            _unpublish_pid(proxy.port)
-
-
-@contextlib.contextmanager
-def remote_registry_factory(spec: Any, work_dir: Path) -> Iterator[Any]:
-    """Registry factory for the runner that serves TLS natively when ``spec.tls`` is true.
-
-    ``embedded`` → :class:`EmbeddedRegistry` with an ``ssl_context``; ``distribution`` →
-    :class:`DistributionRegistry` with ``tls_cert``/``tls_key`` (Go's TLS server), both with
-    trustme material under ``work_dir`` whose CA bundle is handed to the puller. Without
-    ``spec.tls`` (or for a URL) it is the runner's default factory.
-    """
-    from .. import _runner
-
-    if not spec.tls or spec.registry not in ("embedded", "distribution"):
-        with _runner.default_registry_factory(spec, work_dir) as endpoint:
-            yield endpoint
-        return
-    from ._distribution import DistributionRegistry
-    from ._embedded import EmbeddedRegistry
-    from ._tls import make_tls_material
-
-    material = make_tls_material(work_dir / "tls")
-    root = work_dir / f"{spec.registry}-storage"
-    root.mkdir(parents=True, exist_ok=True)
-    reg: Any
-    if spec.registry == "embedded":
-        reg = EmbeddedRegistry(root, ssl_context=material.server_context())
-    else:
-        reg = DistributionRegistry(root, tls_cert=material.cert_chain, tls_key=material.key)
-    with reg:
-        yield _runner.Endpoint(
-            host=reg.host, url=reg.url, plain_http=False, ca_bundle=str(material.ca_bundle),
-            kind=str(getattr(reg, "kind", spec.registry)),
-            version=str(getattr(reg, "version", "unknown")), tls=True,
-            details={"tls": {"ca_bundle": str(material.ca_bundle), "native": True}},
-        )
-
-
-@contextlib.contextmanager
-def _tls_layer_unavailable(spec: Any, endpoint: Any) -> Iterator[Any]:
-    raise BenchmarkError(
-        "tls=True: the registry must serve TLS itself; run the experiment with "
-        "registry_factory=pullbench.remote_registry_factory (it starts the embedded registry or "
-        "Distribution with trustme certificates)"
-    )
-    yield endpoint  # pragma: no cover
-
-
-def pull_recording_proxy_cpu(reference: str, strategy: Any, dest: Any, **kwargs: Any) -> Any:
-    """:func:`pullbench.pull`, plus ``proxy_cpu_s``: the shaping proxy's CPU during this pull.
-
-    For the runner's ``pull_function`` (``"pullbench.servers._proxy:pull_recording_proxy_cpu"``):
-    the proxy is found by the port in ``reference`` (0.0 when the pull does not go through a
-    proxy, e.g. ``loopback``). Returns the result's row (a dict).
-    """
-    from .._puller import pull
-
-    pid = proxy_pid_for(reference.split("/", 1)[0])
-    before = process_cpu_s(pid) if pid else 0.0
-    result = pull(reference, strategy, dest, **kwargs)
-    row: dict[str, Any] = result.to_row()
-    row["proxy_cpu_s"] = (process_cpu_s(pid) - before) if pid else 0.0
-    return row
-
-
-def register_runner_layers() -> None:
-    """Register every proxied profile as a runner network profile (idempotent)."""
-    from .. import _runner
-
-    for name, profile in PROFILES.items():
-        if profile.use_proxy:
-            _runner.register_network_profile(name, shaped_endpoint)
-    if not _runner._TLS_LAYER:
-        _runner.register_tls_layer(_tls_layer_unavailable)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,193 @@
+"""CLI commands of the experiments area: ``bench``, ``analyze``, ``report``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import handle_errors
+
+logger = logging.getLogger(__name__)
+
+#: ``--quick``: about a minute on a 2-core machine (default arms, the default image).
+QUICK = {"blocks": 4, "warmup_blocks": 1}
+
+
+def _parse_param(text: str) -> tuple[str | None, str, str]:
+    """``ARM.KEY=VALUE`` or ``KEY=VALUE`` (all arms)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r}: expected [ARM.]KEY=VALUE, e.g. pr48602.write_size=64k",
+                                 param_hint="--param")
+    arm, dot, name = key.rpartition(".")
+    return (arm if dot else None), name, value
+
+
+@click.command("bench")
+@click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run a saved spec (YAML/TOML/JSON); other options override its keys.")
+@click.option("--image", "images", multiple=True,
+              help="Fixture image (catalog name) or, with a URL registry, repo:tag. Repeatable. "
+                   "Default synthetic-256m.")
+@click.option("--registry", help="embedded (default), distribution, or a URL http://host:port.")
+@click.option("--arms", help="Comma-separated strategy presets; the first is the baseline unless "
+                             "--baseline. Default: go-iocopy,pr48602,pools-bufio32k,containerd-1m,"
+                             "requests-iter-content,splice.")
+@click.option("--baseline", help="Arm to compare against (default: first arm).")
+@click.option("--param", "params", multiple=True,
+              help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.write_size=64k). "
+                   "Repeatable.")
+@click.option("--blocks", type=click.IntRange(min=1),
+              help="Blocks, each running every arm once in random order (default 20).")
+@click.option("--warmup-blocks", type=click.IntRange(min=0),
+              help="Warm-up blocks, recorded but not analysed (default 1).")
+@click.option("--seed", type=int, help="Seed of the randomized run order.")
+@click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Equivalence margin as a fraction (default 0.02).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Concurrent layer downloads.")
+@click.option("--quick", is_flag=True, help="A short run (about a minute): 4 blocks + 1 warm-up.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Results folder (default results/<timestamp>-<name>).")
+@click.option("--resume", "resume_dir",
+              type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Continue the interrupted experiment in this results folder.")
+@click.option("--network-profile",
+              help="Network between puller and registry: loopback (default) or a shaping-proxy "
+                   "profile (list them with `pullbench net profiles`, e.g. lan-1g, wan-200m).")
+@click.option("--tls", is_flag=True, help="The registry serves TLS itself (trustme certificates).")
+@click.option("--drop-caches", is_flag=True,
+              help="Drop the page cache before every run (root only): cache_state=cold.")
+@click.option("--in-process", is_flag=True, help="Run pulls in this process, not a fresh worker.")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path),
+              help="Where content stores are written (default: inside the results folder).")
+@click.option("--no-probes", is_flag=True,
+              help="Pull without the puller's probes: no per-thread CPU time, /proc I/O "
+                   "counters, peak RSS or read/write-size counts are taken (those columns are "
+                   "empty, and CPU metrics such as cpu_ns_per_byte are skipped in the analysis "
+                   "with a note). Wall times, sizes and digest checks are unchanged.")
+@click.option("--no-report", is_flag=True, help="Skip the HTML report.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
+@handle_errors
+def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
+          arms: str | None, baseline: str | None, params: tuple[str, ...], blocks: int | None,
+          warmup_blocks: int | None, seed: int | None, margin: float | None,
+          concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
+          network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
+          dest: Path | None, no_probes: bool,
+          no_report: bool, progress: bool) -> None:
+    """Run an experiment and print verdicts (the main job).
+
+    Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
+    cached, runs the default arms in randomized blocks (each pull in a fresh worker process),
+    prints the verdict tables for wall time and CPU time per byte, and writes
+    results/<timestamp>-bench/ with rows.jsonl, rows.parquet, rows.csv, environment.json,
+    analysis.json and report.html.
+    """
+    from ..experiment._analysis import analyze_folder
+    from ..experiment._report import format_analysis, render_report
+    from ..experiment._runner import ExperimentInterrupted, preflight, run_experiment
+    from ..experiment._spec import ExperimentSpec, load_spec
+
+    parsed_params = [_parse_param(p) for p in params]
+    if resume_dir is not None:
+        given = [n for n, v in (("--spec", spec_file), ("--image", images), ("--arms", arms),
+                                ("--param", params), ("--blocks", blocks), ("--quick", quick),
+                                ("--out", out)) if v]
+        if given:
+            raise click.UsageError(f"--resume continues the saved spec; drop {', '.join(given)}")
+        spec = None
+        out = resume_dir
+    else:
+        spec = load_spec(spec_file) if spec_file else ExperimentSpec()
+        overrides: dict[str, Any] = {
+            "images": tuple(images) or None, "registry": registry, "blocks": blocks,
+            "warmup_blocks": warmup_blocks, "seed": seed, "margin": margin,
+            "concurrency": concurrency, "baseline": baseline,
+            "network_profile": network_profile, "tls": True if tls else None,
+        }
+        if quick:
+            overrides.update({k: v for k, v in QUICK.items() if overrides.get(k) is None})
+            if spec_file is None:
+                overrides["name"] = "quick"
+        if arms:
+            overrides["arms"] = tuple(a.strip() for a in arms.split(",") if a.strip())
+        if drop_caches:
+            overrides["cache_policy"] = "drop"
+        if in_process:
+            overrides["isolation"] = "inprocess"
+        if no_probes:
+            overrides["probes"] = False
+        if dest is not None:
+            overrides["dest_dir"] = str(dest)
+        spec = spec.with_overrides(**overrides)
+        if parsed_params:
+            spec = spec.with_params(parsed_params)
+        preflight(spec, check_registry=True)  # arms, profile, images, registry: before announcing
+        click.echo(f"experiment {spec.name}: {len(spec.arms)} arms x {spec.blocks} blocks "
+                   f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
+                   f"{spec.total_runs} runs on the {spec.registry} registry "
+                   f"({spec.network_profile}{', TLS' if spec.tls else ''})", err=True)
+    try:
+        result = run_experiment(spec, out, resume=resume_dir is not None, progress=progress)
+    except ExperimentInterrupted as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted before a new run finished; rows already written are kept", err=True)
+        raise SystemExit(130) from None
+    click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
+               err=True)
+    analysis = analyze_folder(result.directory)
+    click.echo(format_analysis(analysis))
+    if not no_report:
+        path = render_report(result.directory)
+        click.echo(f"\nreport: {path}")
+    click.echo(f"results: {result.directory}")
+
+
+@click.command("analyze")
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.option("--baseline", help="Baseline arm (default: the spec's).")
+@click.option("--metric", "metrics", multiple=True,
+              help="Column to analyse (repeatable); default: the spec's (duration_s, "
+                   "cpu_ns_per_byte).")
+@click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@handle_errors
+def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
+            margin: float | None, alpha: float | None) -> None:
+    """Re-run the statistics on a results folder (failed runs excluded and counted)."""
+    from ..experiment._analysis import analyze_folder, save_analysis
+    from ..experiment._report import format_analysis
+    from ..experiment._results import consolidate_results
+
+    directory = results if results.is_dir() else results.parent
+    analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
+                              margin=margin, alpha=alpha, save=False)
+    written = save_analysis(directory, analysis)
+    if (directory / "rows.jsonl").exists():
+        consolidate_results(directory)
+    click.echo(format_analysis(analysis))
+    if written:
+        click.echo(f"\nanalysis: {directory / 'analysis.json'}")
+    else:
+        click.echo(f"\nanalysis unchanged: {directory / 'analysis.json'} (not rewritten)")
+
+
+@click.command("report")
+@click.argument("results", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write (default RESULTS/report.html).")
+@handle_errors
+def report(results: Path, output: Path | None) -> None:
+    """Render an HTML report (plots embedded) for a results folder."""
+    from ..experiment._report import render_report
+
+    path = render_report(results, output)
+    click.echo(str(path))
+
+
+COMMANDS: list[click.Command] = [bench, analyze, report]

@@ -1,0 +1,410 @@
+"""Analysis of a results folder: verdicts per image and metric, with the spec's defaults.
+
+:func:`analyze_folder` is what ``pullbench analyze``, ``pullbench bench``, the report and the
+notebooks call: it reads the rows and the saved spec of a results folder and runs
+:func:`analyze_results` with the spec's baseline, metrics, margin, alpha and seed (the
+:class:`~pullbench.ExperimentSpec` defaults where the folder has no spec).
+:func:`analyze_results` runs :func:`pullbench.analyze_grid` per image and per metric on the
+successful, non-warm-up runs and counts the failed runs it excluded. :func:`verdict_table` joins
+the statistics with what explains them (median write size, throughput, memory held in buffers).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._errors import BenchmarkError, ResultSchemaError, StatsInputError
+from ..stats._diagnostics import Diagnostic
+from ._analysis_result import (
+    ANALYSIS_SCHEMA_VERSION,
+    Analysis,
+    ArmSummary,
+    ImageAnalysis,
+    MetricAnalysis,
+    VerdictRow,
+)
+from ._results import (
+    ANALYSIS_JSON,
+    ENVIRONMENT_JSON,
+    SPEC_JSON,
+    ResultsStore,
+    _jsonable,
+    load_results,
+    resolve_results_path,
+)
+
+__all__ = ["PROBE_COLUMNS", "analyze_folder", "analyze_results", "lower_is_better",
+           "save_analysis", "verdict_table"]
+
+logger = logging.getLogger(__name__)
+
+#: Per-arm descriptive columns joined into the verdict table (median over runs).
+EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "peak_rss_bytes")
+
+#: Columns that only the puller's probes measure (absent with ``probes=False`` / ``--no-probes``).
+PROBE_COLUMNS = frozenset({
+    "cpu_user_s", "cpu_sys_s", "cpu_s", "cpu_ns_per_byte", "process_cpu_user_s",
+    "process_cpu_sys_s", "peak_rss_bytes", "syscr", "syscw", "rchar", "wchar", "read_count",
+    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist",
+})
+
+
+def lower_is_better(metric: str) -> bool:
+    """False for rates (``*_mb_s``, ``*_per_s``), True for times, CPU, bytes held, counts."""
+    return not (metric.endswith("_mb_s") or metric.endswith("_per_s"))
+
+
+def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
+    if "warmup" in df.columns:
+        df = df[~df["warmup"].astype(bool)]
+    ok = df[df["status"] == "ok"]
+    failed = df[df["status"] != "ok"]
+    return ok.reset_index(drop=True), failed.reset_index(drop=True)
+
+
+def analyze_results(
+    df: pd.DataFrame,
+    *,
+    baseline: str,
+    metrics: Sequence[str] = ("duration_s", "cpu_ns_per_byte"),
+    margin: float = 0.02,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_resamples: int = 9999,
+) -> Analysis:
+    """Verdicts of every arm against ``baseline``, per image and metric.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows as returned by :func:`pullbench.load_results` (warm-up and failed runs may be
+        included: they are excluded here and counted).
+    baseline : str
+        Arm name of the baseline.
+    metrics : sequence of str
+        Columns to analyse (lower is better for each).
+    margin : float
+        Equivalence margin (fraction of the baseline).
+    alpha : float
+        Significance level.
+    seed : int
+        Seed of the bootstrap generator.
+    n_resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    Analysis
+        Per image (:attr:`Analysis.images`) the analysed metrics (:class:`MetricAnalysis`: the
+        verdict rows, diagnostics, runs needed), the skipped metrics with their reason, and
+        per-arm medians; ``to_dict()`` is what ``analysis.json`` holds.
+
+    A metric that was not measured is skipped, with its reason in ``skipped_metrics`` and
+    ``notes``, never given a verdict: a probe metric (CPU time, CPU per byte, peak RSS, counters;
+    :data:`PROBE_COLUMNS`) of runs made with probes off (``probes`` column False, ``--no-probes``),
+    or a metric with no value at all for the baseline or another arm.
+
+    Raises
+    ------
+    StatsInputError
+        The baseline has no successful runs, or a metric column is missing.
+    """
+    from ..stats._stats import analyze_grid
+
+    ok, failed = _analysis_frame(df)
+    images = sorted(ok["image"].unique()) if len(ok) else []
+    if not images:
+        raise StatsInputError(
+            f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
+        )
+    notes: list[str] = []
+    per_image: dict[str, ImageAnalysis] = {}
+    for image in images:
+        sub = ok[ok["image"] == image]
+        if baseline not in set(sub["arm"]):
+            raise StatsInputError(
+                f"baseline arm {baseline!r} has no successful runs for image {image!r}; arms with "
+                f"runs: {sorted(set(sub['arm']))}"
+            )
+        per_metric: dict[str, MetricAnalysis] = {}
+        skipped: dict[str, str] = {}
+        for metric in metrics:
+            if metric not in sub.columns:
+                raise StatsInputError(
+                    f"metric {metric!r} is not a column of the results; columns: "
+                    f"{sorted(c for c in sub.columns if pd.api.types.is_numeric_dtype(sub[c]))}"
+                )
+            reason = _unmeasured(sub, metric, baseline)
+            if reason is not None:
+                skipped[metric] = reason
+                notes.append(f"{image}: {metric} skipped: {reason}")
+                logger.info("%s: %s skipped: %s", image, metric, reason)
+                continue
+            data = sub[["arm", "block", metric]].copy()
+            data[metric] = pd.to_numeric(data[metric], errors="coerce")
+            data = data.dropna().astype({metric: float})
+            data, dropped = _complete_blocks(data)
+            grid = analyze_grid(
+                data, metric=metric, arm="arm", baseline=baseline, block="block",
+                margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
+                n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
+            )
+            per_metric[metric] = MetricAnalysis(
+                # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
+                table=tuple(VerdictRow.from_dict(rec)
+                            for rec in grid.table.to_dict(orient="records")),
+                summary=grid.summary(),
+                paired=bool(grid.paired),
+                incomplete_blocks_dropped=tuple(dropped),
+                diagnostics=_diagnostics(grid, baseline),
+                runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
+            )
+        per_image[str(image)] = ImageAnalysis(metrics=per_metric, skipped_metrics=skipped,
+                                              arms=_arm_descriptives(sub, metrics))
+    return Analysis(
+        schema_version=ANALYSIS_SCHEMA_VERSION,
+        analyzed_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        baseline=baseline, margin=float(margin), alpha=float(alpha), seed=int(seed),
+        n_runs=len(ok), n_failed=len(failed),
+        failed_by_arm={str(k): int(v) for k, v in failed.groupby("arm").size().items()}
+        if len(failed) else {},
+        failed_messages=tuple(sorted({str(m) for m in failed.get("error", pd.Series())
+                                      .dropna()})[:10]),
+        notes=tuple(notes),
+        images=per_image,
+    )
+
+
+def _spec_defaults() -> dict[str, Any]:
+    """The analysis settings of a default :class:`~pullbench.ExperimentSpec`."""
+    from ._spec import ExperimentSpec
+
+    wanted = ("metrics", "margin", "alpha", "seed")
+    return {f.name: f.default for f in fields(ExperimentSpec) if f.name in wanted}
+
+
+def analyze_folder(
+    directory: str | Path,
+    *,
+    baseline: str | None = None,
+    metrics: Sequence[str] | None = None,
+    margin: float | None = None,
+    alpha: float | None = None,
+    seed: int | None = None,
+    n_resamples: int = 9999,
+    save: bool = True,
+) -> Analysis:
+    """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
+
+    Parameters
+    ----------
+    directory : path
+        Results folder (``rows.jsonl``, ``spec.json`` ...), a rows file in one
+        (``rows.parquet``, ``rows.csv``), or a name :func:`pullbench.resolve_results_path`
+        knows (``"shipped"``).
+    baseline, metrics, margin, alpha, seed : optional
+        Override the spec's (``seed`` seeds the bootstrap). The spec is ``spec.json``, else the
+        spec recorded in ``environment.json``; :class:`~pullbench.ExperimentSpec`'s defaults
+        apply where the folder records none (the baseline then is the first arm of the rows).
+    n_resamples : int
+        Bootstrap resamples.
+    save : bool
+        Write ``analysis.json`` with :func:`save_analysis` (left untouched when only the time
+        stamp would change).
+
+    Returns
+    -------
+    Analysis
+        As :func:`analyze_results`.
+
+    Raises
+    ------
+    ResultSchemaError
+        Not a results folder.
+    BenchmarkError
+        The folder holds no runs yet.
+    StatsInputError
+        As :func:`analyze_results`.
+    """
+    path = resolve_results_path(directory)
+    store = ResultsStore(path if path.is_dir() else path.parent)
+    spec = store.read_json(SPEC_JSON) or (store.read_json(ENVIRONMENT_JSON) or {}).get("spec") or {}
+    defaults = {**_spec_defaults(), **{k: v for k, v in spec.items() if v is not None}}
+    df = load_results(path, include_warmup=True)
+    if df.empty:
+        raise BenchmarkError(f"{store.directory} holds no runs yet")
+    analysis = analyze_results(
+        df,
+        baseline=baseline or defaults.get("baseline") or str(df["arm"].iloc[0]),
+        metrics=tuple(metrics or defaults["metrics"]),
+        margin=float(margin if margin is not None else defaults["margin"]),
+        alpha=float(alpha if alpha is not None else defaults["alpha"]),
+        seed=int(seed if seed is not None else defaults["seed"]),
+        n_resamples=n_resamples,
+    )
+    if save:
+        save_analysis(store.directory, analysis)
+    return analysis
+
+
+def _same_json(old: Any, new: Any) -> bool:
+    """Equal JSON values, floats to 12 significant digits (the last bits vary with the BLAS)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return old.keys() == new.keys() and all(_same_json(old[k], new[k]) for k in old)
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same_json(a, b) for a, b in zip(old, new, strict=True))
+    if isinstance(old, float) and isinstance(new, float):
+        return math.isclose(old, new, rel_tol=1e-12, abs_tol=1e-300)
+    return bool(old == new) and type(old) is type(new)
+
+
+def _same_analysis(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """True when two analyses differ at most in ``analyzed_at`` (compared as stored JSON)."""
+    if old is None:
+        return False
+    strip = [json.loads(json.dumps(_jsonable({k: v for k, v in a.items() if k != "analyzed_at"})))
+             for a in (old, new)]
+    return _same_json(strip[0], strip[1])
+
+
+def save_analysis(directory: str | Path, analysis: Analysis) -> bool:
+    """Write ``analysis.json`` unless it already holds this analysis (time stamp aside).
+
+    Leaving the file byte-identical keeps committed results clean in git. A file that is not a
+    readable analysis is replaced.
+
+    Returns
+    -------
+    bool
+        Whether the file was (re)written.
+    """
+    store = ResultsStore(Path(directory))
+    try:
+        old = store.read_json(ANALYSIS_JSON)
+    except ResultSchemaError:
+        old = None
+    new = analysis.to_dict()
+    if _same_analysis(old, new):
+        return False
+    store.write_json(ANALYSIS_JSON, new)
+    return True
+
+
+def _diagnostics(grid: Any, baseline: str) -> tuple[Diagnostic, ...]:
+    """The grid's diagnostics, JSON-ready; a comparison's own (arm None) gets "ARM vs BASELINE"."""
+    out = []
+    for diag in grid.diagnostics:
+        arm = diag.arm
+        if arm is None:
+            pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
+            if len(pair) == 1:
+                arm = f"{pair[0]} vs {baseline}"
+        out.append(Diagnostic(kind=diag.kind, severity=diag.severity, message=diag.message,
+                              arm=arm, details=_jsonable(diag.details)))
+    return tuple(out)
+
+
+def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:
+    """Why ``metric`` cannot be analysed for these rows (None: it can)."""
+    if metric in PROBE_COLUMNS and "probes" in sub.columns:
+        probes = sub["probes"].map(lambda v: v is True or v in (1, "true", "True"))
+        if not probes.any():
+            return ("not measured: the runs were made with probes off (--no-probes / "
+                    "probes=False), which records no CPU time, RSS or read/write counts")
+        if not probes.all():
+            return ("measured in only some runs (probes were off in the others); "
+                    "no verdict on partial data")
+    values = pd.to_numeric(sub[metric], errors="coerce")
+    missing = sorted(str(a) for a, v in values.groupby(sub["arm"]) if v.notna().sum() == 0)
+    if missing:
+        which = "the baseline" if missing == [baseline] else "arm(s) " + ", ".join(missing)
+        return f"not measured: no value in any run of {which}"
+    return None
+
+
+def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
+    """Keep the blocks that hold exactly one run of every arm (a failed run breaks its block).
+
+    The paired (blocked) analysis needs complete blocks; if fewer than two remain, every run is
+    kept and the statistics fall back to independent runs (Welch).
+    """
+    arms = data["arm"].nunique()
+    counts = data.groupby("block")["arm"].agg(["count", "nunique"])
+    complete = counts[(counts["count"] == arms) & (counts["nunique"] == arms)].index
+    dropped = sorted(set(data["block"]) - set(complete))
+    if not dropped or len(complete) < 2:
+        return data, []
+    return data[data["block"].isin(complete)], [int(b) for b in dropped]
+
+
+def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> tuple[ArmSummary, ...]:
+    cols = [c for c in EXPLAIN_COLUMNS if c in sub.columns]
+    cols += [m for m in metrics if m in sub.columns and m not in cols]
+    rows = []
+    for arm, group in sub.groupby("arm", sort=False):
+        medians: dict[str, float | None] = {}
+        for col in cols:
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            medians[col] = float(values.median()) if len(values) else None
+        rows.append(ArmSummary(arm=str(arm), strategy=str(group.iloc[0].get("strategy", "")),
+                               n=len(group), medians=medians))
+    return tuple(rows)
+
+
+def _as_analysis(analysis: Analysis | Mapping[str, Any]) -> Analysis:
+    """An :class:`Analysis`, from itself or from its ``to_dict()`` (a parsed analysis.json)."""
+    return analysis if isinstance(analysis, Analysis) else Analysis.from_dict(analysis)
+
+
+def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
+                  metric: str = "duration_s") -> pd.DataFrame:
+    """The verdict table of one image and metric, joined with per-arm explanations.
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+        From :func:`analyze_results` / :func:`analyze_folder` (or a parsed ``analysis.json``).
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per arm, the baseline first (verdict ``baseline``, ratio 1): the
+        :class:`VerdictRow` columns, then strategy and the per-arm medians (median_write_bytes,
+        throughput_mb_s, buffer_bytes, peak_rss_bytes, those present).
+
+    Raises
+    ------
+    ResultSchemaError
+        No such image, or the metric was not analysed.
+    """
+    analysis = _as_analysis(analysis)
+    block = analysis.image(image)
+    result = analysis.metric(image, metric)
+    table = pd.DataFrame([row.to_dict() for row in result.table],
+                         columns=[f.name for f in fields(VerdictRow)])
+    arms = pd.DataFrame([a.to_dict() for a in block.arms])
+    baseline = analysis.baseline
+    base = [a for a in block.arms if a.arm == baseline]
+    if base and baseline not in set(table["arm"]):
+        n_base = result.table[0].n_baseline if result.table else base[0].n
+        head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": base[0].medians.get(metric),
+                              "ratio": 1.0, "verdict": "baseline"}])
+        table = pd.concat([head, table], ignore_index=True) if len(table) else head
+    dropped = ["n"] if metric in EXPLAIN_COLUMNS else ["n", metric]
+    arms = arms.drop(columns=dropped, errors="ignore")
+    return table.merge(arms, on="arm", how="left")

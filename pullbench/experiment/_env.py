@@ -1,0 +1,183 @@
+"""Environment capture: what a result depends on, written once per experiment.
+
+``environment.json`` records the host (CPU model, cores, memory, kernel, load), Python and the
+versions of the packages that move bytes, pullbench's version and git commit, the destination
+filesystem, the registry (kind, version, URL), the images (references, digests, sizes), the
+network profile, the spec and its seed, and the results schema version.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import logging
+import os
+import platform
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._paths import SOURCE_ROOT
+from ._results import RESULTS_SCHEMA_VERSION
+
+__all__ = ["capture_environment", "filesystem_type"]
+
+logger = logging.getLogger(__name__)
+
+_PACKAGES = (
+    "requests", "urllib3", "numpy", "scipy", "statsmodels", "pandas", "pyarrow", "zstandard",
+    "matplotlib", "seaborn", "papermill",
+)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpu_model() -> str:
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.lower().startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _mem_total_bytes() -> int | None:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def filesystem_type(path: str | Path) -> dict[str, str]:
+    """Filesystem of ``path``: ``{"mountpoint", "fstype", "device"}`` from ``/proc/self/mounts``.
+
+    The longest mount point that is a prefix of the resolved path wins. Unknown values are
+    ``"unknown"`` (not on Linux); for a path that does not exist yet, its nearest existing parent
+    is used.
+    """
+    p = Path(path).resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    best = {"mountpoint": "unknown", "fstype": "unknown", "device": "unknown"}
+    best_len = -1
+    for line in _read("/proc/self/mounts").splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        device, mountpoint, fstype = parts[0], parts[1].replace("\\040", " "), parts[2]
+        try:
+            inside = p == Path(mountpoint) or p.is_relative_to(mountpoint)
+        except ValueError:
+            inside = False
+        if inside and len(mountpoint) > best_len:
+            best = {"mountpoint": mountpoint, "fstype": fstype, "device": device}
+            best_len = len(mountpoint)
+    return best
+
+
+def _git_commit() -> dict[str, Any]:
+    root = SOURCE_ROOT
+    if not (root / ".git").exists():
+        return {"commit": None, "dirty": None}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        return {"commit": commit, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def capture_environment(
+    *,
+    spec: Mapping[str, Any] | None = None,
+    registry: Mapping[str, Any] | None = None,
+    images: Sequence[Mapping[str, Any]] = (),
+    dest_dir: str | Path | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Describe the machine, software and experiment set-up as a JSON-able dict.
+
+    Parameters
+    ----------
+    spec : Mapping, optional
+        ``ExperimentSpec.to_dict()``.
+    registry : Mapping, optional
+        Registry endpoint description (kind, version, url, network_profile, tls).
+    images : sequence of Mapping
+        One mapping per image: name, reference, digest, size_bytes.
+    dest_dir : path, optional
+        Where content stores are written; its filesystem type is recorded.
+    extra : Mapping, optional
+        Anything else to record (e.g. ``notes``).
+
+    Returns
+    -------
+    dict
+        Keys: schema_version, captured_at, host, python, packages, pullbench, destination,
+        registry, images, network_profile, spec, seed, extra.
+    """
+    from .._version import __version__
+
+    uname = platform.uname()
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    env: dict[str, Any] = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "captured_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "host": {
+            "hostname": socket.gethostname(),
+            "cpu_model": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "cpu_affinity": (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else None),
+            "mem_total_bytes": _mem_total_bytes(),
+            "kernel": uname.release,
+            "os": uname.system,
+            "machine": uname.machine,
+            "loadavg_1_5_15": list(load) if load else None,
+            "is_root": hasattr(os, "geteuid") and os.geteuid() == 0,
+        },
+        "python": {
+            "version": sys.version.split()[0],
+            "implementation": platform.python_implementation(),
+            "executable": sys.executable,
+        },
+        "packages": _versions(),
+        "pullbench": {"version": __version__, **_git_commit()},
+        "destination": (
+            {"path": str(Path(dest_dir).resolve()), **filesystem_type(dest_dir)}
+            if dest_dir is not None else None
+        ),
+        "registry": dict(registry) if registry else None,
+        "images": [dict(i) for i in images],
+        "network_profile": (registry or {}).get("network_profile",
+                                                (spec or {}).get("network_profile")),
+        "spec": dict(spec) if spec else None,
+        "seed": (spec or {}).get("seed"),
+        "extra": dict(extra) if extra else {},
+    }
+    return env

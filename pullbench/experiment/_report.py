@@ -1,0 +1,369 @@
+"""The verdict table as text, and the HTML report of a results folder.
+
+:func:`format_verdict_table` is what ``pullbench bench`` and ``analyze`` print for one image and
+metric of an analysis (:mod:`pullbench.experiment._analysis`); :func:`render_report` writes a
+self-contained HTML page with the same tables and the plots embedded as base64 PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..stats._diagnostics import Diagnostic
+from ._analysis import (
+    _analysis_frame,
+    _as_analysis,
+    analyze_folder,
+    lower_is_better,
+    verdict_table,
+)
+from ._analysis_result import Analysis, MetricAnalysis, load_analysis
+from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
+
+__all__ = ["format_analysis", "format_diagnostics", "format_verdict_table", "render_report"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_LABELS = {
+    "duration_s": "wall time of the pull (s)",
+    "cpu_ns_per_byte": "CPU time (user + sys) per byte (ns/B)",
+    "cpu_s": "CPU time, user + sys (s)",
+    "throughput_mb_s": "throughput (MB/s)",
+    "peak_rss_bytes": "peak RSS (bytes)",
+}
+
+
+def _fmt_bytes(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    value = float(value)
+    for unit, factor in (("MiB", 2**20), ("KiB", 2**10)):
+        if value >= factor:
+            return f"{value / factor:.4g} {unit}"
+    return f"{value:.0f} B"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _fmt_p(value: Any) -> str:
+    """A p-value: 3 significant digits, scientific below 1e-3 (``2.0e-12``); ``<1e-300`` for 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+        if value == 0:
+            return "<1e-300"  # float underflow: the test statistic is off the scale
+        if value < 1e-3:
+            return f"{value:.1e}"
+    return _fmt(value, ".3g")
+
+
+#: Fewer analysed blocks (or runs per arm, unpaired) than this: the CLI calls it a smoke test.
+SMOKE_TEST_BLOCKS = 10
+
+
+def _analysed_n(table: pd.DataFrame) -> int | None:
+    """Smallest number of analysed runs per arm (blocks, when paired) in a verdict table."""
+    counts = [pd.to_numeric(table[c], errors="coerce") for c in ("n", "n_baseline")
+              if c in table.columns]
+    values = [int(v) for col in counts for v in col.dropna()]
+    return min(values) if values else None
+
+
+def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = ()) -> list[str]:
+    """One line per diagnostic of an analysed metric, grouped by arm (``arms`` order first).
+
+    Parameters
+    ----------
+    result : MetricAnalysis
+        ``analysis.metric(image, metric)`` of an :class:`~pullbench.Analysis`.
+    arms : sequence of str
+        Arm order to group by (arms not listed, and grid-level diagnostics, come last).
+
+    Returns
+    -------
+    list of str
+        Lines such as ``"  splice     warning  bimodality: bimodality coefficient 0.56 ..."``;
+        empty when there are no diagnostics.
+    """
+    diags = list(result.diagnostics)
+    if not diags:
+        return []
+    order = {a: i for i, a in enumerate(arms)}
+
+    def rank(d: Diagnostic) -> tuple[bool, int, str]:
+        arm = d.arm or ""
+        own = arm.split(" vs ", 1)[0]  # "ARM vs BASELINE": a comparison's, next to ARM's
+        return d.arm is None, order.get(own, len(order)), arm
+
+    diags.sort(key=rank)
+    width = max(len(d.arm or "(all arms)") for d in diags)
+    lines = ["diagnostics (by arm):"]
+    for d in diags:
+        lines.append(f"  {(d.arm or '(all arms)').ljust(width)}  {d.severity.ljust(7)}  "
+                     f"{d.kind}: {d.message}")
+    return lines
+
+
+def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the compact verdict table (CLI and the report's first table)."""
+    header = ["arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
+              "MB/s"]
+    lines = []
+    for rec in table.to_dict(orient="records"):
+        ratio = rec.get("ratio")
+        ci = f"{_fmt(ratio, '.3f')} [{_fmt(rec.get('ratio_ci_low'), '.3f')}, " \
+             f"{_fmt(rec.get('ratio_ci_high'), '.3f')}]"
+        if rec.get("verdict") == "baseline":
+            ci = "1"
+        verdict = str(rec.get("verdict") or "-")
+        if rec.get("significant_but_small") in (True, 1):
+            verdict += " (significant but < margin)"
+        lines.append([
+            str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
+            _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
+            _fmt(rec.get("throughput_mb_s"), ".0f"),
+        ])
+    return header, lines
+
+
+def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
+                         metric: str = "duration_s") -> str:
+    """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print).
+
+    A title, a legend saying what ``ratio`` is (paired: geometric mean of per-block ratios), the
+    compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
+    MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
+    when known), then the diagnostics grouped by arm (:func:`format_diagnostics`).
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+        From :func:`pullbench.analyze_folder` / :func:`pullbench.analyze_results` (or a parsed
+        ``analysis.json``).
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
+
+    Raises
+    ------
+    ResultSchemaError
+        No such image, the metric was not analysed, or a mapping that is not an analysis.
+    """
+    text, _ = _verdict_text(_as_analysis(analysis), image, metric)
+    return text
+
+
+def _verdict_text(analysis: Analysis, image: str | None,
+                  metric: str) -> tuple[str, list[str]]:
+    """(the whole CLI text, the legend and caution lines) of one image and metric."""
+    table = verdict_table(analysis, image, metric)
+    header, lines = _compact_rows(table)
+    widths = [max(len(header[i]), *(len(r[i]) for r in lines)) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    image = image or next(iter(analysis.images))
+    result = analysis.metric(image, metric)
+    better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
+    title = (f"{image}: {metric} = {METRIC_LABELS.get(metric, metric)} vs baseline "
+             f"{analysis.baseline} ({better}; equivalence margin ±{analysis.margin:.0%})")
+    n = _analysed_n(table)
+    if result.paired:
+        legend = ("ratio = geometric mean of per-block ratios candidate/baseline (paired, "
+                  f"{n} blocks); median = median of the arm's runs")
+    else:
+        legend = ("ratio = ratio of means candidate/baseline (independent runs, Welch); "
+                  "median = median of the arm's runs")
+    text = [title, legend, *out]
+    notes = [legend]
+    if n is not None and n < SMOKE_TEST_BLOCKS:
+        unit = "blocks" if result.paired else "runs per arm"
+        caution = (f"caution: only {n} {unit} analysed: a smoke test, not evidence "
+                   f"(use {SMOKE_TEST_BLOCKS}+; the default is 20)")
+        needed = {a: v for a, v in result.runs_needed.items() if v is not None}
+        if needed:
+            caution += ("; runs needed per arm for 80% power at the observed effect: "
+                        + ", ".join(f"{a} {v}" for a, v in needed.items()))
+        text.append(caution)
+        notes.append(caution)
+    text += format_diagnostics(result, [str(a) for a in table["arm"]])
+    return "\n".join(text), notes
+
+
+def format_analysis(analysis: Analysis) -> str:
+    """The text ``pullbench bench`` and ``analyze`` print: every verdict table, then notes.
+
+    One :func:`format_verdict_table` per image and analysed metric, a line per skipped metric
+    with the reason, and the count of failed runs excluded (per arm), each after a blank line.
+    """
+    pieces: list[str] = []
+    for image, block in analysis.images.items():
+        for metric in block.metrics:
+            pieces += ["", format_verdict_table(analysis, image, metric)]
+        pieces += [f"\n{image}: {metric} not analysed: {why}"
+                   for metric, why in block.skipped_metrics.items()]
+    if analysis.n_failed:
+        arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
+        pieces.append(f"\n{analysis.n_failed} failed run(s) excluded ({arms}); "
+                      "see the 'error' column of rows.csv")
+    return "\n".join(pieces)
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+def _figure_to_img(fig: Any, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    try:
+        from .. import plots
+    except ImportError as exc:  # pragma: no cover - plots ship with pullbench
+        logger.warning("no plots in the report: %s", exc)
+        return [f"<p>plots unavailable: {html.escape(str(exc))}</p>"]
+
+    sub = df[df["image"] == image]
+    blocks = []
+    for metric in analysis.images[image].metrics:
+        try:
+            table = verdict_table(analysis, image, metric)
+            blocks.append(_figure_to_img(
+                plots.plot_arm_distributions(sub, table, metric=metric,
+                                             baseline=analysis.baseline),
+                f"per-arm distribution of {metric}"))
+        except Exception as exc:
+            logger.warning("plot of %s failed: %s", metric, exc)
+    for name, func in (("write sizes", "plot_write_size_histograms"),
+                       ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
+                       ("speed vs memory", "plot_speed_vs_memory")):
+        try:
+            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis.baseline),
+                                         name))
+        except Exception as exc:
+            logger.warning("plot %s failed: %s", name, exc)
+    return blocks
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for col in shown.columns:
+        if col.endswith("bytes"):
+            shown[col] = shown[col].map(_fmt_bytes)
+        elif pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: _fmt(v, ".4g"))
+    return str(shown.to_html(index=False, border=0, classes="verdicts", na_rep="-"))
+
+
+def _compact_table_html(table: pd.DataFrame) -> str:
+    """The compact verdict table (same cells as the CLI's) as an HTML table."""
+    header, lines = _compact_rows(table)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in lines)
+    return (f'<table class="verdicts compact"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def render_report(directory: str | Path, output: str | Path | None = None) -> Path:
+    """Render ``report.html`` for a results folder (plots embedded as base64 PNG).
+
+    Parameters
+    ----------
+    directory : path
+        Results folder. ``analysis.json`` is used if present, else computed and saved by
+        :func:`~pullbench.experiment._analysis.analyze_folder` (the spec's settings).
+    output : path, optional
+        Where to write the HTML; default ``<directory>/report.html``.
+
+    Returns
+    -------
+    Path
+        The HTML file.
+
+    Raises
+    ------
+    ResultSchemaError
+        Not a results folder.
+    """
+    store = ResultsStore(Path(directory))
+    df = load_results(store.directory, include_warmup=True)
+    env = store.read_json(ENVIRONMENT_JSON) or {}
+    analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
+                else analyze_folder(store.directory))
+    ok, _ = _analysis_frame(df)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>pullbench report: {html.escape(store.directory.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table.verdicts{border-collapse:collapse;font-size:90%}"
+        "table.verdicts td,table.verdicts th{padding:3px 8px;border-bottom:1px solid #ddd}"
+        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
+        "</head><body>",
+        f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",
+        f"<p>{analysis.n_runs} runs analysed against baseline "
+        f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
+        f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
+        f"alpha {analysis.alpha}.</p>",
+    ]
+    for image, block in analysis.images.items():
+        parts.append(f"<h2>Image {html.escape(image)}</h2>")
+        for metric, result in block.metrics.items():
+            parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
+            full = verdict_table(analysis, image, metric)
+            parts.append(_compact_table_html(full))  # the table the CLI prints, first
+            _, notes = _verdict_text(analysis, image, metric)
+            parts.extend(f"<p>{html.escape(line)}</p>" for line in notes)
+            diags = format_diagnostics(result, [str(a) for a in full["arm"]])
+            if diags:
+                parts.append(f"<pre>{html.escape(chr(10).join(diags))}</pre>")
+            parts.append(f"<details><summary>full table ({len(full.columns)} columns) and "
+                         "method</summary>")
+            parts.append(_table_html(full))
+            parts.append(f"<pre>{html.escape(result.summary)}</pre>")
+            parts.append("</details>")
+        for metric, why in block.skipped_metrics.items():
+            parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
+            parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
+        parts.append("<h3>Plots</h3>")
+        parts.extend(_report_figures(ok, analysis, image))
+    parts.append("<h2>Environment</h2>")
+    parts.append(f"<pre>{html.escape(json.dumps(_env_summary(env), indent=2))}</pre>")
+    parts.append("</body></html>")
+    path = Path(output) if output is not None else store.directory / REPORT_HTML
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def _failed_note(analysis: Analysis) -> str:
+    if not analysis.n_failed:
+        return ""
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
+    return f" ({html.escape(arms)})"
+
+
+def _env_summary(env: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("captured_at", "host", "python", "pullbench", "destination", "registry", "images",
+            "network_profile", "seed", "extra")
+    return {k: env.get(k) for k in keys if k in env}

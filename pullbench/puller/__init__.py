@@ -1,0 +1,21 @@
+"""The puller: a registry client over ``requests`` and the pull pipeline.
+
+Modules
+-------
+_client
+    References → manifests and blobs: ``/v2/`` ping, auth challenges, manifest negotiation,
+    platform selection (:class:`RegistryClient`).
+_pipeline
+    :func:`pull`: resolve, fetch config and layers concurrently into an OCI content store,
+    timings and probes (:class:`PullResult`).
+_transport
+    HTTP plumbing: body caps (``BODY_CAPS``), the retry policy (backoff, ``Retry-After``,
+    deadline, resume and low-speed limits; :class:`RetryPolicy`), redirect checks.
+_probes
+    What a pull measures about itself: CPU, /proc I/O counters, read/write-size histograms.
+strategies/
+    Copy strategies: how bytes move from a response into a file.
+
+This package imports nothing from ``experiment``, ``servers`` or ``cli``. The public names are
+re-exported by :mod:`pullbench`.
+"""

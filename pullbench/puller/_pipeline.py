@@ -1,0 +1,545 @@
+"""The pull pipeline: resolve → fetch config and layers concurrently → content store → PullResult.
+
+Stages (as in dockerd and containerd): the reference is resolved to an image manifest (an index is
+narrowed to one platform), then the config and layer blobs are fetched by a thread pool (default 3
+concurrent downloads, moby/moby:daemon/config/config.go ``max-concurrent-downloads`` and
+containerd's default), each through the chosen :class:`~pullbench.CopyStrategy` into the content
+store ``dest/blobs/sha256/<hex>``. The manifest (and index) bytes are stored too, and ``dest`` gets
+``oci-layout`` and ``index.json`` so it is an OCI image layout.
+
+Decompression and extraction are not done here. The seam for them is the ``unpack`` argument:
+a callable ``unpack(descriptor, path)`` called for each layer once it is verified and stored (from
+the worker thread that fetched it); its time is included in the layer's ``duration_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .._errors import PullbenchError, StrategyError
+from .._media import OCI_INDEX
+from .._reference import ImageReference, parse_reference
+from ._client import Descriptor, Manifest, Platform, RegistryClient
+from ._probes import (
+    Meter,
+    NullMeter,
+    ProbeSample,
+    ThreadProbe,
+    median_of_counts,
+    merge_counts,
+    power_of_two_histogram,
+    process_rusage,
+)
+from .strategies import CopyStats, CopyStrategy, get_strategy
+
+__all__ = ["LayerResult", "PullResult", "pull"]
+
+logger = logging.getLogger(__name__)
+
+UnpackHook = Callable[[Descriptor, Path], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerResult:
+    """One blob (config or layer) of a pull.
+
+    Attributes
+    ----------
+    digest : str
+    media_type : str
+    size_bytes : int
+    duration_s : float
+        Wall time of this blob's transfer in its worker thread: from the blob request to the
+        stored file (plus ``unpack``, if given). A hashing helper thread runs inside that span and
+        adds no wall time.
+    ttfb_s : float
+        From the blob request to the response headers (includes redirects and auth).
+    read_count, write_count : int or None
+    read_size_hist, write_size_hist : dict[int, int] or None
+        Power-of-two bucket upper bound (bytes) → count.
+    median_write_bytes : float or None
+    buffer_bytes : int
+    cpu_user_s, cpu_sys_s : float or None
+        CPU of the worker thread and its helper threads (summed).
+    syscr, syscw, rchar, wchar : int or None
+        ``/proc/thread-self/io`` deltas of those threads.
+
+    Fields marked "or None" are None when the pull ran with ``probes=False`` (not measured).
+    """
+
+    digest: str
+    media_type: str
+    size_bytes: int
+    duration_s: float
+    ttfb_s: float
+    read_count: int | None
+    write_count: int | None
+    read_size_hist: dict[int, int] | None
+    write_size_hist: dict[int, int] | None
+    median_write_bytes: float | None
+    buffer_bytes: int
+    cpu_user_s: float | None
+    cpu_sys_s: float | None
+    syscr: int | None
+    syscw: int | None
+    rchar: int | None
+    wchar: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    """The outcome and probes of one pull.
+
+    Attributes
+    ----------
+    reference : str
+        Normalized reference pulled.
+    registry : str
+    manifest_digest : str
+        Digest of the image manifest (per-platform).
+    platform : str or None
+        Platform selected from an index, if any.
+    strategy : str
+    params : dict
+        The strategy's effective parameters.
+    concurrency : int
+    total_bytes : int
+        Sum of blob sizes (config + layers; manifests excluded).
+    duration_s : float
+        Wall time of the whole pull.
+    resolve_s : float
+        Manifest resolution (ping, auth, manifest/index GETs).
+    ttfb_s : float
+        Time to first byte of the first blob: from the start of the blob stage to the first blob
+        response's headers.
+    transfer_s : float
+        Blob stage: from the first blob request to the last blob stored.
+    throughput_mb_s : float
+        ``total_bytes / duration_s / 1e6`` (MB = 10^6 bytes; end to end).
+    transfer_mb_s : float
+        ``total_bytes / transfer_s / 1e6``.
+    layers : tuple of LayerResult
+        In manifest order, config first.
+    cpu_user_s, cpu_sys_s : float or None
+        CPU of the pull's own threads (resolve thread, workers, hashing threads;
+        ``getrusage(RUSAGE_THREAD)``) — an in-process server's threads are not counted.
+    process_cpu_user_s, process_cpu_sys_s : float or None
+        ``getrusage(RUSAGE_SELF)`` delta of the whole process (includes in-process servers).
+    syscr, syscw, rchar, wchar : int or None
+        ``/proc/thread-self/io`` deltas summed over the pull's threads. ``syscr`` does not count
+        socket ``recv`` calls (the kernel counts read/write-family calls only).
+    read_size_hist, write_size_hist : dict[int, int] or None
+        Power-of-two bucket upper bound (bytes) → count, over all blobs.
+    read_count, write_count : int or None
+    median_write_bytes : float or None
+    buffer_bytes : int
+        Buffers held by the strategy, summed over the layers that can run at once
+        (``min(concurrency, blobs)`` × the largest per-copy buffer).
+    peak_rss_bytes : int or None
+        ``ru_maxrss`` of the process after the pull (a high-water mark since process start).
+
+    Fields marked "or None" are None when the pull ran with ``probes=False``: not measured
+    (never 0, which would look like data).
+    """
+
+    reference: str
+    registry: str
+    manifest_digest: str
+    platform: str | None
+    strategy: str
+    params: dict[str, Any]
+    concurrency: int
+    total_bytes: int
+    duration_s: float
+    resolve_s: float
+    ttfb_s: float
+    transfer_s: float
+    throughput_mb_s: float
+    transfer_mb_s: float
+    layers: tuple[LayerResult, ...]
+    cpu_user_s: float | None
+    cpu_sys_s: float | None
+    process_cpu_user_s: float | None
+    process_cpu_sys_s: float | None
+    syscr: int | None
+    syscw: int | None
+    rchar: int | None
+    wchar: int | None
+    read_size_hist: dict[int, int] | None
+    write_size_hist: dict[int, int] | None
+    read_count: int | None
+    write_count: int | None
+    median_write_bytes: float | None
+    buffer_bytes: int
+    peak_rss_bytes: int | None
+    dest: str = field(default="")
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat row for results tables.
+
+        Scalars stay scalars; ``params``, ``read_size_hist`` and ``write_size_hist`` become JSON
+        strings (histogram keys are the bucket upper bounds as strings, e.g. ``{"32768": 120}``);
+        ``layers`` becomes ``layer_count``. Use :func:`json.loads` to get the dicts back.
+        Fields not measured (``probes=False``) stay None.
+        """
+        row: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "layers":
+                row["layer_count"] = len(value)
+            elif name in {"params", "read_size_hist", "write_size_hist"} and value is not None:
+                row[name] = json.dumps({str(k): v for k, v in value.items()}, sort_keys=False)
+            else:
+                row[name] = value
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, nested (layers as a list of dicts); JSON-serialisable."""
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _BlobOutcome:
+    layer: LayerResult
+    sample: ProbeSample | None
+    stats: CopyStats
+    started_ns: int
+    headers_ns: int
+
+
+def _store_path(dest: Path, digest: str) -> Path:
+    algorithm, _, encoded = digest.partition(":")
+    return dest / "blobs" / algorithm / encoded
+
+
+def _write_small(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _fetch_blob(
+    client: RegistryClient,
+    repository: str,
+    desc: Descriptor,
+    strategy: CopyStrategy,
+    dest: Path,
+    unpack: UnpackHook | None,
+    cancel: threading.Event,
+    probes: bool,
+) -> _BlobOutcome:
+    if cancel.is_set():
+        raise _Cancelled()
+    probe = ThreadProbe() if probes else None
+    started = time.perf_counter_ns()
+    response = client.open_blob(repository, desc)
+    headers = time.perf_counter_ns()
+    meter = Meter() if probes else NullMeter()
+    path = _store_path(dest, desc.digest)
+    try:
+        stats = strategy.copy(
+            response, path, expected_size=desc.size_bytes, expected_digest=desc.digest, probe=meter
+        )
+    except PullbenchError as exc:
+        if getattr(exc, "registry", None) is None and hasattr(exc, "registry"):
+            exc.registry = client.registry
+        if getattr(exc, "image_ref", None) is None and hasattr(exc, "image_ref"):
+            exc.image_ref = f"{client.registry}/{repository}@{desc.digest}"
+        raise
+    if unpack is not None:
+        unpack(desc, path)
+    # the layer's wall time is this thread's span only (a hashing thread runs inside it)
+    ended = time.perf_counter_ns()
+    sample = None
+    if probe is not None:
+        sample = probe.stop()
+        if stats.helper is not None:
+            sample = sample + stats.helper  # CPU and I/O add up; wall time does not
+    layer = LayerResult(
+        digest=desc.digest,
+        media_type=desc.media_type,
+        size_bytes=desc.size_bytes,
+        duration_s=(ended - started) / 1e9,
+        ttfb_s=(headers - started) / 1e9,
+        read_count=stats.read_count,
+        write_count=stats.write_count,
+        read_size_hist=stats.read_size_hist,
+        write_size_hist=stats.write_size_hist,
+        median_write_bytes=stats.median_write_bytes,
+        buffer_bytes=stats.buffer_bytes,
+        cpu_user_s=sample.cpu_user_s if sample is not None else None,
+        cpu_sys_s=sample.cpu_sys_s if sample is not None else None,
+        syscr=sample.io.syscr if sample is not None else None,
+        syscw=sample.io.syscw if sample is not None else None,
+        rchar=sample.io.rchar if sample is not None else None,
+        wchar=sample.io.wchar if sample is not None else None,
+    )
+    return _BlobOutcome(layer, sample, stats, started, headers)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def pull(
+    reference: str | ImageReference,
+    strategy: str | CopyStrategy,
+    dest: str | Path,
+    *,
+    concurrency: int = 3,
+    platform: str | None = None,
+    session: requests.Session | None = None,
+    plain_http: bool = False,
+    ca_bundle: str | Path | None = None,
+    credentials: tuple[str, str] | None = None,
+    token: str | None = None,
+    probes: bool = True,
+    params: Mapping[str, Any] | None = None,
+    unpack: UnpackHook | None = None,
+    client: RegistryClient | None = None,
+) -> PullResult:
+    """Pull an image's config and layer blobs into a content store, measuring how.
+
+    Parameters
+    ----------
+    reference : str or ImageReference
+        ``[registry[:port]/]repo[:tag][@digest]``.
+    strategy : str or CopyStrategy
+        A registered name (see :func:`list_strategies`) or a strategy object.
+    dest : path
+        Content store root; blobs land in ``dest/blobs/sha256/<hex>``.
+    concurrency : int
+        Blobs fetched at once (default 3, like dockerd and containerd).
+    platform : str, optional
+        ``os/arch[/variant]`` to select from an index (default: this host).
+    session : requests.Session, optional
+        HTTP seam (connection pools are sized to ``concurrency`` when pullbench creates it).
+    plain_http, ca_bundle, credentials, token
+        Passed to :class:`RegistryClient`.
+    probes : bool
+        Measure how the pull ran (default True). ``probes=False`` turns off, and does not pay for:
+        the per-thread CPU snapshots (``getrusage(RUSAGE_THREAD)``) and ``/proc/thread-self/io``
+        reads at the start and end of the pull and of every blob, in the worker threads and in
+        the hashing helper threads; the process ``getrusage(RUSAGE_SELF)`` before and after (CPU,
+        peak RSS); and the strategy's counting of every read and write (the copy gets a
+        :class:`~pullbench.puller._probes.NullMeter`), hence the size histograms. The fields
+        they feed are None in the result (``cpu_*``, ``process_cpu_*``,
+        ``syscr``/``syscw``/``rchar``/``wchar``, ``read_*``/``write_*`` counts and histograms,
+        ``median_write_bytes``,
+        ``peak_rss_bytes``, in the :class:`PullResult` and in each :class:`LayerResult`).
+        Unchanged: the wall-clock timers (``duration_s``, ``resolve_s``, ``ttfb_s``,
+        ``transfer_s``, throughputs), ``buffer_bytes`` (declared by the strategy, not measured)
+        and verification: every blob's size (``fstat`` of the written file) and digest are
+        checked exactly as with probes on.
+    params : mapping, optional
+        Strategy parameter overrides when ``strategy`` is a name.
+    unpack : callable, optional
+        The decompression/extraction seam: ``unpack(descriptor, stored_path)`` per layer (not the
+        config), called after the layer is verified and stored. None (default) stores only.
+    client : RegistryClient, optional
+        Use this client instead of building one (its settings win over the arguments above).
+
+    Returns
+    -------
+    PullResult
+
+    Raises
+    ------
+    InvalidReference, StrategyError
+        Bad input, before any network traffic.
+    ImageNotFound, AuthenticationError, ManifestError, RegistryUnavailable
+        Resolution failures.
+    DigestMismatch, SizeMismatch
+        A blob failed verification; its temp file is removed and nothing is stored for it.
+        Other blobs already stored stay (they are verified content).
+    """
+    ref = reference if isinstance(reference, ImageReference) else parse_reference(reference)
+    if isinstance(strategy, str):
+        strat = get_strategy(strategy, **dict(params or {}))
+    elif isinstance(strategy, CopyStrategy):
+        if params:
+            raise StrategyError("params= only applies when strategy is given by name")
+        strat = strategy
+    else:
+        raise StrategyError(
+            f"strategy must be a name or a CopyStrategy, not {type(strategy).__name__}"
+        )
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise StrategyError(f"concurrency must be a positive integer, got {concurrency!r}")
+    dest = Path(dest)
+    own_client = client is None
+    own_session = session is None and own_client
+    if own_session:
+        session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(concurrency, 10)
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    if client is None:
+        client = RegistryClient(
+            ref.registry,
+            plain_http=plain_http,
+            ca_bundle=ca_bundle,
+            credentials=credentials,
+            token=token,
+            session=session,
+        )
+    proc0 = process_rusage() if probes else None
+    t0 = time.perf_counter_ns()
+    main_probe = ThreadProbe() if probes else None
+    try:
+        manifest = client.get_manifest(ref.repository, ref.ref, platform)
+        resolve_ns = time.perf_counter_ns()
+        _store_manifests(dest, manifest, ref)
+        outcomes = _fetch_all(client, ref, manifest, strat, dest, concurrency, unpack, probes)
+    finally:
+        if own_session and session is not None:
+            session.close()
+    end_ns = time.perf_counter_ns()
+    sample = main_probe.stop() if main_probe is not None else None
+    proc1 = process_rusage() if probes else None
+
+    layers = tuple(o.layer for o in outcomes)
+    total = sum(layer.size_bytes for layer in layers)
+    duration_s = (end_ns - t0) / 1e9
+    first_start = min((o.started_ns for o in outcomes), default=resolve_ns)
+    first_headers = min((o.headers_ns for o in outcomes), default=resolve_ns)
+    transfer_s = (end_ns - first_start) / 1e9
+    reads = writes = None
+    if sample is not None:  # probes on
+        for o in outcomes:
+            assert o.sample is not None
+            sample = sample + o.sample
+        reads = merge_counts(o.stats.read_sizes or {} for o in outcomes)
+        writes = merge_counts(o.stats.write_sizes or {} for o in outcomes)
+    parallel = min(concurrency, len(outcomes)) if outcomes else 0
+    per_copy = max((o.stats.buffer_bytes for o in outcomes), default=0)
+    return PullResult(
+        reference=str(ref),
+        registry=ref.registry,
+        manifest_digest=manifest.digest,
+        platform=str(manifest.platform) if manifest.platform else None,
+        strategy=strat.name,
+        params=dict(strat.params),
+        concurrency=concurrency,
+        total_bytes=total,
+        duration_s=duration_s,
+        resolve_s=(resolve_ns - t0) / 1e9,
+        ttfb_s=(first_headers - first_start) / 1e9,
+        transfer_s=transfer_s,
+        throughput_mb_s=total / duration_s / 1e6 if duration_s > 0 else 0.0,
+        transfer_mb_s=total / transfer_s / 1e6 if transfer_s > 0 else 0.0,
+        layers=layers,
+        cpu_user_s=sample.cpu_user_s if sample is not None else None,
+        cpu_sys_s=sample.cpu_sys_s if sample is not None else None,
+        process_cpu_user_s=proc1[0] - proc0[0] if proc0 and proc1 else None,
+        process_cpu_sys_s=proc1[1] - proc0[1] if proc0 and proc1 else None,
+        syscr=sample.io.syscr if sample is not None else None,
+        syscw=sample.io.syscw if sample is not None else None,
+        rchar=sample.io.rchar if sample is not None else None,
+        wchar=sample.io.wchar if sample is not None else None,
+        read_size_hist=power_of_two_histogram(reads) if reads is not None else None,
+        write_size_hist=power_of_two_histogram(writes) if writes is not None else None,
+        read_count=sum(reads.values()) if reads is not None else None,
+        write_count=sum(writes.values()) if writes is not None else None,
+        median_write_bytes=median_of_counts(writes) if writes is not None else None,
+        buffer_bytes=parallel * per_copy,
+        peak_rss_bytes=proc1[2] if proc1 else None,
+        dest=str(dest),
+    )
+
+
+def _store_manifests(dest: Path, manifest: Manifest, ref: ImageReference) -> None:
+    """Store manifest (and index) bytes and make ``dest`` an OCI image layout."""
+    _write_small(_store_path(dest, manifest.digest), manifest.data)
+    top_digest, top_type, top_size = manifest.digest, manifest.media_type, len(manifest.data)
+    if manifest.index is not None:
+        _write_small(_store_path(dest, manifest.index.digest), manifest.index.data)
+        top_digest, top_type, top_size = (
+            manifest.index.digest,
+            manifest.index.media_type,
+            len(manifest.index.data),
+        )
+    layout = dest / "oci-layout"
+    if not layout.exists():
+        _write_small(layout, b'{"imageLayoutVersion":"1.0.0"}')
+    annotations = {"org.opencontainers.image.ref.name": ref.tag} if ref.tag else {}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": top_type,
+                "digest": top_digest,
+                "size": top_size,
+                **({"annotations": annotations} if annotations else {}),
+            }
+        ],
+    }
+    _write_small(dest / "index.json", json.dumps(index, indent=2).encode())
+
+
+def _fetch_all(
+    client: RegistryClient,
+    ref: ImageReference,
+    manifest: Manifest,
+    strategy: CopyStrategy,
+    dest: Path,
+    concurrency: int,
+    unpack: UnpackHook | None,
+    probes: bool = True,
+) -> list[_BlobOutcome]:
+    blobs = list(manifest.blobs)
+    cancel = threading.Event()
+    config_digest = manifest.config.digest
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pullbench-blob") as pool:
+        futures = [
+            pool.submit(
+                _fetch_blob,
+                client,
+                ref.repository,
+                desc,
+                strategy,
+                dest,
+                None if desc.digest == config_digest and desc is manifest.config else unpack,
+                cancel,
+                probes,
+            )
+            for desc in blobs
+        ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [
+            f for f in futures if f.done() and not f.cancelled() and f.exception() is not None
+        ]
+        if failed:
+            cancel.set()
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            errors = [
+                f.exception()
+                for f in futures
+                if f.done()
+                and not f.cancelled()
+                and f.exception() is not None
+                and not isinstance(f.exception(), _Cancelled)
+            ]
+            raise errors[0]  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+
+# Keep a name for the host platform handy for callers that want to report it.
+host_platform = Platform.host
