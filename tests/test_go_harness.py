@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from pullbench import ProgramBuildError, pull, push_image
-from pullbench.puller._probes import power_of_two_histogram
 from pullbench.arms._goharness import (
     GO_IDIOMS,
     PRESET_IDIOMS,
@@ -28,6 +27,7 @@ from pullbench.arms._goharness import (
     go_pull,
 )
 from pullbench.arms._gotoolchain import find_go
+from pullbench.puller._probes import power_of_two_histogram
 from pullbench.servers import EmbeddedRegistry
 
 KiB = 1024
