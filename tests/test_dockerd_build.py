@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections import Counter
@@ -74,7 +75,9 @@ def _api(sock: Path, method: str, path: str, timeout: float = 300) -> tuple[int,
 class PrivateDockerd:
     """dockerd with every path in ``folder``; dies with this process (setpriv --pdeathsig)."""
 
-    def __init__(self, binary: Path, folder: Path) -> None:
+    def __init__(self, binary: Path) -> None:
+        # a short path: containerd's sockets under exec-root must fit in sun_path (108 bytes)
+        folder = Path(tempfile.mkdtemp(prefix="pb-dockerd-", dir="/tmp"))
         self.binary, self.folder = binary, folder
         self.sock = folder / "docker.sock"
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,15 +94,18 @@ class PrivateDockerd:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"dockerd exited: {self._tail()}")
+                tail = self._tail()
+                self.close()
+                raise AssertionError(f"dockerd exited: {tail}")
             try:
                 if _api(self.sock, "GET", "/_ping", timeout=2) == (200, "OK"):
                     return
             except OSError:
                 pass
             time.sleep(0.2)
+        tail = self._tail()
         self.close()
-        raise AssertionError(f"dockerd did not start: {self._tail()}")
+        raise AssertionError(f"dockerd did not start: {tail}")
 
     def _tail(self) -> str:
         return (self.folder / "dockerd.log").read_text(errors="replace")[-1500:]
@@ -150,8 +156,11 @@ class PrivateDockerd:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
         self.log.close()
-        subprocess.run(["umount", "-R", str(self.folder / "exec")], capture_output=True,
-                       check=False)
+        for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+            target = mount.split()[1]
+            if target.startswith(str(self.folder)):
+                subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +183,7 @@ def served(small_image, tls_material, tmp_path_factory) -> Iterator[dict[str, st
 
 def _pulled_write_sizes(binary: Path, reference: str, tmp_path: Path) -> Counter[int]:
     _need(shutil.which("strace") is not None, "strace")
-    daemon = PrivateDockerd(binary, tmp_path / "dockerd")
+    daemon = PrivateDockerd(binary)
     try:
         return daemon.traced_pull(reference, tmp_path / "strace.log")
     finally:
@@ -277,19 +286,42 @@ def test_source_without_the_copy_loop_is_refused(tmp_path):
         build_dockerd("stock", source=tmp_path / "nope", cache_dir=tmp_path / "cache")
 
 
-def test_failed_build_leaves_no_binary(tmp_path):
+@pytest.fixture(scope="module")
+def scratch_cache(tmp_path_factory) -> Path:
+    """One cache (and GOCACHE) for the builds of fake trees in this module."""
+    return tmp_path_factory.mktemp("scratch-cache")
+
+
+def test_failed_build_leaves_no_binary(tmp_path, scratch_cache):
     _need(shutil.which("go") is not None, "Go (golang-go)")
     loop = ("package distribution\n\nimport \"io\"\n\nfunc f(tmpFile io.Writer, reader io.Reader, "
             "ld struct{ verifier io.Writer }) (err error) {\n\t_, err = " + COPY_LOOP + "\n"
             "\treturn err\n}\n")
     tree = _fake_tree(tmp_path / "moby", loop, "package main\n\nfunc main() { not go }\n")
-    cache = tmp_path / "cache"
+    cache = scratch_cache
     with pytest.raises(ProgramBuildError, match=r"building dockerd stock failed") as info:
         build_dockerd("stock", source=tree, cache_dir=cache)
     assert "docker.go" in str(info.value)  # the compiler's message, with the file it names
     bins = cache / "dockerd" / "bin"
     assert [p.name for p in bins.rglob("*") if p.is_file() and "dockerd" in p.name] == []
     assert list(bins.rglob("build.log"))  # the log is kept for the user
+
+
+def test_binary_without_the_edit_is_rejected_and_removed(tmp_path, scratch_cache):
+    """A tree that compiles but is no dockerd with the legacy pull path: the finished binary fails
+    the check (go tool nm) and is deleted, not cached."""
+    _need(shutil.which("go") is not None, "Go (golang-go)")
+    loop = ("package distribution\n\nimport \"io\"\n\n// F has the loop but is no layer "
+            "descriptor.\nfunc F(tmpFile io.Writer, reader io.Reader, ld struct{ verifier "
+            "io.Writer }) (err error) {\n\t_, err = " + COPY_LOOP + "\n\treturn err\n}\n")
+    main = ('package main\n\nimport "github.com/docker/docker/distribution"\n\n'
+            "var _ = distribution.F\n\nfunc main() {}\n")
+    tree = _fake_tree(tmp_path / "moby", loop, main)
+    cache = scratch_cache
+    with pytest.raises(ProgramBuildError, match=r"not a dockerd with the legacy pull path"):
+        build_dockerd("stock", source=tree, cache_dir=cache)
+    bins = cache / "dockerd" / "bin"
+    assert [p.name for p in bins.rglob("*") if p.is_file() and "dockerd" in p.name] == []
 
 
 def test_missing_go_is_a_clear_error(tmp_path):

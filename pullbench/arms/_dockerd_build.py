@@ -68,6 +68,7 @@ __all__ = [
     "deb_src_entries",
     "dockerd_build_requirements",
     "dockerd_variants",
+    "install_dockerd_build_requirements",
 ]
 
 #: The statement every variant replaces (moby 20.10, distribution/pull_v2.go).
@@ -100,7 +101,7 @@ class DockerdVariant:
     ----------
     name : str
     summary : str
-        The first line of the file's header comment (what it mirrors).
+        The first paragraph of the file's header comment (what it mirrors).
     function : str or None
         The Go function that replaces the loop (``None`` for ``stock``: no edit).
     params : Mapping[str, int]
@@ -126,14 +127,17 @@ class DockerdVariant:
 
 
 def _parse_variant(name: str, text: str) -> DockerdVariant:
-    header = [line[3:] if line.startswith("// ") else line[2:]
-              for line in text.splitlines() if line.startswith("//")]
+    header: list[str] = []
+    for line in text.splitlines():
+        if not line.startswith("//") or not line[2:].strip():
+            break  # the first paragraph of the header comment
+        header.append(line[2:].strip())
     meta = dict(re.findall(r"^// pullbench:(variant|func) (\S+)$", text, re.M))
     if meta.get("variant") != name:
         raise ProgramBuildError(f"variant file {name}.go does not declare "
                                 f"'// pullbench:variant {name}'")
     params = {key: int(default) for _const, default, key in _PARAM_RE.findall(text)}
-    return DockerdVariant(name, header[0] if header else name, meta.get("func"), params, text)
+    return DockerdVariant(name, " ".join(header) or name, meta.get("func"), params, text)
 
 
 def dockerd_variants() -> dict[str, DockerdVariant]:
@@ -357,20 +361,47 @@ def dockerd_build_requirements(source: str | Path = "debian", *,
     lines: list[str] = []
     if find_go_or_none() is None:
         lines.append(" ".join([*_APT, "install", "-y", "golang-go"]))
-    if str(source) == "debian" and shutil.which("dpkg-source") is None:
+    build_dep = " ".join([*_APT, "build-dep", "-y", SOURCE_PACKAGE])
+    if str(source) != "debian":
+        control = Path(source) / "debian" / "control"
+        if control.is_file() and _missing_build_deps(control):
+            lines.append(build_dep)
+        return lines
+    if shutil.which("dpkg-source") is None:
         lines.append(" ".join([*_APT, "install", "-y", "dpkg-dev"]))
-    if _source_version_from_apt() is None:
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    control = _cached_control(root)
+    if control is None and _source_version_from_apt() is None:
         text = deb_src_entries()
         if text:
             lines.append(f"cat > {DEB_SRC_FILE} <<'EOF'\n{text}EOF")
             lines.append(" ".join([*_APT, "update"]))
-        lines.append(" ".join([*_APT, "build-dep", "-y", SOURCE_PACKAGE]))
+        lines.append(build_dep)
         return lines
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    missing = _missing_build_deps(_cached_control(root))
+    missing = _missing_build_deps(control)
     if missing is None or missing:
-        lines.append(" ".join([*_APT, "build-dep", "-y", SOURCE_PACKAGE]))
+        lines.append(build_dep)
     return lines
+
+
+def install_dockerd_build_requirements(*, cache_dir: str | Path | None = None,
+                                       progress: Progress | None = None) -> None:
+    """Run, as root, what :func:`dockerd_build_requirements` lists for the ``debian`` source:
+    write :data:`DEB_SRC_FILE` (entries derived by :func:`deb_src_entries`) and
+    ``apt-get update`` when apt knows no docker.io source, install ``golang-go`` and
+    ``dpkg-dev`` when missing, ``apt-get build-dep -y docker.io`` when a build dependency is
+    missing. Idempotent: does nothing when nothing is missing.
+
+    Raises
+    ------
+    ProgramBuildError
+        Not root, or an apt-get step failed (its output).
+    """
+    if not _is_root():
+        raise ProgramBuildError("--install runs apt-get and needs root; run as root, or run the "
+                                "lines `pullbench dockerd setup` prints with sudo")
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    _install(progress or (lambda _line: None), need_source=True, root=root)
 
 
 def find_go_or_none() -> GoToolchain | None:
