@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..stats._defaults import DEFAULT_MARGIN
 from ._common import handle_errors
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
               help="Warm-up blocks, recorded but not analysed (default 1).")
 @click.option("--seed", type=int, help="Seed of the randomized run order.")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Equivalence margin as a fraction (default 0.02).")
+              help=f"Equivalence margin as a fraction (default {DEFAULT_MARGIN}).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Concurrent layer downloads.")
 @click.option("--quick", is_flag=True, help="A short run (about a minute): 4 blocks + 1 warm-up.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import BenchmarkError, ResultSchemaError, StatsInputError
+from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from ..stats._diagnostics import Diagnostic
 from ._analysis_result import (
     ANALYSIS_SCHEMA_VERSION,
@@ -78,8 +79,8 @@ def analyze_results(
     *,
     baseline: str,
     metrics: Sequence[str] = ("duration_s", "cpu_ns_per_byte"),
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
     n_resamples: int = 9999,
 ) -> Analysis:

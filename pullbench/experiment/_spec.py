@@ -39,6 +39,7 @@ import yaml
 
 from .._errors import BenchmarkError
 from .._sizes import looks_like_size, parse_size
+from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 
 __all__ = [
     "DEFAULT_ARMS",
@@ -281,8 +282,8 @@ class ExperimentSpec:
     cache_policy: str = "warm"
     isolation: str = "process"
     seed: int = 20261129
-    margin: float = 0.02
-    alpha: float = 0.05
+    margin: float = DEFAULT_MARGIN
+    alpha: float = DEFAULT_ALPHA
     concurrency: int = 3
     probes: bool = True
     dest_dir: str | None = None
