@@ -1,31 +1,22 @@
 """dockerd built from source: stock and pr48602, pulled from the embedded registry under strace.
 
 The builds are cached under the test cache (.pytest_cache/d/pullbench-cache/dockerd), so only the
-first run compiles (a minute or two cold; a variant a few seconds more). The private daemon runs
-in a temp folder with its own socket, data root and exec root and dies with the test process.
+first run compiles (a minute or two cold; a variant a few seconds more). The daemon is the
+``dockerd`` arm: the ``docker`` arm's private daemon (own socket, data root and exec root in a
+temp folder; dies with the test process) running the built binary, traced with strace.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.parse
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pullbench import ProgramBuildError, push_image
+from pullbench import ProgramBuildError
 from pullbench.arms._dockerd_build import (
     COPY_LOOP,
     DEB_SRC_FILE,
@@ -35,10 +26,8 @@ from pullbench.arms._dockerd_build import (
     dockerd_variants,
 )
 from pullbench.arms._gotoolchain import cache_root
-from pullbench.servers import EmbeddedRegistry
 
 KiB = 1024
-REF = "dockerd/build:v1"
 
 
 def _need(condition: bool, what: str) -> None:
@@ -48,146 +37,11 @@ def _need(condition: bool, what: str) -> None:
         pytest.skip(f"{what} not available")
 
 
-# --- a minimal private dockerd (the runner's docker arm has the full one) -------------------
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
-def _api(sock: Path, method: str, path: str, timeout: float = 300) -> tuple[int, str]:
-    conn = _UnixConnection(sock, timeout)
-    try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode("utf-8", "replace")
-    finally:
-        conn.close()
-
-
-class PrivateDockerd:
-    """dockerd with every path in ``folder``; dies with this process (setpriv --pdeathsig)."""
-
-    def __init__(self, binary: Path) -> None:
-        # a short path: containerd's sockets under exec-root must fit in sun_path (108 bytes)
-        folder = Path(tempfile.mkdtemp(prefix="pb-dockerd-", dir="/tmp"))
-        self.binary, self.folder = binary, folder
-        self.sock = folder / "docker.sock"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "daemon.json").write_text(json.dumps(
-            {"deprecated-key-path": str(folder / "key.json")}))
-        argv = [str(binary), "--config-file", str(folder / "daemon.json"),
-                "--data-root", str(folder / "data"), "--exec-root", str(folder / "exec"),
-                "--pidfile", str(folder / "dockerd.pid"), "-H", f"unix://{self.sock}",
-                "--storage-driver", "vfs", "--iptables=false", "--ip6tables=false",
-                "--bridge=none"]
-        self.log = (folder / "dockerd.log").open("wb")
-        self.proc = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", *argv],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self._tail()
-                self.close()
-                raise AssertionError(f"dockerd exited: {tail}")
-            try:
-                if _api(self.sock, "GET", "/_ping", timeout=2) == (200, "OK"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        tail = self._tail()
-        self.close()
-        raise AssertionError(f"dockerd did not start: {tail}")
-
-    def _tail(self) -> str:
-        return (self.folder / "dockerd.log").read_text(errors="replace")[-1500:]
-
-    def version(self) -> str:
-        status, body = _api(self.sock, "GET", "/version")
-        assert status == 200, body
-        return str(json.loads(body)["Version"])
-
-    def pull(self, reference: str) -> None:
-        name, _, tag = reference.rpartition(":")
-        query = urllib.parse.urlencode({"fromImage": name, "tag": tag})
-        status, body = _api(self.sock, "POST", f"/images/create?{query}")
-        assert status == 200, body
-        assert "errorDetail" not in body, body[-1500:]
-
-    def traced_pull(self, reference: str, log: Path) -> Counter[int]:
-        """Pull under strace attached to the daemon (all threads): sizes of the writes to
-        GetImageBlob* temp files."""
-        tracer = subprocess.Popen(
-            # -f -p: every thread; -ff: one file per thread, so no call is split in two lines
-            ["strace", "-ff", "-y", "-s", "0", "-e", "trace=write", "-e", "signal=none",
-             "-o", str(log), "-p", str(self.proc.pid)],
-            stderr=subprocess.PIPE, text=True)
-        assert tracer.stderr is not None
-        try:
-            line = tracer.stderr.readline()  # "strace: Process N attached"
-            assert "attached" in line, line
-            self.pull(reference)
-        finally:
-            tracer.send_signal(signal.SIGINT)
-            tracer.wait(timeout=60)
-        sizes: Counter[int] = Counter()
-        pat = re.compile(r"write\(\d+<[^>]*GetImageBlob[^>]*>, .*\) = (\d+)$")
-        for part in log.parent.glob(f"{log.name}.*"):
-            for text in part.read_text().splitlines():
-                m = pat.search(text)
-                if m:
-                    sizes[int(m.group(1))] += 1
-        return sizes
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self.log.close()
-        for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
-            target = mount.split()[1]
-            if target.startswith(str(self.folder)):
-                subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def builds() -> dict[str, object]:
     _need(shutil.which("go") is not None, "Go (golang-go)")
     _need(os.geteuid() == 0, "root (a private dockerd)")
     return {v: build_dockerd(v) for v in ("stock", "pr48602")}
-
-
-@pytest.fixture(scope="module")
-def served(small_image, tls_material, tmp_path_factory) -> Iterator[dict[str, str]]:
-    with EmbeddedRegistry(tmp_path_factory.mktemp("dockerd-plain")) as plain, EmbeddedRegistry(
-        tmp_path_factory.mktemp("dockerd-tls"), ssl_context=tls_material.server_context()
-    ) as tls:
-        push_image(small_image, f"{plain.host}/{REF}", plain_http=True)
-        push_image(small_image, f"{tls.host}/{REF}", plain_http=False,
-                   ca_bundle=tls_material.ca_bundle)
-        yield {"plain": f"{plain.host}/{REF}", "tls": f"{tls.host}/{REF}"}
-
-
-def _pulled_write_sizes(binary: Path, reference: str, tmp_path: Path) -> Counter[int]:
-    _need(shutil.which("strace") is not None, "strace")
-    daemon = PrivateDockerd(binary)
-    try:
-        return daemon.traced_pull(reference, tmp_path / "strace.log")
-    finally:
-        daemon.close()
 
 
 @pytest.mark.slow
@@ -216,22 +70,40 @@ def test_builds_are_cached_and_name_their_variant(builds, tmp_path):
         check=True).stdout
 
 
+@pytest.fixture(scope="module", params=["stock", "pr48602"])
+def traced_variant(request, builds, arm_targets, need_tool):
+    """The ``dockerd`` arm (the ``docker`` arm with the built binary), traced."""
+    from pullbench.arms import make_arm
+
+    need_tool("strace", "strace")
+    need_tool("/usr/bin/docker", "docker.io")
+    arm = make_arm("dockerd", f"dockerd:{request.param}",
+                   {"variant": request.param, "trace": True, "storage_driver": "vfs"})
+    arm.start(list(arm_targets.values()))
+    yield arm
+    arm.close()
+
+
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.peers
-@pytest.mark.parametrize(("variant", "transport", "expect"), [
-    ("stock", "plain", 32 * KiB),
-    ("stock", "tls", 16 * KiB),
-    ("pr48602", "plain", 512 * KiB),
-])
-def test_built_dockerd_write_sizes(builds, served, variant, transport, expect, tmp_path):
+@pytest.mark.parametrize("transport", ["plain", "tls"])
+def test_built_dockerd_write_sizes(traced_variant, builds, arm_targets, transport, tmp_path):
     """Over plain HTTP stock writes 32 KiB (io.Copy through File.ReadFrom); over TLS each write
-    is one TLS record (16 KiB); pr48602 writes 512 KiB."""
-    sizes = _pulled_write_sizes(builds[variant].binary, served[transport], tmp_path)
-    assert sizes, "no write to a GetImageBlob file was traced"
-    assert max(sizes) == expect, sorted(sizes.items())
-    # the bulk of the bytes goes in writes of exactly that size
-    assert sizes[expect] * expect > 0.7 * sum(s * n for s, n in sizes.items()), sizes
+    is one TLS record (16 KiB); pr48602 writes 512 KiB either way."""
+    variant = traced_variant.params["variant"]
+    assert traced_variant.params["binary"] == str(builds[variant].binary)
+    row = traced_variant.run(arm_targets[transport], tmp_path / "dest", timeout_s=300)
+    assert row["status"] == "ok", row["error"]
+    assert row["daemon_binary"] == str(builds[variant].binary)
+    hist = {int(k): v for k, v in row["write_size_hist"].items()}
+    expect = {("stock", "plain"): 32 * KiB, ("stock", "tls"): 16 * KiB,
+              ("pr48602", "plain"): 512 * KiB, ("pr48602", "tls"): 512 * KiB}[variant, transport]
+    assert max(hist) == expect, hist
+    # the bulk of the bytes goes in writes of that bucket
+    bytes_in = {bucket: bucket * count for bucket, count in hist.items()}
+    assert bytes_in[expect] >= 0.7 * sum(bytes_in.values()), hist
+    assert traced_variant.describe()["build"]["version_string"].endswith(f"+pullbench.{variant}")
 
 
 # --- bad input ----------------------------------------------------------------------------

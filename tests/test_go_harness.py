@@ -200,3 +200,26 @@ def test_wrong_digest_fails_and_leaves_no_file(harness, registries, tmp_path):
 def test_missing_go_is_a_clear_error(tmp_path):
     with pytest.raises(ProgramBuildError, match=r"apt-get install -y golang-go"):
         find_go(tmp_path / "no-such-go")
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize(("idiom", "transport", "expect"), [
+    ("iocopy", "tls", 16 * KiB), ("pr48602", "tls", 512 * KiB), ("containerd-1m", "plain", MiB),
+])
+def test_go_arm_traced(harness, arm_targets, need_tool, idiom, transport, expect, tmp_path):
+    """The ``go`` arm (``go:<idiom>``): the bare *os.File under strace, as the other arms."""
+    from pullbench.arms import shorthand_arm
+
+    need_tool("strace", "strace")
+    arm = shorthand_arm(f"go:{idiom}")
+    arm.trace = True
+    arm.start(list(arm_targets.values()))
+    try:
+        row = arm.run(arm_targets[transport], tmp_path / "dest", timeout_s=300)
+    finally:
+        arm.close()
+    assert row["status"] == "ok", row["error"]
+    hist = {int(k): v for k, v in row["write_size_hist"].items()}
+    assert max(hist) == expect, hist
+    # every blob but the manifest (size_bytes counts it too)
+    assert 0 < arm_targets[transport].size_bytes - row["stored_bytes"] < 4096

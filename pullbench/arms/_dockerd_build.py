@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -299,8 +300,10 @@ def _apt_env() -> dict[str, str]:
     return {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
 
 
+@functools.lru_cache(maxsize=1)
 def _source_version_from_apt() -> str | None:
-    """The candidate version of the docker.io source package, or None without deb-src."""
+    """The candidate version of the docker.io source package, or None without deb-src (asked
+    once per process; :func:`_install` asks again after changing the apt sources)."""
     if shutil.which("apt-get") is None:
         return None
     proc = _run(["apt-get", "source", "--print-uris", "-qq", SOURCE_PACKAGE], env=_apt_env(),
@@ -363,8 +366,8 @@ def dockerd_build_requirements(source: str | Path = "debian", *,
         lines.append(" ".join([*_APT, "install", "-y", "golang-go"]))
     build_dep = " ".join([*_APT, "build-dep", "-y", SOURCE_PACKAGE])
     if str(source) != "debian":
-        control = Path(source) / "debian" / "control"
-        if control.is_file() and _missing_build_deps(control):
+        dir_control = Path(source) / "debian" / "control"
+        if dir_control.is_file() and _missing_build_deps(dir_control):
             lines.append(build_dep)
         return lines
     if shutil.which("dpkg-source") is None:
@@ -436,6 +439,7 @@ def _install(progress: Progress, *, need_source: bool, root: Path) -> None:
         progress(f"writing {DEB_SRC_FILE} (deb-src entries for this machine's own suites)")
         DEB_SRC_FILE.write_text(text)
         _apt_root([*_APT, "update"], "apt-get update", progress)
+        _source_version_from_apt.cache_clear()
     missing = _missing_build_deps(_cached_control(root))
     if missing is None or missing:
         _apt_root([*_APT, "build-dep", "-y", SOURCE_PACKAGE],
