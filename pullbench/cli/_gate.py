@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-__all__ = ["GATE_FAILED_EXIT", "Gate", "VerdictRow", "analysis_verdicts", "check_gates",
+if TYPE_CHECKING:
+    from ..experiment._analysis_result import Analysis
+
+__all__ = ["GATE_FAILED_EXIT", "Gate", "GateInput", "analysis_verdicts", "check_gates",
            "gate_options", "parse_gates", "require_gate_arms"]
 
 #: Exit status when a gate fails (1 is an error, 2 a usage error).
@@ -39,8 +42,8 @@ class Gate:
 
 
 @dataclass(frozen=True, slots=True)
-class VerdictRow:
-    """One verdict of a command's primary metric: image (or run), metric, arm, verdict."""
+class GateInput:
+    """One verdict a gate judges: image (or run pair), metric, arm (and its strategy)."""
 
     image: str
     metric: str
@@ -101,7 +104,7 @@ def require_gate_arms(gates: Sequence[Gate], arms: Iterable[tuple[str, str]],
                 "compared arm", param_hint=gate.describe().split()[0])
 
 
-def check_gates(gates: Sequence[Gate], rows: Sequence[VerdictRow]) -> None:
+def check_gates(gates: Sequence[Gate], rows: Sequence[GateInput]) -> None:
     """Print the gate results; exit :data:`GATE_FAILED_EXIT` when one fails."""
     if not gates:
         return
@@ -124,21 +127,19 @@ def check_gates(gates: Sequence[Gate], rows: Sequence[VerdictRow]) -> None:
     click.echo("gates passed: " + "; ".join(g.describe() for g in gates), err=True)
 
 
-def analysis_verdicts(analysis: Any, metric: str | None = None) -> list[VerdictRow]:
-    """The verdict rows of an analysis (``analysis.json``'s structure) for its primary metric.
+def analysis_verdicts(analysis: Analysis, metric: str | None = None) -> list[GateInput]:
+    """The verdicts of an :class:`~pullbench.Analysis` on its primary metric, per image.
 
     ``metric`` None: per image, the first analysed metric.
     """
     rows = []
-    for image, block in analysis["images"].items():
-        metrics = list(block["metrics"])
-        chosen = metric or (metrics[0] if metrics else None)
-        if chosen is None or chosen not in block["metrics"]:
-            why = block.get("skipped_metrics", {}).get(chosen, "not analysed")
+    for image, block in analysis.images.items():
+        chosen = metric or next(iter(block.metrics), None)
+        if chosen is None or chosen not in block.metrics:
+            why = block.skipped_metrics.get(chosen or "", "not analysed")
             raise click.ClickException(f"cannot judge the gates: {image}: {chosen}: {why}")
-        strategies = {str(a["arm"]): str(a.get("strategy", "")) for a in block.get("arms", [])}
-        for rec in block["metrics"][chosen]["table"]:
-            arm = str(rec["arm"])
-            rows.append(VerdictRow(str(image), chosen, arm, strategies.get(arm, ""),
-                                   str(rec.get("verdict"))))
+        strategies = {a.arm: a.strategy for a in block.arms}
+        for rec in block.metrics[chosen].table:
+            rows.append(GateInput(str(image), chosen, rec.arm, strategies.get(rec.arm, ""),
+                                   rec.verdict))
     return rows
