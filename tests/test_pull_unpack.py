@@ -11,7 +11,7 @@ import pytest
 from test_unpack import GZ, TAR, ZST, E, make_tar, tree, write_layout
 
 from pullbench import ImageLayout, pull, push_image
-from pullbench._errors import DigestMismatch, StrategyError, UnsafeLayerError
+from pullbench._errors import BenchmarkError, DigestMismatch, StrategyError, UnsafeLayerError
 from pullbench.puller._stages import UnpackPlan
 from pullbench.puller._unpack import unpack_image
 from pullbench.servers import EmbeddedRegistry, Misbehavior
@@ -154,3 +154,25 @@ def test_plan_tokens_and_validation():
         UnpackPlan(schedule="later")
     with pytest.raises(StrategyError, match="decompress_concurrency"):
         UnpackPlan(decompress_concurrency=0)
+
+
+def test_arms_combine_a_copy_strategy_with_an_unpack_plan(tmp_path):
+    from pullbench.experiment._results import load_results
+    from pullbench.experiment._runner import run_experiment
+    from pullbench.experiment._spec import ExperimentSpec
+
+    spec = ExperimentSpec(name="t-unpack", isolation="inprocess", images=("synthetic-small",),
+                          arms=("go-iocopy+zlib+after", "containerd-1m+isal+stream"),
+                          blocks=1, warmup_blocks=0, seed=3)
+    assert [a.unpack for a in spec.arms] == [("zlib", "after"), ("isal", "stream")]
+    assert ExperimentSpec.from_mapping(spec.to_dict()).arms == spec.arms
+    result = run_experiment(spec, tmp_path / "res", progress=False)
+    assert result.ok_runs == 2
+    df = load_results(tmp_path / "res").set_index("arm")
+    assert df.loc["go-iocopy+zlib+after", "decompressor"] == "zlib"
+    assert df.loc["containerd-1m+isal+stream", "unpack_schedule"] == "stream"
+    assert (df["uncompressed_bytes"] > 3_000_000).all()
+    assert (df["decompress_s"] > 0).all()
+    assert (df["files"] > 0).all()
+    with pytest.raises(BenchmarkError, match="unpack token 'gunzip'"):
+        ExperimentSpec(name="bad", arms=("go-iocopy+gunzip",))
