@@ -15,6 +15,9 @@ Fixture images
 Puller and copy strategies
     parse_reference, RegistryClient, pull, PullResult, strategies, RetryPolicy (retries, resume,
     low-speed limit), BODY_CAPS (what is read into memory at most).
+Decompress and unpack (the stages after the download)
+    list_decompressors, get_decompressor, Decompressor, DecompressionLimits, open_layer,
+    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult.
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -37,11 +40,17 @@ from ._errors import (
     BenchmarkError,
     BlobError,
     ClientConfigError,
+    CorruptLayerError,
+    DecompressionBomb,
+    DecompressionError,
+    DiffIdMismatch,
     DigestMismatch,
     ImageBuildError,
     ImageNotFound,
     InvalidReference,
+    LayerError,
     ManifestError,
+    ProgramBuildError,
     PullbenchError,
     RegistryError,
     RegistryUnavailable,
@@ -51,6 +60,7 @@ from ._errors import (
     SizeMismatch,
     StatsInputError,
     StrategyError,
+    UnsafeLayerError,
 )
 from ._media import (
     DOCKER_CONFIG,
@@ -173,6 +183,14 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         Platform,
         RegistryClient,
     )
+    from .puller._decompress import (
+        DecompressionLimits,
+        Decompressor,
+        LayerReader,
+        get_decompressor,
+        list_decompressors,
+        open_layer,
+    )
     from .puller._pipeline import (
         LayerResult,
         PullResult,
@@ -185,6 +203,13 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         BODY_CAPS,
         RetryPolicy,
         TransferCounters,
+    )
+    from .puller._unpack import (
+        LayerUnpackResult,
+        RootfsUnpacker,
+        UnpackResult,
+        image_layers,
+        unpack_image,
     )
     from .puller.strategies import (
         CopyStats,
@@ -270,6 +295,13 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "._reference": (
         "ImageReference", "parse_reference",
     ),
+    ".puller._decompress": (
+        "DecompressionLimits", "Decompressor", "LayerReader", "get_decompressor",
+        "list_decompressors", "open_layer",
+    ),
+    ".puller._unpack": (
+        "LayerUnpackResult", "RootfsUnpacker", "UnpackResult", "image_layers", "unpack_image",
+    ),
     ".puller._transport": (
         "BODY_CAPS", "RetryPolicy", "TransferCounters",
     ),
@@ -343,35 +375,39 @@ _LAZY: dict[str, str] = {
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
     "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
-    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "DEFAULT_ALPHA",
-    "DEFAULT_MARGIN", "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST",
-    "DOCKER_MANIFEST_LIST", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
-    "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted", "ExperimentResult",
-    "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult", "ImageAnalysis",
-    "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound", "ImageReference",
-    "InvalidReference", "LayerResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest",
-    "ManifestError", "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult",
-    "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
-    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "PlannedRun", "Platform", "PowerPlan",
-    "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient",
-    "RegistryError", "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge",
-    "ResultSchemaError", "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch",
+    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "CorruptLayerError",
+    "DEFAULT_ALPHA", "DEFAULT_MARGIN", "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP",
+    "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DecompressionBomb", "DecompressionError",
+    "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
+    "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted",
+    "ExperimentResult", "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult",
+    "ImageAnalysis", "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound",
+    "ImageReference", "InvalidReference", "LayerError", "LayerReader", "LayerResult",
+    "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError",
+    "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile", "OCI_CONFIG",
+    "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest",
+    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult",
+    "PullbenchError",
+    "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
+    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
+    "ResultsStore", "RetryPolicy", "RootfsUnpacker", "ServerError", "SizeMismatch",
     "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "TostTest", "TransferCounters", "VERDICTS", "VerdictRow", "WelchTest",
-    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
-    "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
-    "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
-    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
-    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_analysis",
-    "format_verdict_table", "get_profile", "get_strategy", "image_from_directory",
-    "image_from_pip", "import_image", "is_valid_digest", "list_catalog", "list_strategies",
+    "SyntheticImageSpec", "TostTest", "TransferCounters", "UnpackResult", "UnsafeLayerError",
+    "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues", "analyze_folder", "analyze_grid",
+    "analyze_results", "bca_interval", "build_image", "capture_environment", "catalog",
+    "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
+    "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
+    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
+    "factorial_anova", "format_analysis", "format_verdict_table", "get_decompressor",
+    "get_profile", "get_strategy", "image_from_directory", "image_from_pip", "image_layers",
+    "import_image", "is_valid_digest", "list_catalog", "list_decompressors", "list_strategies",
     "load_analysis", "load_environment", "load_results", "load_spec", "minimum_detectable_effect",
-    "mirror_image", "network_profiles", "parse_reference", "plan_from_pilot", "power_at_n",
-    "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu", "push_image",
-    "read_hyperfine_json", "register_network_profile", "register_runner_layers",
+    "mirror_image", "network_profiles", "open_layer", "parse_reference", "plan_from_pilot",
+    "power_at_n", "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu",
+    "push_image", "read_hyperfine_json", "register_network_profile", "register_runner_layers",
     "register_strategy", "register_tls_layer", "remote_registry_factory", "render_report",
     "resolve_results_path", "run_experiment", "runs_needed", "save_analysis", "servers",
-    "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
+    "sha256_digest", "tar_directory", "unpack_image", "verdict_table", "write_hyperfine_json",
 ]
 
 
