@@ -15,10 +15,17 @@ Fixture images
 Puller and copy strategies
     parse_reference, RegistryClient, pull, PullResult, strategies, RetryPolicy (retries, resume,
     low-speed limit), BODY_CAPS (what is read into memory at most).
+Decompress and unpack (the stages after the download)
+    list_decompressors, get_decompressor, Decompressor, DecompressionLimits, open_layer,
+    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult.
 Statistics
     compare, verdicts, power and planning.
 Experiments
     ExperimentSpec, run_experiment, load_results.
+Analysis and report
+    analyze_folder (a results folder with its spec's settings), analyze_results, the typed
+    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary),
+    load_analysis, save_analysis, verdict_table, format_verdict_table, render_report.
 """
 
 from __future__ import annotations
@@ -33,10 +40,15 @@ from ._errors import (
     BenchmarkError,
     BlobError,
     ClientConfigError,
+    CorruptLayerError,
+    DecompressionBomb,
+    DecompressionError,
+    DiffIdMismatch,
     DigestMismatch,
     ImageBuildError,
     ImageNotFound,
     InvalidReference,
+    LayerError,
     ManifestError,
     PullbenchError,
     RegistryError,
@@ -47,6 +59,7 @@ from ._errors import (
     SizeMismatch,
     StatsInputError,
     StrategyError,
+    UnsafeLayerError,
 )
 from ._media import (
     DOCKER_CONFIG,
@@ -80,6 +93,15 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         save_analysis,
         verdict_table,
     )
+    from .experiment._analysis_result import (
+        ANALYSIS_SCHEMA_VERSION,
+        Analysis,
+        ArmSummary,
+        ImageAnalysis,
+        MetricAnalysis,
+        VerdictRow,
+        load_analysis,
+    )
     from .experiment._endpoints import (
         Endpoint,
         EndpointLayer,
@@ -104,6 +126,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         published_figures,
     )
     from .experiment._report import (
+        format_analysis,
         format_verdict_table,
         render_report,
     )
@@ -159,6 +182,14 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         Platform,
         RegistryClient,
     )
+    from .puller._decompress import (
+        DecompressionLimits,
+        Decompressor,
+        LayerReader,
+        get_decompressor,
+        list_decompressors,
+        open_layer,
+    )
     from .puller._pipeline import (
         LayerResult,
         PullResult,
@@ -172,6 +203,13 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         RetryPolicy,
         TransferCounters,
     )
+    from .puller._unpack import (
+        LayerUnpackResult,
+        RootfsUnpacker,
+        UnpackResult,
+        image_layers,
+        unpack_image,
+    )
     from .puller.strategies import (
         CopyStats,
         CopyStrategy,
@@ -184,6 +222,11 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         NetworkProfile,
         get_profile,
         profile_names,
+    )
+    from .stats._defaults import (
+        DEFAULT_ALPHA,
+        DEFAULT_MARGIN,
+        DEFAULT_POWER,
     )
     from .stats._diagnostics import (
         DegenerateSampleWarning,
@@ -205,7 +248,12 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         Comparison,
         FactorialResult,
         GridResult,
+        MedianEstimates,
+        PairedTest,
+        RatioEstimates,
         SummaryComparison,
+        TostTest,
+        WelchTest,
         adjust_pvalues,
         analyze_grid,
         bca_interval,
@@ -246,6 +294,13 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     "._reference": (
         "ImageReference", "parse_reference",
     ),
+    ".puller._decompress": (
+        "DecompressionLimits", "Decompressor", "LayerReader", "get_decompressor",
+        "list_decompressors", "open_layer",
+    ),
+    ".puller._unpack": (
+        "LayerUnpackResult", "RootfsUnpacker", "UnpackResult", "image_layers", "unpack_image",
+    ),
     ".puller._transport": (
         "BODY_CAPS", "RetryPolicy", "TransferCounters",
     ),
@@ -266,8 +321,12 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._published": (
         "data_path", "published_figures",
     ),
+    ".stats._defaults": (
+        "DEFAULT_ALPHA", "DEFAULT_MARGIN", "DEFAULT_POWER",
+    ),
     ".stats._stats": (
-        "BatchComparison", "Comparison", "FactorialResult", "GridResult", "SummaryComparison",
+        "BatchComparison", "Comparison", "FactorialResult", "GridResult", "MedianEstimates",
+        "PairedTest", "RatioEstimates", "SummaryComparison", "TostTest", "WelchTest",
         "VERDICTS", "adjust_pvalues", "analyze_grid", "bca_interval", "compare_all_pairs",
         "compare_batch", "compare_from_summary", "compare_samples", "decide_verdict",
         "factorial_anova",
@@ -279,8 +338,12 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._analysis": (
         "analyze_folder", "analyze_results", "save_analysis", "verdict_table",
     ),
+    ".experiment._analysis_result": (
+        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSummary", "ImageAnalysis", "MetricAnalysis",
+        "VerdictRow", "load_analysis",
+    ),
     ".experiment._report": (
-        "format_verdict_table", "render_report",
+        "format_analysis", "format_verdict_table", "render_report",
     ),
     ".experiment._results": (
         "RESULTS_SCHEMA_VERSION", "ResultsStore", "consolidate_results", "load_environment",
@@ -309,34 +372,40 @@ _LAZY: dict[str, str] = {
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ArmSpec", "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError",
-    "BlobError", "CatalogEntry", "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy",
-    "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST",
-    "DegenerateSampleWarning", "Descriptor", "Diagnostic", "DigestMismatch", "Endpoint",
-    "EndpointLayer", "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec",
-    "FactorialResult", "FetchedManifest", "GridResult", "ImageBuildError", "ImageInfo",
-    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerResult",
-    "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "Meter", "MirrorResult",
-    "NetworkProfile", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
-    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PlannedRun", "Platform", "PowerPlan", "PullResult",
-    "PullbenchError", "RESULTS_SCHEMA_VERSION", "RegistryClient", "RegistryError",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
+    "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
+    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "CorruptLayerError",
+    "DEFAULT_ALPHA", "DEFAULT_MARGIN", "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP",
+    "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DecompressionBomb", "DecompressionError",
+    "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
+    "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted",
+    "ExperimentResult", "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult",
+    "ImageAnalysis", "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound",
+    "ImageReference", "InvalidReference", "LayerError", "LayerReader", "LayerResult",
+    "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError",
+    "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile", "OCI_CONFIG",
+    "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest",
+    "PlannedRun", "Platform", "PowerPlan", "PullResult", "PullbenchError",
+    "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
     "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
-    "ResultsStore", "RetryPolicy", "ServerError", "SizeMismatch", "StatsInputError",
-    "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison", "SyntheticImageSpec",
-    "TransferCounters", "VERDICTS", "adjust_pvalues", "analyze_folder", "analyze_grid",
+    "ResultsStore", "RetryPolicy", "RootfsUnpacker", "ServerError", "SizeMismatch",
+    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
+    "SyntheticImageSpec", "TostTest", "TransferCounters", "UnpackResult", "UnsafeLayerError",
+    "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues", "analyze_folder", "analyze_grid",
     "analyze_results", "bca_interval", "build_image", "capture_environment", "catalog",
     "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
     "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
     "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
-    "factorial_anova", "format_verdict_table", "get_profile", "get_strategy",
-    "image_from_directory", "image_from_pip", "import_image", "is_valid_digest", "list_catalog",
-    "list_strategies", "load_environment", "load_results", "load_spec",
-    "minimum_detectable_effect", "mirror_image", "network_profiles", "parse_reference",
-    "plan_from_pilot", "power_at_n", "profile_names", "published_figures", "pull",
-    "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "register_network_profile",
-    "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
-    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "save_analysis",
-    "servers", "sha256_digest", "tar_directory", "verdict_table", "write_hyperfine_json",
+    "factorial_anova", "format_analysis", "format_verdict_table", "get_decompressor",
+    "get_profile", "get_strategy", "image_from_directory", "image_from_pip", "image_layers",
+    "import_image", "is_valid_digest", "list_catalog", "list_decompressors", "list_strategies",
+    "load_analysis", "load_environment", "load_results", "load_spec", "minimum_detectable_effect",
+    "mirror_image", "network_profiles", "open_layer", "parse_reference", "plan_from_pilot",
+    "power_at_n", "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu",
+    "push_image", "read_hyperfine_json", "register_network_profile", "register_runner_layers",
+    "register_strategy", "register_tls_layer", "remote_registry_factory", "render_report",
+    "resolve_results_path", "run_experiment", "runs_needed", "save_analysis", "servers",
+    "sha256_digest", "tar_directory", "unpack_image", "verdict_table", "write_hyperfine_json",
 ]
 
 

@@ -21,7 +21,16 @@
     ├── ServerError                    (a server pullbench starts could not start; names the fix)
     ├── BenchmarkError                 (experiment spec / runner problems)
     ├── ResultSchemaError              (results files; also ValueError)
-    └── StatsInputError                (degenerate statistical input; also ValueError)
+    ├── StatsInputError                (degenerate statistical input; also ValueError)
+    └── LayerError                     (context: layer digest, member, media type)
+        ├── DecompressionError         (unknown media type, corrupt or truncated stream,
+        │   │                           decompressor tool failed)
+        │   └── DecompressionBomb      (a ratio or size cap was exceeded; names the cap)
+        ├── DiffIdMismatch             (uncompressed digest ≠ the config's rootfs.diff_ids)
+        ├── CorruptLayerError          (bad tar header, truncated tar, parent not a directory)
+        └── UnsafeLayerError           (a member would act outside the root: ``../``, absolute
+                                        names, symlinked parents, hard links or whiteouts
+                                        that leave the root)
 
 Every error carries its context as attributes and a message that says what, where, and how to
 fix it. No error message ever contains a credential.
@@ -34,10 +43,15 @@ __all__ = [
     "BenchmarkError",
     "BlobError",
     "ClientConfigError",
+    "CorruptLayerError",
+    "DecompressionBomb",
+    "DecompressionError",
+    "DiffIdMismatch",
     "DigestMismatch",
     "ImageBuildError",
     "ImageNotFound",
     "InvalidReference",
+    "LayerError",
     "ManifestError",
     "PullbenchError",
     "RegistryError",
@@ -48,6 +62,7 @@ __all__ = [
     "SizeMismatch",
     "StatsInputError",
     "StrategyError",
+    "UnsafeLayerError",
 ]
 
 
@@ -157,3 +172,67 @@ class ResultSchemaError(PullbenchError, ValueError):
 
 class StatsInputError(PullbenchError, ValueError):
     """Statistical input is degenerate (too few values, NaN, negative durations, ...)."""
+
+
+class LayerError(PullbenchError):
+    """A layer could not be decompressed or applied to a root filesystem.
+
+    Attributes
+    ----------
+    layer : str or None
+        The layer's (compressed) digest, or another label of the layer when it has none.
+    member : str or None
+        The tar member concerned, when there is one.
+    media_type : str or None
+        The layer's media type.
+    """
+
+    def __init__(self, message: str, *, layer: str | None = None, member: str | None = None,
+                 media_type: str | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.member = member
+        self.media_type = media_type
+
+
+class DecompressionError(LayerError):
+    """Unknown layer media type, corrupt or truncated compressed stream, or a failed tool."""
+
+
+class DecompressionBomb(DecompressionError):
+    """Decompressed output exceeded a cap (ratio to the compressed size, or absolute bytes).
+
+    Attributes
+    ----------
+    cap : str
+        ``"ratio"`` or ``"bytes"``.
+    limit : float
+        The cap in force.
+    compressed_bytes, uncompressed_bytes : int
+        What had been read and produced when the cap tripped.
+    """
+
+    def __init__(self, message: str, *, cap: str, limit: float, compressed_bytes: int,
+                 uncompressed_bytes: int, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.cap = cap
+        self.limit = limit
+        self.compressed_bytes = compressed_bytes
+        self.uncompressed_bytes = uncompressed_bytes
+
+
+class DiffIdMismatch(LayerError):
+    """The uncompressed layer does not hash to the diff_id the image config lists for it."""
+
+    def __init__(self, message: str, *, expected: str, actual: str, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.expected = expected
+        self.actual = actual
+
+
+class CorruptLayerError(LayerError):
+    """The layer's tar stream is damaged: a bad header, truncated data, an impossible tree."""
+
+
+class UnsafeLayerError(LayerError):
+    """A layer member would create, link or delete something outside the root filesystem."""

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_POWER
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -29,8 +31,8 @@ def plot_power_curves(
     sd_b: float | None = None,
     relative_effects: Sequence[float] = (0.01, 0.02, 0.05),
     n_max: int = 100,
-    alpha: float = 0.05,
-    target_power: float = 0.8,
+    alpha: float = DEFAULT_ALPHA,
+    target_power: float = DEFAULT_POWER,
     mark_n: Sequence[int] = (),
 ) -> Figure:
     """Power of Welch's test against runs per arm, one curve per relative effect.
@@ -81,7 +83,7 @@ def plot_power_curves(
 def plot_ratio_intervals(
     rows: pd.DataFrame,
     *,
-    margin: float | Sequence[float] = 0.02,
+    margin: float | Sequence[float] = DEFAULT_MARGIN,
     label: str = "label",
     ratio: str = "ratio",
     ci_low: str = "ratio_ci_low",

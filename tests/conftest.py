@@ -210,6 +210,50 @@ def scan_for_secrets():
 
 # --- end section: remote ---
 
+# --- section: real pullers as arms (issue 11) ---
+# Fixtures (real servers on 127.0.0.1, real skopeo/ctr/containerd/dockerd/strace):
+#   need_tool            session   need_tool(path_or_name, package) -> path; skip when missing,
+#                                  fail under CI
+#   arm_targets          session   {"plain": PullTarget, "tls": PullTarget}: synthetic-small in
+#                                  the shared embedded registry / in a TLS embedded registry
+
+
+def _need_tool(binary: str, package: str) -> str:
+    found = binary if os.sep in binary and os.access(binary, os.X_OK) else _shutil.which(binary)
+    if found is None:
+        message = f"{binary} (Debian package {package}) is required"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} in CI but not installed (.ci/install-test-deps)")
+        pytest.skip(f"{message}: not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def need_tool() -> Callable[[str, str], str]:
+    return _need_tool
+
+
+@pytest.fixture(scope="session")
+def arm_targets(pushed_image, small_image, tls_material, tmp_path_factory):
+    from pullbench import push_image
+    from pullbench.arms import PullTarget
+    from pullbench.servers import EmbeddedRegistry
+
+    size = small_image.total_size_bytes
+    plain = PullTarget.from_reference(pushed_image.reference, digest=str(pushed_image.digest),
+                                      plain_http=True, size_bytes=size)
+    with EmbeddedRegistry(tmp_path_factory.mktemp("tls-registry"),
+                          ssl_context=tls_material.server_context()) as reg:
+        ref = f"{reg.host}/fixtures/small:latest"
+        digest = push_image(small_image, ref, plain_http=False,
+                            ca_bundle=str(tls_material.ca_bundle))
+        tls = PullTarget.from_reference(ref, digest=str(digest), plain_http=False,
+                                        ca_bundle=str(tls_material.ca_bundle), size_bytes=size)
+        yield {"plain": plain, "tls": tls}
+
+
+# --- end section: real pullers as arms ---
+
 # --- section: test hygiene ---
 # Tests never write to the user's home: build_image()'s default cache ($PULLBENCH_CACHE/images,
 # else ~/.cache/pullbench/images) is pointed, for this session and every subprocess it starts

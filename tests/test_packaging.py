@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI names
-CONDA_NAMES = {"pyjwt": "pyjwt"}
+CONDA_NAMES = {"pyjwt": "pyjwt", "python-isal": "isal", "python-zlib-ng": "zlib-ng"}
 
 
 def _name(requirement: str) -> str:

@@ -128,12 +128,12 @@ def test_analysis_excludes_and_counts_failed_runs():
     df = pd.DataFrame(rows)
     analysis = analyze_results(df, baseline="base", metrics=("duration_s", "throughput_mb_s"),
                                margin=0.05, n_resamples=500)
-    assert analysis["n_failed"] == 1
-    assert analysis["failed_by_arm"] == {"fast": 1}
-    assert analysis["failed_messages"] == ["RegistryUnavailable: gone"]
-    result = analysis["images"]["img"]["metrics"]["duration_s"]
-    assert result["incomplete_blocks_dropped"] == [2]  # the block with the failed run
-    assert result["paired"] is True
+    assert analysis.n_failed == 1
+    assert analysis.failed_by_arm == {"fast": 1}
+    assert analysis.failed_messages == ("RegistryUnavailable: gone",)
+    result = analysis.metric("img", "duration_s")
+    assert result.incomplete_blocks_dropped == (2,)  # the block with the failed run
+    assert result.paired is True
     table = verdict_table(analysis, "img", "duration_s").set_index("arm")
     assert table.loc["base", "verdict"] == "baseline"
     assert table.loc["fast", "verdict"] == "faster"

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from scipy import stats
 
 import pullbench
+import pullbench.plots
 from pullbench import (
     DegenerateSampleWarning,
     StatsInputError,
@@ -96,13 +97,13 @@ def test_worked_example_from_raw_runs_matches_summary():
     b = _with_moments(38.288, 0.634, 10, seed=2)
     c = compare_samples(a, b, margin=0.05, rng=7, n_resamples=2000, names=("before", "after"))
     s = compare_from_summary(*PR.values(), margin=0.05)
-    assert c.welch_t == pytest.approx(s.welch_t, rel=1e-9)
-    assert c.welch_df == pytest.approx(s.welch_df, rel=1e-9)
-    assert c.welch_p == pytest.approx(s.welch_p, rel=1e-9)
+    assert c.welch.t == pytest.approx(s.welch_t, rel=1e-9)
+    assert c.welch.df == pytest.approx(s.welch_df, rel=1e-9)
+    assert c.welch.p_value == pytest.approx(s.welch_p, rel=1e-9)
     assert c.p_value == pytest.approx(s.welch_p, rel=1e-9)
-    assert c.difference_ci_low == pytest.approx(s.difference_ci_low, rel=1e-9)
-    assert c.tost_p_value == pytest.approx(s.tost_p_value, rel=1e-9)
-    assert c.ratio_fieller_ci_low == pytest.approx(s.ratio_ci_low, rel=1e-9)
+    assert c.welch.difference_ci_low == pytest.approx(s.difference_ci_low, rel=1e-9)
+    assert c.tost.p_value == pytest.approx(s.tost_p_value, rel=1e-9)
+    assert c.ratios.fieller_ci_low == pytest.approx(s.ratio_ci_low, rel=1e-9)
     assert c.verdict == s.verdict == "inconclusive"
     assert c.seed == 7
     assert c.margin == 0.05
@@ -124,10 +125,10 @@ def test_tost_matches_statsmodels_ttost_ind_with_welch():
     c = compare_samples(a, b, margin=0.03, rng=1, n_resamples=500)
     # region for b - a: [-m*mean(b), +m*mean(a)]
     p, _, _ = ttost_ind(b, a, -0.03 * b.mean(), 0.03 * a.mean(), usevar="unequal")
-    assert c.tost_p_value == pytest.approx(p, rel=1e-9)
+    assert c.tost.p_value == pytest.approx(p, rel=1e-9)
     w = stats.ttest_ind(b, a, equal_var=False)
-    assert c.welch_p == pytest.approx(w.pvalue)
-    assert c.welch_df == pytest.approx(w.df)
+    assert c.welch.p_value == pytest.approx(w.pvalue)
+    assert c.welch.df == pytest.approx(w.df)
 
 
 def test_bca_matches_scipy_bootstrap():
@@ -142,8 +143,8 @@ def test_bca_matches_scipy_bootstrap():
     ref = stats.bootstrap((b, a), ratio, method="BCa", n_resamples=9999, rng=6,
                           vectorized=True).confidence_interval
     width = ref.high - ref.low
-    assert c.ratio_bca_ci_low == pytest.approx(ref.low, abs=0.05 * width)
-    assert c.ratio_bca_ci_high == pytest.approx(ref.high, abs=0.05 * width)
+    assert c.ratios.bca_ci_low == pytest.approx(ref.low, abs=0.05 * width)
+    assert c.ratios.bca_ci_high == pytest.approx(ref.high, abs=0.05 * width)
 
     def mdiff(y, x, axis=-1):
         return np.median(y, axis=axis) - np.median(x, axis=axis)
@@ -151,8 +152,8 @@ def test_bca_matches_scipy_bootstrap():
     ref = stats.bootstrap((b, a), mdiff, method="BCa", n_resamples=9999, rng=6,
                           vectorized=True).confidence_interval
     width = ref.high - ref.low
-    assert c.median_difference_ci_low == pytest.approx(ref.low, abs=0.1 * width)
-    assert c.median_difference_ci_high == pytest.approx(ref.high, abs=0.1 * width)
+    assert c.medians.difference_ci_low == pytest.approx(ref.low, abs=0.1 * width)
+    assert c.medians.difference_ci_high == pytest.approx(ref.high, abs=0.1 * width)
 
 
 def test_bca_interval_is_percentile_without_bias_or_skew():
@@ -172,13 +173,14 @@ def test_effect_sizes_and_rank_tests():
     assert c.ratio < 1
     assert c.significant
     mw = stats.mannwhitneyu(b, a)
-    assert c.mannwhitney_p == pytest.approx(mw.pvalue)
-    assert c.prob_candidate_lower == pytest.approx(np.mean(b[:, None] < a[None, :]))
-    assert c.hodges_lehmann_shift == pytest.approx(np.median(np.subtract.outer(b, a)))
-    assert c.hodges_lehmann_ci_low < c.hodges_lehmann_shift < c.hodges_lehmann_ci_high
+    assert c.medians.mannwhitney_p == pytest.approx(mw.pvalue)
+    assert c.medians.prob_candidate_lower == pytest.approx(np.mean(b[:, None] < a[None, :]))
+    assert c.medians.hodges_lehmann_shift == pytest.approx(np.median(np.subtract.outer(b, a)))
+    m = c.medians
+    assert m.hodges_lehmann_ci_low < m.hodges_lehmann_shift < m.hodges_lehmann_ci_high
     sp = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     assert c.hedges_g == pytest.approx((b.mean() - a.mean()) / sp * (1 - 3 / (4 * 60 - 9)))
-    assert c.median_ratio_ci_low < c.median_ratio < c.median_ratio_ci_high
+    assert c.medians.ratio_ci_low < c.medians.ratio < c.medians.ratio_ci_high
     # throughput: higher is better flips the direction word, not the numbers
     t = compare_samples(a, b, rng=0, n_resamples=1000, lower_is_better=False)
     assert t.verdict == "slower"
@@ -192,7 +194,7 @@ def test_significant_but_small_flag():
     c = compare_samples(a, b, margin=0.02, rng=0, n_resamples=500)
     assert c.verdict == "faster"
     assert c.significant_but_small
-    assert c.equivalent_within_margin
+    assert c.tost.equivalent
 
 
 def test_paired_analysis_uses_blocks():
@@ -207,10 +209,10 @@ def test_paired_analysis_uses_blocks():
     assert paired.primary_test == "paired_log_t"
     d = np.log(b) - np.log(a)
     ref = stats.ttest_1samp(d, 0)
-    assert paired.paired_p == pytest.approx(ref.pvalue)
-    assert paired.geometric_mean_ratio == pytest.approx(math.exp(d.mean()))
-    assert paired.wilcoxon_p == pytest.approx(stats.wilcoxon(d).pvalue)
-    assert paired.ratio_bca_ci_low < paired.ratio_of_means < paired.ratio_bca_ci_high
+    assert paired.paired_test.p_value == pytest.approx(ref.pvalue)
+    assert paired.paired_test.geometric_mean_ratio == pytest.approx(math.exp(d.mean()))
+    assert paired.paired_test.wilcoxon_p == pytest.approx(stats.wilcoxon(d).pvalue)
+    assert paired.ratios.bca_ci_low < paired.ratios.ratio_of_means < paired.ratios.bca_ci_high
     assert "paired" in paired.summary()
 
 
@@ -223,7 +225,7 @@ def test_compare_batch_is_the_verdict_compare_samples_gives():
         c = compare_samples(a[i], b[i], margin=0.02, rng=0, n_resamples=200)
         assert c.verdict == batch.verdict[i]
         assert c.p_value == pytest.approx(batch.p_value[i])
-        assert c.tost_p_value == pytest.approx(batch.tost_p_value[i])
+        assert c.tost.p_value == pytest.approx(batch.tost_p_value[i])
 
 
 def test_decide_verdict_rule():
@@ -563,3 +565,41 @@ def test_unequal_variances_wording_follows_the_analysis():
     assert "Welch's test (used here)" in u.message
     assert "The paired analysis (per-block log-ratios, used here)" in p.message
     assert "Welch's test (used here)" not in p.message
+
+
+def test_one_welch_tost_kernel_for_runs_and_summaries():
+    """compare_batch, compare_samples and compare_from_summary agree: one kernel, same numbers."""
+    rng = np.random.default_rng(12)
+    a = rng.lognormal(np.log(10), 0.05, 14)
+    b = rng.lognormal(np.log(9.9), 0.07, 11)
+    batch = compare_batch(a, b, margin=0.03)
+    c = compare_samples(a, b, margin=0.03, rng=0, n_resamples=200)
+    s = compare_from_summary(a.mean(), a.std(ddof=1), a.size, b.mean(), b.std(ddof=1), b.size,
+                             margin=0.03)
+    for p in (float(batch.p_value), c.p_value, c.welch.p_value):
+        assert p == pytest.approx(s.welch_p, rel=1e-12)
+    for tost in (float(batch.tost_p_value), c.tost.p_value):
+        assert tost == pytest.approx(s.tost_p_value, rel=1e-12)
+    assert c.welch.difference_ci_high == pytest.approx(s.difference_ci_high, rel=1e-12)
+    assert (c.ratios.fieller_ci_low, c.ratios.fieller_ci_high) == pytest.approx(
+        (s.ratio_ci_low, s.ratio_ci_high), rel=1e-12)
+    assert c.verdict == s.verdict == str(batch.verdict)
+    assert c.paired_test is None
+    assert not c.paired
+    d = c.to_dict()
+    json.dumps(d)
+    assert d["welch"]["p_value"] == c.welch.p_value
+    assert d["paired_test"] is None
+    assert d["tost"]["equivalence_ratio_high"] == pytest.approx(1.03)
+
+
+def test_default_margin_is_one_constant():
+    import inspect
+
+    from pullbench.experiment._analysis import analyze_results
+
+    assert pullbench.DEFAULT_MARGIN == pullbench.ExperimentSpec().margin == 0.02
+    for func in (compare_batch, compare_samples, compare_from_summary, analyze_grid,
+                 pullbench.compare_all_pairs, analyze_results,
+                 pullbench.plots.plot_ratio_intervals):
+        assert inspect.signature(func).parameters["margin"].default is pullbench.DEFAULT_MARGIN

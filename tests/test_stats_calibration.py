@@ -196,8 +196,8 @@ def test_bootstrap_ratio_ci_is_the_one_compare_samples_reports(paired):
         means_b = _resample_means_batch((b[None],), BOOT_RESAMPLES, gen_b)[0]
         lo, hi = _ratio_bootstrap_ci(a[None], b[None], level=0.95, paired=False,
                                      means_a=means_a, means_b=means_b)
-    assert (c.ratio_bca_ci_low, c.ratio_bca_ci_high) == (lo[0], hi[0])
-    assert c.ratio_bca_calibrated
+    assert (c.ratios.bca_ci_low, c.ratios.bca_ci_high) == (lo[0], hi[0])
+    assert c.ratios.bca_calibrated
 
 
 @pytest.mark.parametrize("paired", [False, True])
@@ -208,7 +208,7 @@ def test_bootstrap_ratio_ci_is_flagged_below_the_calibrated_n(paired):
     c = compare_samples(a, b, rng=4, n_resamples=BOOT_RESAMPLES, paired=paired)
     kinds = [d.kind for d in c.diagnostics]
     assert "bootstrap_ratio_ci_uncalibrated" in kinds
-    assert not c.ratio_bca_calibrated
+    assert not c.ratios.bca_calibrated
     assert "not calibrated at this n: use the primary" in c.summary()
     primary = "geometric ratio" if paired else "Fieller"
     assert f"{primary} " in c.summary().split("(primary)")[0].splitlines()[-1]
@@ -216,7 +216,7 @@ def test_bootstrap_ratio_ci_is_flagged_below_the_calibrated_n(paired):
     a2, b2 = (v[0] for v in _ratio_boot_data(rng, BOOTSTRAP_RATIO_CALIBRATED_FROM_N, paired))
     c2 = compare_samples(a2, b2, rng=4, n_resamples=BOOT_RESAMPLES, paired=paired)
     assert "bootstrap_ratio_ci_uncalibrated" not in [d.kind for d in c2.diagnostics]
-    assert c2.ratio_bca_calibrated
+    assert c2.ratios.bca_calibrated
     assert "not calibrated" not in c2.summary()
     df = pd.DataFrame({
         "arm": ["base"] * (2 * small + 1) + ["few"] * small + ["enough"] * (small + 1),

@@ -63,12 +63,11 @@ def _results_folder(path: Path, rows: list[dict]) -> Path:
 def test_tiny_p_values_are_stored_exactly_and_printed_as_numbers(tmp_path):
     df = pd.DataFrame(_rows(30, {"base": 1.0, "half": 0.5}, noise=0.01))
     analysis = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200)
-    ResultsStore(tmp_path).create().write_json("analysis.json", analysis)
+    ResultsStore(tmp_path).create().write_json("analysis.json", analysis.to_dict())
     stored = json.loads((tmp_path / "analysis.json").read_text())
     rec = stored["images"]["img"]["metrics"]["duration_s"]["table"][0]
     assert 0 < rec["p_holm"] < 1e-11  # was rounded to 0.0 by pandas to_json (10 digits)
-    assert rec["p_holm"] == analysis["images"]["img"]["metrics"]["duration_s"]["table"][0][
-        "p_holm"]
+    assert rec["p_holm"] == analysis.metric("img", "duration_s").table[0].p_holm
     text = format_verdict_table(stored, "img", "duration_s")
     shown = _fmt_p(rec["p_holm"])
     assert re.fullmatch(r"\d\.\de-\d+", shown)
@@ -134,11 +133,11 @@ def test_verdict_table_legend_diagnostics_and_smoke_test_caution():
     assert len(caution) == 1
     assert "smoke test" in caution[0]
     assert "4 blocks" in caution[0]
-    needed = analysis["images"]["img"]["metrics"]["duration_s"]["runs_needed"]
+    needed = analysis.metric("img", "duration_s").runs_needed
     for arm, n in needed.items():
         if n is not None:
             assert f"{arm} {n}" in caution[0]
-    diags = analysis["images"]["img"]["metrics"]["duration_s"]["diagnostics"]
+    diags = analysis.metric("img", "duration_s").diagnostics
     assert diags  # 4 runs per arm: too_few_runs at least
     start = lines.index("diagnostics (by arm):")
     body = lines[start + 1:]

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..stats._defaults import DEFAULT_MARGIN
 from ._common import handle_errors
 
 logger = logging.getLogger(__name__)
@@ -24,21 +25,6 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
                                  param_hint="--param")
     arm, dot, name = key.rpartition(".")
     return (arm if dot else None), name, value
-
-
-def _print_verdicts(analysis: dict[str, Any]) -> None:
-    from ..experiment._report import format_verdict_table
-
-    for image in analysis["images"]:
-        for metric in analysis["images"][image]["metrics"]:
-            click.echo("")
-            click.echo(format_verdict_table(analysis, image, metric))
-        for metric, why in analysis["images"][image].get("skipped_metrics", {}).items():
-            click.echo(f"\n{image}: {metric} not analysed: {why}")
-    if analysis["n_failed"]:
-        arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
-        click.echo(f"\n{analysis['n_failed']} failed run(s) excluded ({arms}); "
-                   "see the 'error' column of rows.csv")
 
 
 @click.command("bench")
@@ -61,7 +47,7 @@ def _print_verdicts(analysis: dict[str, Any]) -> None:
               help="Warm-up blocks, recorded but not analysed (default 1).")
 @click.option("--seed", type=int, help="Seed of the randomized run order.")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Equivalence margin as a fraction (default 0.02).")
+              help=f"Equivalence margin as a fraction (default {DEFAULT_MARGIN}).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Concurrent layer downloads.")
 @click.option("--quick", is_flag=True, help="A short run (about a minute): 4 blocks + 1 warm-up.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
@@ -83,6 +69,16 @@ def _print_verdicts(analysis: dict[str, Any]) -> None:
                    "counters, peak RSS or read/write-size counts are taken (those columns are "
                    "empty, and CPU metrics such as cpu_ns_per_byte are skipped in the analysis "
                    "with a note). Wall times, sizes and digest checks are unchanged.")
+@click.option("--cpus",
+              help="CPU affinity of the roles: auto (default: on 2+ CPUs the registry and proxy "
+                   "get the lower half, the puller the rest), off, or e.g. puller=1,registry=0 "
+                   "(roles puller, registry, proxy, daemons). Recorded in environment.json.")
+@click.option("--wait-quiet", "wait_quiet_s", type=click.FloatRange(min=0), is_flag=False,
+              flag_value=300.0, default=None, metavar="[SECONDS]",
+              help="Before the first run, wait until the machine has been quiet for 5 s "
+                   "(at most SECONDS, default 300); see `pullbench system check`.")
+@click.option("--require-quiet", is_flag=True,
+              help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
 @handle_errors
@@ -91,8 +87,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           warmup_blocks: int | None, seed: int | None, margin: float | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
-          dest: Path | None, no_probes: bool,
-          no_report: bool, progress: bool) -> None:
+          dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
+          require_quiet: bool, no_report: bool, progress: bool) -> None:
     """Run an experiment and print verdicts (the main job).
 
     Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
@@ -102,7 +98,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     analysis.json and report.html.
     """
     from ..experiment._analysis import analyze_folder
-    from ..experiment._report import render_report
+    from ..experiment._report import format_analysis, render_report
     from ..experiment._runner import ExperimentInterrupted, preflight, run_experiment
     from ..experiment._spec import ExperimentSpec, load_spec
 
@@ -137,6 +133,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
             overrides["probes"] = False
         if dest is not None:
             overrides["dest_dir"] = str(dest)
+        if cpus is not None:
+            overrides["cpus"] = cpus
         spec = spec.with_overrides(**overrides)
         if parsed_params:
             spec = spec.with_params(parsed_params)
@@ -145,8 +143,10 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
                    f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
                    f"{spec.total_runs} runs on the {spec.registry} registry "
                    f"({spec.network_profile}{', TLS' if spec.tls else ''})", err=True)
+    check = _preflight_machine(wait_quiet_s, require_quiet)
     try:
-        result = run_experiment(spec, out, resume=resume_dir is not None, progress=progress)
+        result = run_experiment(spec, out, resume=resume_dir is not None, progress=progress,
+                                system_check=check)
     except ExperimentInterrupted as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(130) from None
@@ -156,11 +156,41 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
     analysis = analyze_folder(result.directory)
-    _print_verdicts(analysis)
+    click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
         click.echo(f"\nreport: {path}")
     click.echo(f"results: {result.directory}")
+
+
+def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[str, Any]:
+    """The machine check before the first run (waiting with --wait-quiet); its record."""
+    from ..experiment._system import system_check, wait_quiet
+
+    record: dict[str, Any]
+    if wait_quiet_s is not None:
+        click.echo(f"waiting (at most {wait_quiet_s:.0f} s) for the machine to be quiet ...",
+                   err=True)
+        waited = wait_quiet(wait_quiet_s)
+        check = waited.last
+        record = {**check.to_dict(), "wait": {k: v for k, v in waited.to_dict().items()
+                                              if k != "last"}}
+        click.echo(f"{'quiet' if waited.quiet else 'still not quiet'} after "
+                   f"{waited.waited_s:.0f} s", err=True)
+    else:
+        check = system_check(0.5)
+        record = check.to_dict()
+    click.echo(check.summary(), err=True)
+    for problem in check.problems:
+        click.echo(f"  to fix: {problem}", err=True)
+    if require_quiet and not check.quiet:
+        from .._errors import BenchmarkError
+
+        raise BenchmarkError(
+            "--require-quiet: the machine is not quiet (" + "; ".join(check.problems[:2])
+            + "); fix that, or wait for it with --wait-quiet[=SECONDS], or drop --require-quiet"
+        )
+    return record
 
 
 @click.command("analyze")
@@ -176,6 +206,7 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
             margin: float | None, alpha: float | None) -> None:
     """Re-run the statistics on a results folder (failed runs excluded and counted)."""
     from ..experiment._analysis import analyze_folder, save_analysis
+    from ..experiment._report import format_analysis
     from ..experiment._results import consolidate_results
 
     directory = results if results.is_dir() else results.parent
@@ -184,7 +215,7 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
-    _print_verdicts(analysis)
+    click.echo(format_analysis(analysis))
     if written:
         click.echo(f"\nanalysis: {directory / 'analysis.json'}")
     else:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 from ._common import handle_errors
 
 if TYPE_CHECKING:  # pandas is imported when the command runs, not at CLI start-up
@@ -56,9 +57,10 @@ def _load_files(files: tuple[str, ...]) -> pd.DataFrame:
               help="Baseline summary (SD with ddof=1, as hyperfine prints it).")
 @click.option("--b", "b_summary", metavar="MEAN,SD,N", help="Candidate summary.")
 @click.option("--baseline", help="Baseline arm (hyperfine command or file stem); default: first.")
-@click.option("--margin", type=float, default=0.02, show_default=True,
+@click.option("--margin", type=float, default=DEFAULT_MARGIN, show_default=True,
               help="Equivalence margin, relative (0.02 = ±2%).")
-@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level.")
+@click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True,
+              help="Significance level.")
 @click.option("--seed", type=int, default=None, help="Bootstrap seed (recorded in the output).")
 @click.option("--resamples", type=int, default=9999, show_default=True,
               help="Bootstrap resamples.")

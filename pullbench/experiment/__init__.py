@@ -10,8 +10,11 @@ _runner
     :func:`run_experiment`: preflight, registry and images, one worker process per pull.
 _results, _env
     The results folder (``rows.jsonl`` …) and ``environment.json`` provenance.
-_analysis, _report
-    :func:`analyze_results` (the typed analysis) and the HTML report.
+_analysis, _analysis_result
+    :func:`analyze_folder` (a folder with its spec's settings), :func:`analyze_results`, and
+    the typed result :class:`Analysis` that ``analysis.json`` stores.
+_report
+    The verdict tables as text and the HTML report.
 _hyperfine, _published
     Reading hyperfine JSON and the published figures shipped with the package.
 

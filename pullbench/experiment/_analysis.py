@@ -24,10 +24,19 @@ import numpy as np
 import pandas as pd
 
 from .._errors import BenchmarkError, ResultSchemaError, StatsInputError
+from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
+from ..stats._diagnostics import Diagnostic
+from ._analysis_result import (
+    ANALYSIS_SCHEMA_VERSION,
+    Analysis,
+    ArmSummary,
+    ImageAnalysis,
+    MetricAnalysis,
+    VerdictRow,
+)
 from ._results import (
     ANALYSIS_JSON,
     ENVIRONMENT_JSON,
-    RESULTS_SCHEMA_VERSION,
     SPEC_JSON,
     ResultsStore,
     _jsonable,
@@ -70,11 +79,11 @@ def analyze_results(
     *,
     baseline: str,
     metrics: Sequence[str] = ("duration_s", "cpu_ns_per_byte"),
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
     n_resamples: int = 9999,
-) -> dict[str, Any]:
+) -> Analysis:
     """Verdicts of every arm against ``baseline``, per image and metric.
 
     Parameters
@@ -97,11 +106,10 @@ def analyze_results(
 
     Returns
     -------
-    dict
-        JSON-able: ``schema_version``, ``baseline``, ``margin``, ``alpha``, ``n_runs``,
-        ``n_failed``, ``failed_by_arm``, ``notes`` (list of str), ``images`` -> image ->
-        {``metrics`` -> metric -> {``table``: list of records, ``summary``: str},
-        ``skipped_metrics`` -> metric -> reason, ``arms`` -> per-arm descriptive records}.
+    Analysis
+        Per image (:attr:`Analysis.images`) the analysed metrics (:class:`MetricAnalysis`: the
+        verdict rows, diagnostics, runs needed), the skipped metrics with their reason, and
+        per-arm medians; ``to_dict()`` is what ``analysis.json`` holds.
 
     A metric that was not measured is skipped, with its reason in ``skipped_metrics`` and
     ``notes``, never given a verdict: a probe metric (CPU time, CPU per byte, peak RSS, counters;
@@ -116,26 +124,13 @@ def analyze_results(
     from ..stats._stats import analyze_grid
 
     ok, failed = _analysis_frame(df)
-    out: dict[str, Any] = {
-        "schema_version": RESULTS_SCHEMA_VERSION,
-        "analyzed_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "baseline": baseline,
-        "margin": margin,
-        "alpha": alpha,
-        "seed": seed,
-        "n_runs": len(ok),
-        "n_failed": len(failed),
-        "failed_by_arm": {str(k): int(v) for k, v in failed.groupby("arm").size().items()}
-        if len(failed) else {},
-        "failed_messages": sorted({str(m) for m in failed.get("error", pd.Series()).dropna()})[:10],
-        "notes": [],
-        "images": {},
-    }
     images = sorted(ok["image"].unique()) if len(ok) else []
     if not images:
         raise StatsInputError(
             f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
         )
+    notes: list[str] = []
+    per_image: dict[str, ImageAnalysis] = {}
     for image in images:
         sub = ok[ok["image"] == image]
         if baseline not in set(sub["arm"]):
@@ -143,7 +138,7 @@ def analyze_results(
                 f"baseline arm {baseline!r} has no successful runs for image {image!r}; arms with "
                 f"runs: {sorted(set(sub['arm']))}"
             )
-        per_metric: dict[str, Any] = {}
+        per_metric: dict[str, MetricAnalysis] = {}
         skipped: dict[str, str] = {}
         for metric in metrics:
             if metric not in sub.columns:
@@ -154,7 +149,7 @@ def analyze_results(
             reason = _unmeasured(sub, metric, baseline)
             if reason is not None:
                 skipped[metric] = reason
-                out["notes"].append(f"{image}: {metric} skipped: {reason}")
+                notes.append(f"{image}: {metric} skipped: {reason}")
                 logger.info("%s: %s skipped: %s", image, metric, reason)
                 continue
             data = sub[["arm", "block", metric]].copy()
@@ -166,19 +161,30 @@ def analyze_results(
                 margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
                 n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
             )
-            per_metric[metric] = {
+            per_metric[metric] = MetricAnalysis(
                 # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
-                "table": _records(grid.table),
-                "summary": grid.summary(),
-                "paired": bool(grid.paired),
-                "incomplete_blocks_dropped": dropped,
-                "diagnostics": _diagnostic_records(grid, baseline),
-                "runs_needed": {str(a): c.runs_needed_per_arm
-                                for a, c in grid.comparisons.items()},
-            }
-        out["images"][str(image)] = {"metrics": per_metric, "skipped_metrics": skipped,
-                                     "arms": _arm_descriptives(sub, metrics)}
-    return out
+                table=tuple(VerdictRow.from_dict(rec)
+                            for rec in grid.table.to_dict(orient="records")),
+                summary=grid.summary(),
+                paired=bool(grid.paired),
+                incomplete_blocks_dropped=tuple(dropped),
+                diagnostics=_diagnostics(grid, baseline),
+                runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
+            )
+        per_image[str(image)] = ImageAnalysis(metrics=per_metric, skipped_metrics=skipped,
+                                              arms=_arm_descriptives(sub, metrics))
+    return Analysis(
+        schema_version=ANALYSIS_SCHEMA_VERSION,
+        analyzed_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        baseline=baseline, margin=float(margin), alpha=float(alpha), seed=int(seed),
+        n_runs=len(ok), n_failed=len(failed),
+        failed_by_arm={str(k): int(v) for k, v in failed.groupby("arm").size().items()}
+        if len(failed) else {},
+        failed_messages=tuple(sorted({str(m) for m in failed.get("error", pd.Series())
+                                      .dropna()})[:10]),
+        notes=tuple(notes),
+        images=per_image,
+    )
 
 
 def _spec_defaults() -> dict[str, Any]:
@@ -199,7 +205,7 @@ def analyze_folder(
     seed: int | None = None,
     n_resamples: int = 9999,
     save: bool = True,
-) -> dict[str, Any]:
+) -> Analysis:
     """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
 
     Parameters
@@ -220,7 +226,7 @@ def analyze_folder(
 
     Returns
     -------
-    dict
+    Analysis
         As :func:`analyze_results`.
 
     Raises
@@ -273,10 +279,11 @@ def _same_analysis(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> boo
     return _same_json(strip[0], strip[1])
 
 
-def save_analysis(directory: str | Path, analysis: Mapping[str, Any]) -> bool:
+def save_analysis(directory: str | Path, analysis: Analysis) -> bool:
     """Write ``analysis.json`` unless it already holds this analysis (time stamp aside).
 
-    Leaving the file byte-identical keeps committed results clean in git.
+    Leaving the file byte-identical keeps committed results clean in git. A file that is not a
+    readable analysis is replaced.
 
     Returns
     -------
@@ -284,28 +291,29 @@ def save_analysis(directory: str | Path, analysis: Mapping[str, Any]) -> bool:
         Whether the file was (re)written.
     """
     store = ResultsStore(Path(directory))
-    if _same_analysis(store.read_json(ANALYSIS_JSON), analysis):
+    try:
+        old = store.read_json(ANALYSIS_JSON)
+    except ResultSchemaError:
+        old = None
+    new = analysis.to_dict()
+    if _same_analysis(old, new):
         return False
-    store.write_json(ANALYSIS_JSON, analysis)
+    store.write_json(ANALYSIS_JSON, new)
     return True
 
 
-def _diagnostic_records(grid: Any, baseline: str) -> list[dict[str, Any]]:
-    """The grid's diagnostics as records; a comparison's own (arm None) gets "ARM vs BASELINE"."""
+def _diagnostics(grid: Any, baseline: str) -> tuple[Diagnostic, ...]:
+    """The grid's diagnostics, JSON-ready; a comparison's own (arm None) gets "ARM vs BASELINE"."""
     out = []
     for diag in grid.diagnostics:
-        rec = diag.to_dict()
-        if rec.get("arm") is None:
+        arm = diag.arm
+        if arm is None:
             pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
             if len(pair) == 1:
-                rec["arm"] = f"{pair[0]} vs {baseline}"
-        out.append(_jsonable(rec))
-    return out
-
-
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Table rows as JSON-ready records of Python scalars, floats exact (NaN/inf -> None)."""
-    return [_jsonable(rec) for rec in table.to_dict(orient="records")]
+                arm = f"{pair[0]} vs {baseline}"
+        out.append(Diagnostic(kind=diag.kind, severity=diag.severity, message=diag.message,
+                              arm=arm, details=_jsonable(diag.details)))
+    return tuple(out)
 
 
 def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:
@@ -341,52 +349,61 @@ def _complete_blocks(data: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
     return data[data["block"].isin(complete)], [int(b) for b in dropped]
 
 
-def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> list[dict[str, Any]]:
+def _arm_descriptives(sub: pd.DataFrame, metrics: Sequence[str]) -> tuple[ArmSummary, ...]:
     cols = [c for c in EXPLAIN_COLUMNS if c in sub.columns]
     cols += [m for m in metrics if m in sub.columns and m not in cols]
     rows = []
     for arm, group in sub.groupby("arm", sort=False):
-        first = group.iloc[0]
-        record: dict[str, Any] = {"arm": str(arm), "strategy": str(first.get("strategy", "")),
-                                  "n": len(group)}
+        medians: dict[str, float | None] = {}
         for col in cols:
             values = pd.to_numeric(group[col], errors="coerce").dropna()
-            record[col] = float(values.median()) if len(values) else None
-        rows.append(record)
-    return rows
+            medians[col] = float(values.median()) if len(values) else None
+        rows.append(ArmSummary(arm=str(arm), strategy=str(group.iloc[0].get("strategy", "")),
+                               n=len(group), medians=medians))
+    return tuple(rows)
 
 
-def verdict_table(analysis: Mapping[str, Any], image: str | None = None,
+def _as_analysis(analysis: Analysis | Mapping[str, Any]) -> Analysis:
+    """An :class:`Analysis`, from itself or from its ``to_dict()`` (a parsed analysis.json)."""
+    return analysis if isinstance(analysis, Analysis) else Analysis.from_dict(analysis)
+
+
+def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
                   metric: str = "duration_s") -> pd.DataFrame:
     """The verdict table of one image and metric, joined with per-arm explanations.
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+        From :func:`analyze_results` / :func:`analyze_folder` (or a parsed ``analysis.json``).
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
 
     Returns
     -------
     pandas.DataFrame
-        One row per arm: arm, n, median, ratio, ratio_ci_low, ratio_ci_high, p_holm, verdict,
-        median_write_bytes, throughput_mb_s, buffer_bytes, peak_rss_bytes (those present).
+        One row per arm, the baseline first (verdict ``baseline``, ratio 1): the
+        :class:`VerdictRow` columns, then strategy and the per-arm medians (median_write_bytes,
+        throughput_mb_s, buffer_bytes, peak_rss_bytes, those present).
+
+    Raises
+    ------
+    ResultSchemaError
+        No such image, or the metric was not analysed.
     """
-    images = analysis["images"]
-    if image is None:
-        image = next(iter(images))
-    if image not in images:
-        raise ResultSchemaError(f"no image {image!r} in the analysis; images: {list(images)}")
-    block = images[image]
-    if metric not in block["metrics"]:
-        why = block.get("skipped_metrics", {}).get(metric)
-        raise ResultSchemaError(
-            f"metric {metric!r} was not analysed"
-            + (f" ({why})" if why else "")
-            + f"; analysed: {list(block['metrics'])}"
-        )
-    table = pd.DataFrame(block["metrics"][metric]["table"])
-    arms = pd.DataFrame(block["arms"])
-    baseline = analysis["baseline"]
-    base = arms[arms["arm"] == baseline]
-    if len(base) and baseline not in set(table.get("arm", [])):
-        rec = base.iloc[0]
-        n_base = table["n_baseline"].iloc[0] if "n_baseline" in table and len(table) else rec["n"]
-        head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": rec.get(metric),
+    analysis = _as_analysis(analysis)
+    block = analysis.image(image)
+    result = analysis.metric(image, metric)
+    table = pd.DataFrame([row.to_dict() for row in result.table],
+                         columns=[f.name for f in fields(VerdictRow)])
+    arms = pd.DataFrame([a.to_dict() for a in block.arms])
+    baseline = analysis.baseline
+    base = [a for a in block.arms if a.arm == baseline]
+    if base and baseline not in set(table["arm"]):
+        n_base = result.table[0].n_baseline if result.table else base[0].n
+        head = pd.DataFrame([{"arm": baseline, "n": n_base, "median": base[0].medians.get(metric),
                               "ratio": 1.0, "verdict": "baseline"}])
         table = pd.concat([head, table], ignore_index=True) if len(table) else head
     dropped = ["n"] if metric in EXPLAIN_COLUMNS else ["n", metric]

@@ -19,10 +19,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._analysis import _analysis_frame, analyze_folder, lower_is_better, verdict_table
+from ..stats._diagnostics import Diagnostic
+from ._analysis import (
+    _analysis_frame,
+    _as_analysis,
+    analyze_folder,
+    lower_is_better,
+    verdict_table,
+)
+from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["format_diagnostics", "format_verdict_table", "render_report"]
+__all__ = ["format_analysis", "format_diagnostics", "format_verdict_table", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +81,13 @@ def _analysed_n(table: pd.DataFrame) -> int | None:
     return min(values) if values else None
 
 
-def format_diagnostics(result: Mapping[str, Any], arms: Sequence[str] = ()) -> list[str]:
+def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = ()) -> list[str]:
     """One line per diagnostic of an analysed metric, grouped by arm (``arms`` order first).
 
     Parameters
     ----------
-    result : mapping
-        ``analysis["images"][image]["metrics"][metric]`` from :func:`analyze_results`.
+    result : MetricAnalysis
+        ``analysis.metric(image, metric)`` of an :class:`~pullbench.Analysis`.
     arms : sequence of str
         Arm order to group by (arms not listed, and grid-level diagnostics, come last).
 
@@ -89,23 +97,22 @@ def format_diagnostics(result: Mapping[str, Any], arms: Sequence[str] = ()) -> l
         Lines such as ``"  splice     warning  bimodality: bimodality coefficient 0.56 ..."``;
         empty when there are no diagnostics.
     """
-    diags = list(result.get("diagnostics") or [])
+    diags = list(result.diagnostics)
     if not diags:
         return []
     order = {a: i for i, a in enumerate(arms)}
 
-    def rank(d: Mapping[str, Any]) -> tuple[bool, int, str]:
-        arm = str(d.get("arm") or "")
+    def rank(d: Diagnostic) -> tuple[bool, int, str]:
+        arm = d.arm or ""
         own = arm.split(" vs ", 1)[0]  # "ARM vs BASELINE": a comparison's, next to ARM's
-        return d.get("arm") is None, order.get(own, len(order)), arm
+        return d.arm is None, order.get(own, len(order)), arm
 
     diags.sort(key=rank)
-    width = max(len(str(d.get("arm") or "(all arms)")) for d in diags)
+    width = max(len(d.arm or "(all arms)") for d in diags)
     lines = ["diagnostics (by arm):"]
     for d in diags:
-        arm = str(d.get("arm") or "(all arms)")
-        lines.append(f"  {arm.ljust(width)}  {str(d.get('severity', '')).ljust(7)}  "
-                     f"{d.get('kind')}: {d.get('message')}")
+        lines.append(f"  {(d.arm or '(all arms)').ljust(width)}  {d.severity.ljust(7)}  "
+                     f"{d.kind}: {d.message}")
     return lines
 
 
@@ -131,7 +138,7 @@ def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, lines
 
 
-def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
+def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
                          metric: str = "duration_s") -> str:
     """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print).
 
@@ -139,12 +146,27 @@ def format_verdict_table(analysis: Mapping[str, Any], image: str | None = None,
     compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
     MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
     when known), then the diagnostics grouped by arm (:func:`format_diagnostics`).
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+        From :func:`pullbench.analyze_folder` / :func:`pullbench.analyze_results` (or a parsed
+        ``analysis.json``).
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
+
+    Raises
+    ------
+    ResultSchemaError
+        No such image, the metric was not analysed, or a mapping that is not an analysis.
     """
-    text, _ = _verdict_text(analysis, image, metric)
+    text, _ = _verdict_text(_as_analysis(analysis), image, metric)
     return text
 
 
-def _verdict_text(analysis: Mapping[str, Any], image: str | None,
+def _verdict_text(analysis: Analysis, image: str | None,
                   metric: str) -> tuple[str, list[str]]:
     """(the whole CLI text, the legend and caution lines) of one image and metric."""
     table = verdict_table(analysis, image, metric)
@@ -153,13 +175,13 @@ def _verdict_text(analysis: Mapping[str, Any], image: str | None,
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
-    image = image or next(iter(analysis["images"]))
-    result = analysis["images"][image]["metrics"][metric]
+    image = image or next(iter(analysis.images))
+    result = analysis.metric(image, metric)
     better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
     title = (f"{image}: {metric} = {METRIC_LABELS.get(metric, metric)} vs baseline "
-             f"{analysis['baseline']} ({better}; equivalence margin ±{analysis['margin']:.0%})")
+             f"{analysis.baseline} ({better}; equivalence margin ±{analysis.margin:.0%})")
     n = _analysed_n(table)
-    if result.get("paired"):
+    if result.paired:
         legend = ("ratio = geometric mean of per-block ratios candidate/baseline (paired, "
                   f"{n} blocks); median = median of the arm's runs")
     else:
@@ -168,10 +190,10 @@ def _verdict_text(analysis: Mapping[str, Any], image: str | None,
     text = [title, legend, *out]
     notes = [legend]
     if n is not None and n < SMOKE_TEST_BLOCKS:
-        unit = "blocks" if result.get("paired") else "runs per arm"
+        unit = "blocks" if result.paired else "runs per arm"
         caution = (f"caution: only {n} {unit} analysed: a smoke test, not evidence "
                    f"(use {SMOKE_TEST_BLOCKS}+; the default is 20)")
-        needed = {a: v for a, v in (result.get("runs_needed") or {}).items() if v is not None}
+        needed = {a: v for a, v in result.runs_needed.items() if v is not None}
         if needed:
             caution += ("; runs needed per arm for 80% power at the observed effect: "
                         + ", ".join(f"{a} {v}" for a, v in needed.items()))
@@ -179,6 +201,25 @@ def _verdict_text(analysis: Mapping[str, Any], image: str | None,
         notes.append(caution)
     text += format_diagnostics(result, [str(a) for a in table["arm"]])
     return "\n".join(text), notes
+
+
+def format_analysis(analysis: Analysis) -> str:
+    """The text ``pullbench bench`` and ``analyze`` print: every verdict table, then notes.
+
+    One :func:`format_verdict_table` per image and analysed metric, a line per skipped metric
+    with the reason, and the count of failed runs excluded (per arm), each after a blank line.
+    """
+    pieces: list[str] = []
+    for image, block in analysis.images.items():
+        for metric in block.metrics:
+            pieces += ["", format_verdict_table(analysis, image, metric)]
+        pieces += [f"\n{image}: {metric} not analysed: {why}"
+                   for metric, why in block.skipped_metrics.items()]
+    if analysis.n_failed:
+        arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
+        pieces.append(f"\n{analysis.n_failed} failed run(s) excluded ({arms}); "
+                      "see the 'error' column of rows.csv")
+    return "\n".join(pieces)
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -192,7 +233,7 @@ def _figure_to_img(fig: Any, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -> list[str]:
+def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -204,12 +245,12 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
 
     sub = df[df["image"] == image]
     blocks = []
-    for metric in analysis["images"][image]["metrics"]:
+    for metric in analysis.images[image].metrics:
         try:
             table = verdict_table(analysis, image, metric)
             blocks.append(_figure_to_img(
                 plots.plot_arm_distributions(sub, table, metric=metric,
-                                             baseline=analysis["baseline"]),
+                                             baseline=analysis.baseline),
                 f"per-arm distribution of {metric}"))
         except Exception as exc:
             logger.warning("plot of %s failed: %s", metric, exc)
@@ -217,7 +258,7 @@ def _report_figures(df: pd.DataFrame, analysis: Mapping[str, Any], image: str) -
                        ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
                        ("speed vs memory", "plot_speed_vs_memory")):
         try:
-            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis["baseline"]),
+            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis.baseline),
                                          name))
         except Exception as exc:
             logger.warning("plot %s failed: %s", name, exc)
@@ -268,9 +309,8 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     store = ResultsStore(Path(directory))
     df = load_results(store.directory, include_warmup=True)
     env = store.read_json(ENVIRONMENT_JSON) or {}
-    analysis = store.read_json(ANALYSIS_JSON)
-    if analysis is None:
-        analysis = analyze_folder(store.directory)
+    analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
+                else analyze_folder(store.directory))
     ok, _ = _analysis_frame(df)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -281,14 +321,14 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
         "</head><body>",
         f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",
-        f"<p>{analysis['n_runs']} runs analysed against baseline "
-        f"<b>{html.escape(analysis['baseline'])}</b>; {analysis['n_failed']} failed run(s) "
-        f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis['margin']:.0%}, "
-        f"alpha {analysis['alpha']}.</p>",
+        f"<p>{analysis.n_runs} runs analysed against baseline "
+        f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
+        f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
+        f"alpha {analysis.alpha}.</p>",
     ]
-    for image, block in analysis["images"].items():
+    for image, block in analysis.images.items():
         parts.append(f"<h2>Image {html.escape(image)}</h2>")
-        for metric, result in block["metrics"].items():
+        for metric, result in block.metrics.items():
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             full = verdict_table(analysis, image, metric)
             parts.append(_compact_table_html(full))  # the table the CLI prints, first
@@ -300,9 +340,9 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(f"<details><summary>full table ({len(full.columns)} columns) and "
                          "method</summary>")
             parts.append(_table_html(full))
-            parts.append(f"<pre>{html.escape(str(result.get('summary', '')))}</pre>")
+            parts.append(f"<pre>{html.escape(result.summary)}</pre>")
             parts.append("</details>")
-        for metric, why in block.get("skipped_metrics", {}).items():
+        for metric, why in block.skipped_metrics.items():
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
         parts.append("<h3>Plots</h3>")
@@ -316,10 +356,10 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     return path
 
 
-def _failed_note(analysis: Mapping[str, Any]) -> str:
-    if not analysis["n_failed"]:
+def _failed_note(analysis: Analysis) -> str:
+    if not analysis.n_failed:
         return ""
-    arms = ", ".join(f"{k}: {v}" for k, v in analysis["failed_by_arm"].items())
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
     return f" ({html.escape(arms)})"
 
 

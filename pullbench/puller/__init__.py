@@ -15,6 +15,12 @@ _probes
     What a pull measures about itself: CPU, /proc I/O counters, read/write-size histograms.
 strategies/
     Copy strategies: how bytes move from a response into a file.
+_decompress
+    Decompressor strategies (zlib, isal, zlib-ng, unpigz; zstd via zstandard) behind
+    :func:`open_layer`: media type → codec, diff_id hashing, bomb caps, truncation checks.
+_unpack
+    Layer tar → root filesystem with OCI semantics (whiteouts, opaque dirs, links, modes),
+    refusing hostile layers (:class:`RootfsUnpacker`, :func:`unpack_image`).
 
 This package imports nothing from ``experiment``, ``servers`` or ``cli``. The public names are
 re-exported by :mod:`pullbench`.

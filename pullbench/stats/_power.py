@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from .._errors import StatsInputError
+from ._defaults import DEFAULT_ALPHA, DEFAULT_POWER
 
 __all__ = [
     "PowerPlan",
@@ -78,7 +79,7 @@ def power_at_n(
     delta: float,
     sd_a: float,
     sd_b: float | None = None,
-    alpha: float = 0.05,
+    alpha: float = DEFAULT_ALPHA,
     n_b: int | Any | None = None,
     paired: bool = False,
 ) -> float | np.ndarray:
@@ -131,8 +132,8 @@ def minimum_detectable_effect(
     *,
     sd_a: float,
     sd_b: float | None = None,
-    alpha: float = 0.05,
-    power: float = 0.8,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
     n_b: int | None = None,
     paired: bool = False,
 ) -> float:
@@ -181,8 +182,8 @@ def runs_needed(
     delta: float,
     sd_a: float,
     sd_b: float | None = None,
-    alpha: float = 0.05,
-    power: float = 0.8,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
     max_n: int = 1_000_000,
     paired: bool = False,
 ) -> int:
@@ -321,8 +322,8 @@ def plan_from_pilot(
     b: Any = None,
     *,
     relative_effect: float | None = None,
-    alpha: float = 0.05,
-    power: float = 0.8,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
     n_grid: Any = (5, 10, 20, 30, 50, 100, 200),
     paired: bool = False,
 ) -> PowerPlan:

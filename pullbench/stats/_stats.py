@@ -48,6 +48,7 @@ import pandas as pd
 from scipy import special, stats
 
 from .._errors import StatsInputError
+from ._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_POWER
 from ._diagnostics import DegenerateSampleWarning, Diagnostic, diagnose, diagnose_pair
 from ._power import minimum_detectable_effect, power_at_n, runs_needed, welch_df
 
@@ -57,7 +58,12 @@ __all__ = [
     "Comparison",
     "FactorialResult",
     "GridResult",
+    "MedianEstimates",
+    "PairedTest",
+    "RatioEstimates",
     "SummaryComparison",
+    "TostTest",
+    "WelchTest",
     "adjust_pvalues",
     "analyze_grid",
     "bca_interval",
@@ -75,7 +81,7 @@ VERDICTS = ("faster", "slower", "equivalent", "inconclusive")
 
 # Smallest run count per arm (blocks when paired) from which the reported bootstrap CI of the
 # ratio of means (expanded BCa) is checked to cover 93-97 % at 95 %
-# (tests/test_stats_calibration.py); below it Comparison.ratio_bca_calibrated is False and a
+# (tests/test_stats_calibration.py); below it Comparison.ratios.bca_calibrated is False and a
 # diagnostic points to the primary interval.
 BOOTSTRAP_RATIO_CALIBRATED_FROM_N = 10
 
@@ -176,6 +182,17 @@ def decide_verdict(
         np.where(tp < alpha, "equivalent", "inconclusive"),
     )
     return out.astype(object) if out.ndim else out
+
+
+def _candidate_better(ratio: Any, lower_is_better: bool) -> Any:
+    """Whether the point estimate (ratio candidate/baseline) favours the candidate."""
+    return np.less(ratio, 1) if lower_is_better else np.greater(ratio, 1)
+
+
+def _significant_but_small(p_value: Any, ratio: Any, margin: float, alpha: float) -> Any:
+    """Significant, with the ratio inside the equivalence region ``(1/(1+m), 1+m)``."""
+    return (np.less(p_value, alpha) & np.greater(ratio, 1 / (1 + margin))
+            & np.less(ratio, 1 + margin))
 
 
 def adjust_pvalues(p_values: Any, method: str = "holm") -> np.ndarray:
@@ -282,12 +299,65 @@ def _fieller(mean_a: Any, va: Any, n_a: Any, mean_b: Any, vb: Any, n_b: Any,
     return lo, hi, df
 
 
+@dataclass(frozen=True, slots=True)
+class _WelchTost:
+    """Welch's test, the Fieller ratio CI and TOST from per-arm moments (arrays or floats)."""
+
+    difference: Any
+    se: Any
+    df: Any
+    t: Any
+    p_value: Any
+    difference_ci_low: Any
+    difference_ci_high: Any
+    ratio: Any
+    ratio_ci_low: Any
+    ratio_ci_high: Any
+    tost_p_value: Any
+
+
+def _welch_tost(mean_a: Any, va: Any, n_a: Any, mean_b: Any, vb: Any, n_b: Any, *,
+                margin: float, alpha: float) -> _WelchTost:
+    """The one Welch/TOST kernel: raw runs (:func:`compare_batch`, :func:`compare_samples`) and
+    summaries (:func:`compare_from_summary`) both come here.
+
+    ``va``, ``vb`` are squared standard errors of the means (``var / n``). The test is of
+    ``b - a``; the CI of the difference and Fieller's CI of ``mean_b / mean_a`` are at
+    ``1 - alpha``; TOST tests the difference region ``-margin*mean_b <= b - a <= margin*mean_a``
+    (the ratio region ``1/(1+margin) <= b/a <= 1+margin`` with plug-in means), as
+    ``statsmodels.stats.weightstats.ttost_ind(b, a, ..., usevar="unequal")``.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(va + vb)
+        df = welch_df(va, vb, n_a, n_b)
+        diff = mean_b - mean_a
+        t = diff / se
+        p = 2 * stats.t.sf(np.abs(t), df)
+        tc = stats.t.ppf(1 - alpha / 2, df)
+        lo, hi, _ = _fieller(mean_a, va, n_a, mean_b, vb, n_b, 1 - alpha)
+        p_low = stats.t.sf((diff + margin * mean_b) / se, df)
+        p_high = stats.t.cdf((diff - margin * mean_a) / se, df)
+        return _WelchTost(
+            difference=diff, se=se, df=df, t=t, p_value=p, difference_ci_low=diff - tc * se,
+            difference_ci_high=diff + tc * se, ratio=mean_b / mean_a, ratio_ci_low=lo,
+            ratio_ci_high=hi, tost_p_value=np.maximum(p_low, p_high),
+        )
+
+
+def _welch_moments(x: np.ndarray, y: np.ndarray, *, margin: float, alpha: float) -> _WelchTost:
+    """:func:`_welch_tost` of raw runs along the last axis."""
+    n_a, n_b = x.shape[-1], y.shape[-1]
+    return _welch_tost(x.mean(axis=-1), x.var(axis=-1, ddof=1) / n_a, n_a,
+                       y.mean(axis=-1), y.var(axis=-1, ddof=1) / n_b, n_b,
+                       margin=margin, alpha=alpha)
+
+
 def compare_batch(
     a: Any,
     b: Any,
     *,
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     lower_is_better: bool = True,
     paired: bool = False,
 ) -> BatchComparison:
@@ -346,26 +416,16 @@ def compare_batch(
             ratio, lo, hi = np.exp(mean), np.exp(mean - tc * se), np.exp(mean + tc * se)
             p_low = stats.t.sf((mean + log_m) / se, df)
             p_high = stats.t.cdf((mean - log_m) / se, df)
+            tost = np.maximum(p_low, p_high)
             test = "paired_log_t"
         else:
-            n_a, n_b = x.shape[-1], y.shape[-1]
-            ma, mb = x.mean(axis=-1), y.mean(axis=-1)
-            va = x.var(axis=-1, ddof=1) / n_a
-            vb = y.var(axis=-1, ddof=1) / n_b
-            se = np.sqrt(va + vb)
-            df = welch_df(va, vb, n_a, n_b)
-            diff = mb - ma
-            t = diff / se
-            p = 2 * stats.t.sf(np.abs(t), df)
-            ratio = mb / ma
-            lo, hi, _ = _fieller(ma, va, n_a, mb, vb, n_b, 1 - alpha)
-            p_low = stats.t.sf((diff + margin * mb) / se, df)
-            p_high = stats.t.cdf((diff - margin * ma) / se, df)
+            w = _welch_moments(x, y, margin=margin, alpha=alpha)
+            t, df, p, tost = w.t, w.df, w.p_value, w.tost_p_value
+            ratio, lo, hi = w.ratio, w.ratio_ci_low, w.ratio_ci_high
             test = "welch"
-        tost = np.maximum(p_low, p_high)
-    better = (ratio < 1) if lower_is_better else (ratio > 1)
+    better = _candidate_better(ratio, lower_is_better)
     verdict = decide_verdict(p, tost, better, alpha)
-    small = (p < alpha) & (ratio > 1 / (1 + margin)) & (ratio < 1 + margin)
+    small = _significant_but_small(p, ratio, margin, alpha)
     return BatchComparison(
         test=test, ratio=ratio, ratio_ci_low=lo, ratio_ci_high=hi, statistic=t, df=df,
         p_value=p, tost_p_value=tost, candidate_better=better, verdict=verdict,
@@ -581,7 +641,7 @@ def _ratio_bootstrap_ci(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Expanded-BCa CI of ``mean(y)/mean(x)`` for a batch: ``x`` (S, n_a), ``y`` (S, n_b).
 
-    The interval :class:`Comparison` reports as ``ratio_bca_ci_low/high``: BCa with the
+    The interval :class:`Comparison` reports as ``ratios.bca_ci_low/high``: BCa with the
     small-sample expansion of :func:`_ratio_expansion` (plain BCa under-covers at small n:
     0.915 at n = 10 on lognormal CV 10 % timings with 2 % outliers, 0.897 paired). Pairs are
     resampled jointly when ``paired``; otherwise precomputed bootstrap means (S, B) of either
@@ -636,35 +696,82 @@ def _hodges_lehmann(x: np.ndarray, y: np.ndarray, level: float,
 
 
 @dataclass(frozen=True, slots=True)
-class Comparison:
-    """Everything pullbench knows about baseline ``a`` vs candidate ``b`` from raw runs.
-
-    Direction: differences are ``b - a`` and ratios ``b / a`` (candidate over baseline), in the
-    metric's units. For durations a ratio < 1 means the candidate is faster.
+class WelchTest:
+    """Welch's t-test of ``b - a`` (``scipy.stats.ttest_ind(b, a, equal_var=False)``).
 
     Attributes
     ----------
-    baseline, candidate : str
-        Arm names.
-    n_a, n_b, mean_a, mean_b, sd_a, sd_b, median_a, median_b
-        Per-arm run count and summaries (SD with ddof=1).
     difference, difference_ci_low, difference_ci_high : float
-        ``mean(b) - mean(a)`` and its Welch CI at ``1 - alpha``.
-    welch_t, welch_df, welch_p : float
-        Welch's t-test (``scipy.stats.ttest_ind(b, a, equal_var=False)``).
-    ratio_of_means, ratio_fieller_ci_low, ratio_fieller_ci_high : float
-        ``mean(b)/mean(a)`` with Fieller's CI (Welch df; -inf/inf when unbounded).
-    ratio_bca_ci_low, ratio_bca_ci_high : float
-        Bootstrap CI of the ratio of means (pairs resampled jointly when paired): BCa with
-        Hesterberg's small-sample expansion (``z`` -> ``sqrt(n/(n-1)) t``), because plain BCa
-        under-covers at small n. A secondary interval: the verdict never rests on it.
-    ratio_bca_calibrated : bool
+        ``mean(b) - mean(a)`` and its Welch CI at ``1 - alpha`` (metric units).
+    t, df, p_value : float
+        Statistic, Welch–Satterthwaite degrees of freedom, two-sided p-value.
+    """
+
+    difference: float
+    difference_ci_low: float
+    difference_ci_high: float
+    t: float
+    df: float
+    p_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class TostTest:
+    """Equivalence by two one-sided tests on the primary test's statistics.
+
+    Attributes
+    ----------
+    p_value : float
+        TOST p-value (the larger one-sided p).
+    equivalence_ratio_low, equivalence_ratio_high : float
+        The region of the ratio ``b/a``: ``[1/(1+margin), 1+margin]``.
+    equivalent : bool
+        ``p_value < alpha``.
+    """
+
+    p_value: float
+    equivalence_ratio_low: float
+    equivalence_ratio_high: float
+    equivalent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RatioEstimates:
+    """The ratio of means ``mean(b)/mean(a)`` with its two intervals.
+
+    Attributes
+    ----------
+    ratio_of_means : float
+    fieller_ci_low, fieller_ci_high : float
+        Fieller's CI (Welch df; -inf/inf when unbounded): the primary interval when unpaired.
+    bca_ci_low, bca_ci_high : float
+        Bootstrap CI (pairs resampled jointly when paired): BCa with Hesterberg's small-sample
+        expansion (``z`` -> ``sqrt(n/(n-1)) t``), because plain BCa under-covers at small n. A
+        secondary interval: the verdict never rests on it.
+    bca_calibrated : bool
         Whether that interval is used where its coverage was checked by simulation (at least
         ``BOOTSTRAP_RATIO_CALIBRATED_FROM_N`` = 10 runs per arm or blocks); when False a
         ``bootstrap_ratio_ci_uncalibrated`` diagnostic says to use the primary ratio CI.
-    median_difference, median_difference_ci_low, median_difference_ci_high : float
+    """
+
+    ratio_of_means: float
+    fieller_ci_low: float
+    fieller_ci_high: float
+    bca_ci_low: float
+    bca_ci_high: float
+    bca_calibrated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MedianEstimates:
+    """Medians and rank-based (distribution-free) estimates of ``b`` against ``a``.
+
+    Attributes
+    ----------
+    median_a, median_b : float
+    difference, difference_ci_low, difference_ci_high : float
         ``median(b) - median(a)`` with BCa bootstrap CI (independent resampling).
-    median_ratio, median_ratio_ci_low, median_ratio_ci_high : float
+    ratio, ratio_ci_low, ratio_ci_high : float
         ``median(b)/median(a)`` with BCa bootstrap CI.
     mannwhitney_u, mannwhitney_p : float
         Mann–Whitney U of ``b`` vs ``a`` (two-sided).
@@ -672,29 +779,99 @@ class Comparison:
         P(b < a) + P(b = a)/2 estimated from U (common-language effect size).
     hodges_lehmann_shift, hodges_lehmann_ci_low, hodges_lehmann_ci_high : float
         Median of all ``b_j - a_i`` with the Moses distribution-free CI.
-    hedges_g : float
-        Standardised mean difference ``(mean b - mean a) / pooled SD`` with small-sample correction.
-    paired : bool
-        True when the primary analysis is the blocked (paired) one.
-    n_pairs, paired_t, paired_df, paired_p : optional
-        Paired t-test on per-block log ratios.
-    geometric_mean_ratio, geometric_ratio_ci_low, geometric_ratio_ci_high : optional
-        ``exp(mean log(b_i/a_i))`` with its t CI.
-    wilcoxon_statistic, wilcoxon_p : optional
-        Wilcoxon signed-rank test on per-block log ratios.
+    """
+
+    median_a: float
+    median_b: float
+    difference: float
+    difference_ci_low: float
+    difference_ci_high: float
+    ratio: float
+    ratio_ci_low: float
+    ratio_ci_high: float
+    mannwhitney_u: float
+    mannwhitney_p: float
+    prob_candidate_lower: float
+    hodges_lehmann_shift: float
+    hodges_lehmann_ci_low: float
+    hodges_lehmann_ci_high: float
+
+
+@dataclass(frozen=True, slots=True)
+class PairedTest:
+    """The blocked analysis: paired t-test and Wilcoxon on per-block log ratios ``log(b_i/a_i)``.
+
+    Attributes
+    ----------
+    n_pairs : int
+        Blocks.
+    t, df, p_value : float
+        Paired t-test (``scipy.stats.ttest_1samp(log b - log a, 0)``).
+    geometric_mean_ratio, ci_low, ci_high : float
+        ``exp(mean log(b_i/a_i))`` with its t CI: the primary ratio when paired.
+    wilcoxon_statistic, wilcoxon_p : float
+        Wilcoxon signed-rank test.
+    """
+
+    n_pairs: int
+    t: float
+    df: float
+    p_value: float
+    geometric_mean_ratio: float
+    ci_low: float
+    ci_high: float
+    wilcoxon_statistic: float
+    wilcoxon_p: float
+
+
+def _json_ready(value: Any) -> Any:
+    """Nested dicts/lists with non-finite floats as None."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Everything pullbench knows about baseline ``a`` vs candidate ``b`` from raw runs.
+
+    Direction: differences are ``b - a`` and ratios ``b / a`` (candidate over baseline), in the
+    metric's units. For durations a ratio < 1 means the candidate is faster. The decision and
+    the per-arm summaries are attributes; the tests and estimates behind them are grouped in
+    sub-records (:attr:`welch`, :attr:`tost`, :attr:`ratios`, :attr:`medians`,
+    :attr:`paired_test`).
+
+    Attributes
+    ----------
+    baseline, candidate : str
+        Arm names.
+    n_a, n_b, mean_a, mean_b, sd_a, sd_b
+        Per-arm run count and summaries (SD with ddof=1).
     primary_test : str
         ``"welch"`` or ``"paired_log_t"``: the test the verdict rests on.
     p_value, ratio, ratio_ci_low, ratio_ci_high : float
         The primary test's p-value and ratio estimate with its CI (Fieller for Welch, geometric
         ratio CI for paired).
-    tost_p_value : float
-        Equivalence (TOST) p-value; the equivalence region is
-        ``[equivalence_ratio_low, equivalence_ratio_high] = [1/(1+margin), 1+margin]``.
-    significant, equivalent_within_margin, significant_but_small : bool
-        ``p_value < alpha``; ``tost_p_value < alpha``; significant with the point estimate
-        inside the equivalence region.
+    significant, significant_but_small : bool
+        ``p_value < alpha``; significant with the point estimate inside the equivalence region.
     verdict : str
         ``"faster"``, ``"slower"``, ``"equivalent"`` or ``"inconclusive"`` (candidate vs baseline).
+    welch : WelchTest
+        Welch's test and the CI of the difference (reported even when the primary is paired).
+    tost : TostTest
+        Equivalence within the margin, on the primary test's statistics.
+    ratios : RatioEstimates
+        Ratio of means with Fieller's and the bootstrap CI.
+    medians : MedianEstimates
+        Medians, their difference and ratio, Mann–Whitney, Hodges–Lehmann.
+    paired_test : PairedTest or None
+        The blocked analysis; None when the runs were analysed as independent.
+    hedges_g : float
+        Standardised mean difference ``(mean b - mean a) / pooled SD`` with small-sample correction.
     margin, alpha, lower_is_better, n_resamples, seed
         The declared analysis settings and the bootstrap seed used.
     power_observed : float or None
@@ -716,54 +893,20 @@ class Comparison:
     mean_b: float
     sd_a: float
     sd_b: float
-    median_a: float
-    median_b: float
-    difference: float
-    difference_ci_low: float
-    difference_ci_high: float
-    welch_t: float
-    welch_df: float
-    welch_p: float
-    ratio_of_means: float
-    ratio_fieller_ci_low: float
-    ratio_fieller_ci_high: float
-    ratio_bca_ci_low: float
-    ratio_bca_ci_high: float
-    median_difference: float
-    median_difference_ci_low: float
-    median_difference_ci_high: float
-    median_ratio: float
-    median_ratio_ci_low: float
-    median_ratio_ci_high: float
-    mannwhitney_u: float
-    mannwhitney_p: float
-    prob_candidate_lower: float
-    hodges_lehmann_shift: float
-    hodges_lehmann_ci_low: float
-    hodges_lehmann_ci_high: float
-    hedges_g: float
-    paired: bool
-    n_pairs: int | None
-    paired_t: float | None
-    paired_df: float | None
-    paired_p: float | None
-    geometric_mean_ratio: float | None
-    geometric_ratio_ci_low: float | None
-    geometric_ratio_ci_high: float | None
-    wilcoxon_statistic: float | None
-    wilcoxon_p: float | None
     primary_test: str
     p_value: float
     ratio: float
     ratio_ci_low: float
     ratio_ci_high: float
-    tost_p_value: float
-    equivalence_ratio_low: float
-    equivalence_ratio_high: float
     significant: bool
-    equivalent_within_margin: bool
     significant_but_small: bool
     verdict: str
+    welch: WelchTest
+    tost: TostTest
+    ratios: RatioEstimates
+    medians: MedianEstimates
+    paired_test: PairedTest | None
+    hedges_g: float
     margin: float
     alpha: float
     lower_is_better: bool
@@ -773,7 +916,11 @@ class Comparison:
     mde_relative: float | None = None
     runs_needed_per_arm: int | None = None
     diagnostics: tuple[Diagnostic, ...] = field(default_factory=tuple)
-    ratio_bca_calibrated: bool = True
+
+    @property
+    def paired(self) -> bool:
+        """True when the primary analysis is the blocked (paired) one."""
+        return self.paired_test is not None
 
     @property
     def relative_change(self) -> float:
@@ -783,35 +930,35 @@ class Comparison:
     def summary(self) -> str:
         """A few lines a maintainer can read: estimate, CI, tests, verdict and warnings."""
         lvl = 1 - self.alpha
+        w, r, m, tost = self.welch, self.ratios, self.medians, self.tost
         lines = [
             f"{self.candidate} vs {self.baseline} (baseline): verdict {self.verdict.upper()}"
             + (" (significant but smaller than the margin)" if self.significant_but_small else ""),
             f"  n = {self.n_b} vs {self.n_a}; mean {self.mean_b:.6g} vs {self.mean_a:.6g} "
-            f"(SD {self.sd_b:.3g} vs {self.sd_a:.3g}); median {self.median_b:.6g} vs "
-            f"{self.median_a:.6g}",
+            f"(SD {self.sd_b:.3g} vs {self.sd_a:.3g}); median {m.median_b:.6g} vs "
+            f"{m.median_a:.6g}",
             f"  primary test: {self.primary_test}, p = {self.p_value:.3g}; ratio "
             f"{self.ratio:.4f}, {lvl:.0%} CI [{self.ratio_ci_low:.4f}, {self.ratio_ci_high:.4f}]",
-            f"  Welch: diff {self.difference:+.4g} [{self.difference_ci_low:+.4g}, "
-            f"{self.difference_ci_high:+.4g}], t = {self.welch_t:.3f}, df = {self.welch_df:.2f}, "
-            f"p = {self.welch_p:.3g}",
-            f"  ratio of means {self.ratio_of_means:.4f}: Fieller [{self.ratio_fieller_ci_low:.4f},"
-            f" {self.ratio_fieller_ci_high:.4f}]{'' if self.paired else ' (primary)'}, "
-            f"bootstrap BCa [{self.ratio_bca_ci_low:.4f}, {self.ratio_bca_ci_high:.4f}]"
-            + ("" if self.ratio_bca_calibrated else " (not calibrated at this n: use the primary)"),
-            f"  median ratio {self.median_ratio:.4f} [{self.median_ratio_ci_low:.4f}, "
-            f"{self.median_ratio_ci_high:.4f}]; Mann–Whitney p = {self.mannwhitney_p:.3g}; "
-            f"Hodges–Lehmann {self.hodges_lehmann_shift:+.4g}; Hedges' g {self.hedges_g:+.2f}",
+            f"  Welch: diff {w.difference:+.4g} [{w.difference_ci_low:+.4g}, "
+            f"{w.difference_ci_high:+.4g}], t = {w.t:.3f}, df = {w.df:.2f}, p = {w.p_value:.3g}",
+            f"  ratio of means {r.ratio_of_means:.4f}: Fieller [{r.fieller_ci_low:.4f},"
+            f" {r.fieller_ci_high:.4f}]{'' if self.paired else ' (primary)'}, "
+            f"bootstrap BCa [{r.bca_ci_low:.4f}, {r.bca_ci_high:.4f}]"
+            + ("" if r.bca_calibrated else " (not calibrated at this n: use the primary)"),
+            f"  median ratio {m.ratio:.4f} [{m.ratio_ci_low:.4f}, {m.ratio_ci_high:.4f}]; "
+            f"Mann–Whitney p = {m.mannwhitney_p:.3g}; Hodges–Lehmann "
+            f"{m.hodges_lehmann_shift:+.4g}; Hedges' g {self.hedges_g:+.2f}",
         ]
-        if self.paired:
+        if self.paired_test is not None:
+            pt = self.paired_test
             lines.append(
-                f"  paired ({self.n_pairs} blocks): geometric ratio {self.geometric_mean_ratio:.4f}"
-                f" [{self.geometric_ratio_ci_low:.4f}, {self.geometric_ratio_ci_high:.4f}] "
-                f"(primary), t = {self.paired_t:.3f}, p = {self.paired_p:.3g}; Wilcoxon p = "
-                f"{self.wilcoxon_p:.3g}"
+                f"  paired ({pt.n_pairs} blocks): geometric ratio {pt.geometric_mean_ratio:.4f}"
+                f" [{pt.ci_low:.4f}, {pt.ci_high:.4f}] (primary), t = {pt.t:.3f}, p = "
+                f"{pt.p_value:.3g}; Wilcoxon p = {pt.wilcoxon_p:.3g}"
             )
         lines.append(
-            f"  equivalence margin ±{self.margin:.1%} (ratio in [{self.equivalence_ratio_low:.4f},"
-            f" {self.equivalence_ratio_high:.4f}]): TOST p = {self.tost_p_value:.3g}; "
+            f"  equivalence margin ±{self.margin:.1%} (ratio in [{tost.equivalence_ratio_low:.4f},"
+            f" {tost.equivalence_ratio_high:.4f}]): TOST p = {tost.p_value:.3g}; "
             f"alpha = {self.alpha}; seed = {self.seed}"
         )
         lines.extend(f"  {d}" for d in self.diagnostics)
@@ -830,13 +977,13 @@ class Comparison:
             if self.significant_but_small:
                 text += (f" The difference is real but smaller than the declared "
                          f"±{self.margin:.0%}.")
-        elif self.equivalent_within_margin:
+        elif self.tost.equivalent:
             text = (f"{self.candidate} and {self.baseline} are equivalent within "
-                    f"±{self.margin:.0%} (TOST p = {self.tost_p_value:.3g}; {ci}).")
+                    f"±{self.margin:.0%} (TOST p = {self.tost.p_value:.3g}; {ci}).")
         else:
             text = (f"Inconclusive: no significant difference ({test}, p = {self.p_value:.3g}) "
                     f"and no equivalence within ±{self.margin:.0%} (TOST p = "
-                    f"{self.tost_p_value:.3g}); {ci}.")
+                    f"{self.tost.p_value:.3g}); {ci}.")
             if self.mde_relative is not None:
                 text += (f" These runs could reliably detect only effects of about "
                          f"{self.mde_relative:.1%}")
@@ -849,12 +996,13 @@ class Comparison:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of every field (infinite CI bounds become None)."""
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, float) and not np.isfinite(v):
-                d[k] = None
-        d["diagnostics"] = [diag.to_dict() for diag in self.diagnostics]
+        """JSON-ready nested dict of every field (infinite CI bounds become None).
+
+        The sub-records are nested under their names; ``paired`` and ``relative_change`` are
+        added.
+        """
+        d: dict[str, Any] = _json_ready(asdict(self))
+        d["paired"] = self.paired
         d["relative_change"] = _finite_or_none(self.relative_change)
         return d
 
@@ -911,16 +1059,12 @@ def _compare(
     n_a, n_b = x.size, y.size
     ma, mb = float(x.mean()), float(y.mean())
     sa, sb = float(x.std(ddof=1)), float(y.std(ddof=1))
-    # Welch's t-test (as scipy.stats.ttest_ind(y, x, equal_var=False), without its
-    # precision-loss warning when one arm is constant).
-    va, vb = sa**2 / n_a, sb**2 / n_b
-    w_se = math.sqrt(va + vb)
-    w_df = float(welch_df(va, vb, n_a, n_b))
-    w_t = (mb - ma) / w_se
-    welch_pv = float(2 * stats.t.sf(abs(w_t), w_df))
-    w_tc = float(stats.t.ppf(0.5 + level / 2, w_df))
-    f_lo, f_hi, _ = _fieller(ma, va, n_a, mb, vb, n_b, level)
-    if not np.isfinite(f_lo):
+    # Welch's test is reported whatever the primary test (the same kernel as compare_batch)
+    w = _welch_moments(x, y, margin=margin, alpha=alpha)
+    welch = WelchTest(difference=float(w.difference), difference_ci_low=float(w.difference_ci_low),
+                      difference_ci_high=float(w.difference_ci_high), t=float(w.t),
+                      df=float(w.df), p_value=float(w.p_value))
+    if not np.isfinite(w.ratio_ci_low):
         diags.append(Diagnostic(
             "unbounded_ratio_ci", "warning",
             "Fieller's CI for the ratio is unbounded: the baseline mean is not clearly above 0",
@@ -969,45 +1113,45 @@ def _compare(
     j = 1 - 3 / (4 * (n_a + n_b) - 9)
     g = j * (mb - ma) / sp if sp > 0 else math.nan
 
-    pt = pdf = pp = gm = g_lo = g_hi = w_stat = w_p = None
+    paired_test = None
     if paired:
-        d = np.log(y) - np.log(x)
-        pt, pdf, pp = float(batch.statistic[0]), float(batch.df[0]), float(batch.p_value[0])
-        gm = float(batch.ratio[0])
-        g_lo, g_hi = float(batch.ratio_ci_low[0]), float(batch.ratio_ci_high[0])
-        w = stats.wilcoxon(d)
-        w_stat, w_p = float(w.statistic), float(w.pvalue)
+        wx = stats.wilcoxon(np.log(y) - np.log(x))
+        paired_test = PairedTest(
+            n_pairs=n_a, t=float(batch.statistic[0]), df=float(batch.df[0]),
+            p_value=float(batch.p_value[0]), geometric_mean_ratio=float(batch.ratio[0]),
+            ci_low=float(batch.ratio_ci_low[0]), ci_high=float(batch.ratio_ci_high[0]),
+            wilcoxon_statistic=float(wx.statistic), wilcoxon_p=float(wx.pvalue),
+        )
 
     p = float(batch.p_value[0])
     tost = float(batch.tost_p_value[0])
     pw, mde_rel, need = _planning(x, y, paired=paired, alpha=alpha)
     return Comparison(
         baseline=baseline, candidate=candidate, n_a=n_a, n_b=n_b, mean_a=ma, mean_b=mb,
-        sd_a=sa, sd_b=sb, median_a=med_a, median_b=med_b,
-        difference=mb - ma, difference_ci_low=mb - ma - w_tc * w_se,
-        difference_ci_high=mb - ma + w_tc * w_se, welch_t=w_t, welch_df=w_df, welch_p=welch_pv,
-        ratio_of_means=mb / ma, ratio_fieller_ci_low=float(f_lo), ratio_fieller_ci_high=float(f_hi),
-        ratio_bca_ci_low=r_lo, ratio_bca_ci_high=r_hi,
-        median_difference=med_b - med_a, median_difference_ci_low=md_lo,
-        median_difference_ci_high=md_hi, median_ratio=med_b / med_a,
-        median_ratio_ci_low=mr_lo, median_ratio_ci_high=mr_hi,
-        mannwhitney_u=float(mw.statistic), mannwhitney_p=float(mw.pvalue),
-        prob_candidate_lower=1 - float(mw.statistic) / (n_a * n_b),
-        hodges_lehmann_shift=hl, hodges_lehmann_ci_low=hl_lo, hodges_lehmann_ci_high=hl_hi,
-        hedges_g=float(g),
-        paired=paired, n_pairs=n_a if paired else None, paired_t=pt, paired_df=pdf, paired_p=pp,
-        geometric_mean_ratio=gm, geometric_ratio_ci_low=g_lo, geometric_ratio_ci_high=g_hi,
-        wilcoxon_statistic=w_stat, wilcoxon_p=w_p,
+        sd_a=sa, sd_b=sb,
         primary_test=batch.test, p_value=p, ratio=float(batch.ratio[0]),
         ratio_ci_low=float(batch.ratio_ci_low[0]), ratio_ci_high=float(batch.ratio_ci_high[0]),
-        tost_p_value=tost, equivalence_ratio_low=1 / (1 + margin),
-        equivalence_ratio_high=1 + margin,
-        significant=p < alpha, equivalent_within_margin=tost < alpha,
-        significant_but_small=bool(batch.significant_but_small[0]),
-        verdict=str(batch.verdict[0]), margin=margin, alpha=alpha,
+        significant=p < alpha, significant_but_small=bool(batch.significant_but_small[0]),
+        verdict=str(batch.verdict[0]),
+        welch=welch,
+        tost=TostTest(p_value=tost, equivalence_ratio_low=1 / (1 + margin),
+                      equivalence_ratio_high=1 + margin, equivalent=tost < alpha),
+        ratios=RatioEstimates(ratio_of_means=mb / ma, fieller_ci_low=float(w.ratio_ci_low),
+                              fieller_ci_high=float(w.ratio_ci_high), bca_ci_low=r_lo,
+                              bca_ci_high=r_hi, bca_calibrated=bca_calibrated),
+        medians=MedianEstimates(
+            median_a=med_a, median_b=med_b, difference=med_b - med_a, difference_ci_low=md_lo,
+            difference_ci_high=md_hi, ratio=med_b / med_a, ratio_ci_low=mr_lo,
+            ratio_ci_high=mr_hi, mannwhitney_u=float(mw.statistic),
+            mannwhitney_p=float(mw.pvalue),
+            prob_candidate_lower=1 - float(mw.statistic) / (n_a * n_b),
+            hodges_lehmann_shift=hl, hodges_lehmann_ci_low=hl_lo, hodges_lehmann_ci_high=hl_hi,
+        ),
+        paired_test=paired_test,
+        hedges_g=float(g), margin=margin, alpha=alpha,
         lower_is_better=lower_is_better, n_resamples=n_resamples, seed=seed,
         power_observed=pw, mde_relative=mde_rel, runs_needed_per_arm=need,
-        diagnostics=tuple(diags), ratio_bca_calibrated=bca_calibrated,
+        diagnostics=tuple(diags),
     )
 
 
@@ -1038,8 +1182,8 @@ def compare_samples(
     a: Any,
     b: Any,
     *,
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     rng: np.random.Generator | int | None = None,
     n_resamples: int = 9999,
     lower_is_better: bool = True,
@@ -1246,9 +1390,9 @@ def compare_from_summary(
     sd_b: float,
     n_b: int,
     *,
-    margin: float = 0.02,
-    alpha: float = 0.05,
-    power: float = 0.8,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
     lower_is_better: bool = True,
 ) -> SummaryComparison:
     """Welch test, CI, TOST, power and runs needed from summary statistics.
@@ -1298,20 +1442,11 @@ def compare_from_summary(
             f"standard deviations must be >= 0 and not both 0, got {sd_a} and {sd_b}"
         )
     n_a, n_b = int(n_a), int(n_b)
-    va, vb = sd_a**2 / n_a, sd_b**2 / n_b
-    se = math.sqrt(va + vb)
-    df = float(welch_df(va, vb, n_a, n_b))
-    diff = mean_b - mean_a
-    t = diff / se
-    p = float(2 * stats.t.sf(abs(t), df))
-    tc = float(stats.t.ppf(1 - alpha / 2, df))
-    f_lo, f_hi, _ = _fieller(mean_a, va, n_a, mean_b, vb, n_b, 1 - alpha)
-    p_low = stats.t.sf((diff + margin * mean_b) / se, df)
-    p_high = stats.t.cdf((diff - margin * mean_a) / se, df)
-    tost = float(max(p_low, p_high))
-    ratio = mean_b / mean_a
-    better = ratio < 1 if lower_is_better else ratio > 1
-    verdict = str(decide_verdict(p, tost, better, alpha))
+    w = _welch_tost(mean_a, sd_a**2 / n_a, n_a, mean_b, sd_b**2 / n_b, n_b,
+                    margin=margin, alpha=alpha)
+    diff, p, tost = float(w.difference), float(w.p_value), float(w.tost_p_value)
+    ratio = float(w.ratio)
+    verdict = str(decide_verdict(p, tost, _candidate_better(ratio, lower_is_better), alpha))
     student = stats.ttest_ind_from_stats(mean_b, sd_b, n_b, mean_a, sd_a, n_a, equal_var=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         vr = sd_a**2 / sd_b**2 if sd_b > 0 else math.inf
@@ -1326,13 +1461,14 @@ def compare_from_summary(
         need = None
     return SummaryComparison(
         mean_a=float(mean_a), sd_a=float(sd_a), n_a=n_a, mean_b=float(mean_b), sd_b=float(sd_b),
-        n_b=n_b, difference=diff, se=se, welch_t=t, welch_df=df, welch_p=p,
-        difference_ci_low=diff - tc * se, difference_ci_high=diff + tc * se,
-        ratio=ratio, ratio_ci_low=float(f_lo), ratio_ci_high=float(f_hi),
+        n_b=n_b, difference=diff, se=float(w.se), welch_t=float(w.t), welch_df=float(w.df),
+        welch_p=p, difference_ci_low=float(w.difference_ci_low),
+        difference_ci_high=float(w.difference_ci_high),
+        ratio=ratio, ratio_ci_low=float(w.ratio_ci_low), ratio_ci_high=float(w.ratio_ci_high),
         student_p=float(student.pvalue), variance_ratio=float(vr), f_test_p=f_p, cohen_d=d,
         tost_p_value=tost, equivalent_within_margin=tost < alpha, power=pw, mde=mde,
         mde_relative=mde / mean_a, runs_needed_per_arm=need, significant=p < alpha,
-        significant_but_small=bool(p < alpha and 1 / (1 + margin) < ratio < 1 + margin),
+        significant_but_small=bool(_significant_but_small(p, ratio, margin, alpha)),
         verdict=verdict, margin=margin, alpha=alpha, target_power=power,
         lower_is_better=lower_is_better,
     )
@@ -1424,8 +1560,8 @@ def analyze_grid(
     baseline: Any,
     block: str | None = "block",
     order: str | None = None,
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     rng: np.random.Generator | int | None = None,
     n_resamples: int = 9999,
     correction: str = "holm",
@@ -1572,27 +1708,26 @@ def _grid_result(comps: list[Comparison], prep: _GridData, *, keys: list[str], b
                  lower_is_better: bool) -> GridResult:
     """Adjust p-values over the family of comparisons and build the verdict table."""
     p = np.array([c.p_value for c in comps])
-    tost = np.array([c.tost_p_value for c in comps])
+    tost = np.array([c.tost.p_value for c in comps])
     p_adj = adjust_pvalues(p, correction)
     tost_adj = adjust_pvalues(tost, correction)
-    better = np.array([(c.ratio < 1) if lower_is_better else (c.ratio > 1) for c in comps])
-    verdict = decide_verdict(p_adj, tost_adj, better, alpha)
     ratio = np.array([c.ratio for c in comps])
-    small = (p_adj < alpha) & (ratio > 1 / (1 + margin)) & (ratio < 1 + margin)
+    verdict = decide_verdict(p_adj, tost_adj, _candidate_better(ratio, lower_is_better), alpha)
+    small = _significant_but_small(p_adj, ratio, margin, alpha)
     table = pd.DataFrame({
         "arm": [c.candidate for c in comps],
         "n": [c.n_b for c in comps],
         "n_baseline": [c.n_a for c in comps],
         "mean": [c.mean_b for c in comps],
-        "median": [c.median_b for c in comps],
+        "median": [c.medians.median_b for c in comps],
         "ratio": ratio,
         "ratio_ci_low": [c.ratio_ci_low for c in comps],
         "ratio_ci_high": [c.ratio_ci_high for c in comps],
-        "ratio_of_means": [c.ratio_of_means for c in comps],
-        "ratio_bca_ci_low": [c.ratio_bca_ci_low for c in comps],
-        "ratio_bca_ci_high": [c.ratio_bca_ci_high for c in comps],
-        "ratio_bca_calibrated": [c.ratio_bca_calibrated for c in comps],
-        "median_ratio": [c.median_ratio for c in comps],
+        "ratio_of_means": [c.ratios.ratio_of_means for c in comps],
+        "ratio_bca_ci_low": [c.ratios.bca_ci_low for c in comps],
+        "ratio_bca_ci_high": [c.ratios.bca_ci_high for c in comps],
+        "ratio_bca_calibrated": [c.ratios.bca_calibrated for c in comps],
+        "median_ratio": [c.medians.ratio for c in comps],
         "test": [c.primary_test for c in comps],
         "p": p,
         "p_holm": adjust_pvalues(p, "holm"),
@@ -1628,8 +1763,8 @@ def compare_all_pairs(
     arm: str = "arm",
     block: str | None = "block",
     order: str | None = None,
-    margin: float = 0.02,
-    alpha: float = 0.05,
+    margin: float = DEFAULT_MARGIN,
+    alpha: float = DEFAULT_ALPHA,
     rng: np.random.Generator | int | None = None,
     n_resamples: int = 9999,
     correction: str = "holm",
