@@ -17,7 +17,8 @@ Puller and copy strategies
     low-speed limit), BODY_CAPS (what is read into memory at most).
 Decompress and unpack (the stages after the download)
     list_decompressors, get_decompressor, Decompressor, DecompressionLimits, open_layer,
-    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult.
+    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult;
+    UnpackPlan (``pull(..., unpack=UnpackPlan(...))``: the stages inside a pull).
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -199,6 +200,9 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .puller._probes import (
         Meter,
     )
+    from .puller._stages import (
+        UnpackPlan,
+    )
     from .puller._transport import (
         BODY_CAPS,
         RetryPolicy,
@@ -299,6 +303,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "DecompressionLimits", "Decompressor", "LayerReader", "get_decompressor",
         "list_decompressors", "open_layer",
     ),
+    ".puller._stages": (
+        "UnpackPlan",
+    ),
     ".puller._unpack": (
         "LayerUnpackResult", "RootfsUnpacker", "UnpackResult", "image_layers", "unpack_image",
     ),
@@ -392,10 +399,10 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
     "ResultsStore", "RetryPolicy", "RootfsUnpacker", "ServerError", "SizeMismatch",
     "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "TostTest", "TransferCounters", "UnpackResult", "UnsafeLayerError",
-    "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues", "analyze_folder", "analyze_grid",
-    "analyze_results", "bca_interval", "build_image", "capture_environment", "catalog",
-    "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
+    "SyntheticImageSpec", "TostTest", "TransferCounters", "UnpackPlan", "UnpackResult",
+    "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues", "analyze_folder",
+    "analyze_grid", "analyze_results", "bca_interval", "build_image", "capture_environment",
+    "catalog", "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
     "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
     "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
     "factorial_anova", "format_analysis", "format_verdict_table", "get_decompressor",

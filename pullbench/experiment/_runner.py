@@ -306,6 +306,10 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     }
     if task.get("ca_bundle"):
         kwargs["ca_bundle"] = task["ca_bundle"]
+    if task.get("unpack"):  # the arm's decompress/unpack stage (an UnpackPlan's tokens)
+        from ..puller._stages import UnpackPlan
+
+        kwargs["unpack"] = UnpackPlan.from_tokens(task["unpack"])
     dest = Path(task["dest"])
     proxy_pid = task.get("proxy_pid")
     puller_cpus = task.get("puller_cpus")
@@ -891,7 +895,7 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "run_index": planned.run_index, "pull_function": pull_function,
         "reference": image.reference, "strategy": arm.strategy, "params": arm.params_dict,
         "dest": str(dest), "concurrency": spec.concurrency, "plain_http": endpoint.plain_http,
-        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes,
+        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes, "unpack": list(arm.unpack),
         "proxy_pid": endpoint.details.get("network", {}).get("proxy_pid"),
         **run_context,
     }
