@@ -219,11 +219,14 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--exclude-disturbed", is_flag=True,
+              help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
+                   "interference probes flag as disturbed.")
 @gate_options
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None, fail_on: tuple[str, ...],
-            fail_if_not: tuple[str, ...]) -> None:
+            margin: float | None, alpha: float | None, exclude_disturbed: bool,
+            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
     """Re-run the statistics on a results folder (failed runs excluded and counted).
 
     With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
@@ -236,7 +239,8 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     gates = parse_gates(fail_on, fail_if_not)
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
-                              margin=margin, alpha=alpha, save=False)
+                              margin=margin, alpha=alpha, save=False,
+                              exclude_disturbed=exclude_disturbed)
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
