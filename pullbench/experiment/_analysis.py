@@ -29,6 +29,7 @@ from ..stats._diagnostics import Diagnostic
 from ._analysis_result import (
     ANALYSIS_SCHEMA_VERSION,
     Analysis,
+    ArmDescriptives,
     ArmSummary,
     ImageAnalysis,
     InterferenceSummary,
@@ -184,6 +185,7 @@ def analyze_results(
                 )
 
             grid = grid_of(data, n_resamples)
+            analysed = data
             stability: tuple[StabilityRow, ...] = ()
             if interference is not None:
                 stability, quiet_grid = _stability(
@@ -196,8 +198,8 @@ def analyze_results(
                             f"({len(interference.disturbed_blocks)} of "
                             f"{data['block'].nunique()} are disturbed); analyse all blocks or "
                             "re-run on a quieter machine")
-                    grid = grid_of(data[~data["block"].isin(interference.disturbed_blocks)],
-                                   n_resamples)
+                    analysed = data[~data["block"].isin(interference.disturbed_blocks)]
+                    grid = grid_of(analysed, n_resamples)
             per_metric[metric] = MetricAnalysis(
                 # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
                 table=tuple(VerdictRow.from_dict(rec)
@@ -208,6 +210,7 @@ def analyze_results(
                 diagnostics=_diagnostics(grid, baseline),
                 runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
                 stability=stability,
+                descriptives=_describe(analysed, metric, baseline),
             )
         per_image[str(image)] = ImageAnalysis(metrics=per_metric, skipped_metrics=skipped,
                                               arms=_arm_descriptives(sub, metrics),
@@ -225,6 +228,12 @@ def analyze_results(
         images=per_image,
         exclude_disturbed=exclude_disturbed,
     )
+
+
+def _describe(data: pd.DataFrame, metric: str, baseline: str) -> dict[str, ArmDescriptives]:
+    """Every arm's analysed values of ``metric`` described, the baseline first."""
+    arms = [baseline, *(a for a in dict.fromkeys(data["arm"]) if a != baseline)]
+    return {str(a): ArmDescriptives.of(data.loc[data["arm"] == a, metric]) for a in arms}
 
 
 #: The row column that scores a run's interference (see pullbench.experiment._interference).
@@ -368,6 +377,7 @@ def analyze_folder(
     n_resamples: int = 9999,
     save: bool = True,
     exclude_disturbed: bool = False,
+    keep_saved_metrics: bool = True,
 ) -> Analysis:
     """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
 
@@ -388,6 +398,11 @@ def analyze_folder(
         stamp would change).
     exclude_disturbed : bool
         Verdicts on the quiet blocks only (see :func:`analyze_results`).
+    keep_saved_metrics : bool
+        Analyses add up: the spec's metrics and those ``analysis.json`` already holds are
+        analysed again, with the same settings, next to ``metrics`` (so ``pullbench analyze
+        --metric X`` adds X and keeps wall time; the report still has every section), wall time
+        first. False: only ``metrics``.
 
     Returns
     -------
@@ -410,10 +425,13 @@ def analyze_folder(
     df = load_results(path, include_warmup=True)
     if df.empty:
         raise BenchmarkError(f"{store.directory} holds no runs yet")
+    wanted = tuple(metrics or defaults["metrics"])
+    if keep_saved_metrics:
+        wanted = _with_saved_metrics(store, (*defaults["metrics"], *wanted), df)
     analysis = analyze_results(
         df,
         baseline=baseline or defaults.get("baseline") or str(df["arm"].iloc[0]),
-        metrics=tuple(metrics or defaults["metrics"]),
+        metrics=wanted,
         margin=float(margin if margin is not None else defaults["margin"]),
         alpha=float(alpha if alpha is not None else defaults["alpha"]),
         seed=int(seed if seed is not None else defaults["seed"]),
@@ -423,6 +441,24 @@ def analyze_folder(
     if save:
         save_analysis(store.directory, analysis)
     return analysis
+
+
+def _with_saved_metrics(store: ResultsStore, metrics: tuple[str, ...],
+                        df: pd.DataFrame) -> tuple[str, ...]:
+    """``metrics`` (the spec's, then those asked for) and those already in ``analysis.json``
+    (analysed or skipped), each once; wall time first when it is among them."""
+    try:
+        saved = store.read_json(ANALYSIS_JSON) or {}
+    except ResultSchemaError:
+        return metrics  # an unreadable analysis.json is replaced
+    before: list[str] = []
+    for block in (saved.get("images") or {}).values():
+        if isinstance(block, Mapping):
+            for key in ("metrics", "skipped_metrics"):
+                before += [str(m) for m in (block.get(key) or {})]
+    kept = [m for m in before if m in df.columns]
+    merged = list(dict.fromkeys([*metrics, *kept]))
+    return tuple(sorted(merged, key=lambda m: m != "duration_s"))  # stable: the rest keep order
 
 
 def _same_json(old: Any, new: Any) -> bool:
@@ -555,7 +591,8 @@ def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = No
         throughput_mb_s, buffer_bytes, peak_rss_bytes, those present); with interference data
         also unstable, unstable_reason, verdict_quiet, ratio_quiet, verdict_disturbed,
         ratio_disturbed, interference_slope, interference_slope_p and settle_blocks
-        (:class:`StabilityRow`).
+        (:class:`StabilityRow`); from schema 3 ``sd``, ``min`` and ``max`` of the metric
+        (:class:`ArmDescriptives`; ``mean`` and ``median`` then given for the baseline too).
 
     Raises
     ------
@@ -586,4 +623,11 @@ def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = No
             "interference_slope": r.slope, "interference_slope_p": r.slope_p,
             "settle_blocks": r.settle_blocks} for r in result.stability])
         table = table.merge(stab, on="arm", how="left")
+    if result.descriptives:  # schema 3: mean ± sd, min … max of every arm, the baseline's too
+        desc = result.descriptives
+        for column, attr in (("mean", "mean"), ("sd", "sd"), ("min", "minimum"),
+                             ("max", "maximum"), ("median", "median")):
+            old = table[column] if column in table else pd.Series([None] * len(table))
+            table[column] = [getattr(desc[a], attr) if a in desc else v
+                             for a, v in zip(table["arm"], old, strict=True)]
     return table
