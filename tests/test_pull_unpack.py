@@ -176,3 +176,21 @@ def test_arms_combine_a_copy_strategy_with_an_unpack_plan(tmp_path):
     assert (df["files"] > 0).all()
     with pytest.raises(BenchmarkError, match="unpack token 'gunzip'"):
         ExperimentSpec(name="bad", arms=("go-iocopy+gunzip",))
+
+
+def test_small_files_images_and_zstd_reencodings_unpack_to_the_same_tree(tmp_path):
+    from pullbench import SyntheticImageSpec, build_image, recompress_image
+    from pullbench.puller._unpack import image_layers
+
+    spec = SyntheticImageSpec((300 * 1024,), compressibility="text", seed=9, file_bytes=512)
+    gz = build_image(spec, cache_dir=tmp_path / "cache")
+    zst = recompress_image(gz, tmp_path / "zstd")
+    (gz_layer,), (zst_layer,) = image_layers(gz.path), image_layers(zst.path)
+    assert gz_layer[0].endswith("+gzip")
+    assert zst_layer[0].endswith("+zstd")
+    assert gz_layer[3] == zst_layer[3]  # same tar, same diff_id
+    a = unpack_image(gz.path, tmp_path / "a", privileged=False)
+    b = unpack_image(zst.path, tmp_path / "b", privileged=False, decompressor="isal")
+    assert a.files == b.files == 600  # 300 KiB in 512-byte files
+    assert len(list((tmp_path / "a" / "layer0").iterdir())) == 3  # 256 files to a directory
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
