@@ -194,3 +194,20 @@ def test_small_files_images_and_zstd_reencodings_unpack_to_the_same_tree(tmp_pat
     assert a.files == b.files == 600  # 300 KiB in 512-byte files
     assert len(list((tmp_path / "a" / "layer0").iterdir())) == 3  # 256 files to a directory
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
+
+
+def test_analysis_gives_a_verdict_per_stage_when_arms_unpack(tmp_path):
+    from pullbench.experiment._analysis import analyze_folder
+    from pullbench.experiment._runner import run_experiment
+    from pullbench.experiment._spec import ExperimentSpec
+
+    spec = ExperimentSpec(name="t-stages", isolation="inprocess", images=("synthetic-small",),
+                          arms=("go-iocopy+zlib+after", "go-iocopy+isal+after"),
+                          blocks=3, warmup_blocks=0, seed=4)
+    run_experiment(spec, tmp_path / "res", progress=False)
+    analysis = analyze_folder(tmp_path / "res")
+    image = analysis.images["synthetic-small"]
+    for metric in ("duration_s", "resolve_s", "transfer_s", "decompress_s", "unpack_s",
+                   "unpack_tail_s"):
+        assert metric in image.metrics, (metric, image.skipped_metrics)
+        assert image.metrics[metric].table, metric
