@@ -36,20 +36,27 @@ import typing as _typing
 
 # Cheap (standard library only): imported with the package.
 from ._errors import (
+    ArmError,
     AuthenticationError,
     BenchmarkError,
     BlobError,
     ClientConfigError,
+    ColdStateError,
     CorruptLayerError,
+    DaemonDied,
+    DaemonError,
     DecompressionBomb,
     DecompressionError,
+    DegenerateSampleWarning,
     DiffIdMismatch,
     DigestMismatch,
+    ExperimentInterrupted,
     ImageBuildError,
     ImageNotFound,
     InvalidReference,
     LayerError,
     ManifestError,
+    NetworkProfileError,
     ProgramBuildError,
     PullbenchError,
     RegistryError,
@@ -59,6 +66,7 @@ from ._errors import (
     ServerError,
     SizeMismatch,
     StatsInputError,
+    StatsWarning,
     StrategyError,
     UnsafeLayerError,
 )
@@ -140,7 +148,6 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         resolve_results_path,
     )
     from .experiment._runner import (
-        ExperimentInterrupted,
         ExperimentResult,
         ImageInfo,
         drop_page_cache,
@@ -230,9 +237,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         DEFAULT_POWER,
     )
     from .stats._diagnostics import (
-        DegenerateSampleWarning,
         Diagnostic,
-        StatsWarning,
         diagnose,
         diagnose_pair,
     )
@@ -268,7 +273,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
 
 #: submodule (relative to this package) -> the public names it provides
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
-    # images (issue 2)
+    # images
     ".images._cache": (
         "default_cache_dir",
     ),
@@ -279,7 +284,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".images._oci": (
         "ImageLayout", "LayoutDescriptor", "import_image", "push_image",
     ),
-    # puller (issue 3)
+    # puller
     ".puller._client": (
         "Descriptor", "FetchedManifest", "Manifest", "Platform", "RegistryClient",
     ),
@@ -309,9 +314,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "CopyStats", "CopyStrategy", "StrategyInfo", "get_strategy", "list_strategies",
         "register_strategy",
     ),
-    # stats (issue 4)
+    # stats
     ".stats._diagnostics": (
-        "DegenerateSampleWarning", "Diagnostic", "StatsWarning", "diagnose", "diagnose_pair",
+        "Diagnostic", "diagnose", "diagnose_pair",
     ),
     ".experiment._hyperfine": (
         "read_hyperfine_json", "write_hyperfine_json",
@@ -332,7 +337,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "compare_batch", "compare_from_summary", "compare_samples", "decide_verdict",
         "factorial_anova",
     ),
-    # experiments (issue 5)
+    # experiments
     ".experiment._env": (
         "capture_environment",
     ),
@@ -351,7 +356,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "load_results", "resolve_results_path",
     ),
     ".experiment._runner": (
-        "ExperimentInterrupted", "ExperimentResult", "ImageInfo", "drop_page_cache",
+        "ExperimentResult", "ImageInfo", "drop_page_cache",
         "run_experiment",
     ),
     ".experiment._endpoints": (
@@ -362,7 +367,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._spec": (
         "ArmSpec", "ExperimentSpec", "PlannedRun", "design", "load_spec",
     ),
-    # remote (issue 6)
+    # remote
     ".servers._proxy": (
         "NetworkProfile", "get_profile", "profile_names",
     ),
@@ -373,21 +378,21 @@ _LAZY: dict[str, str] = {
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
-    "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
-    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "CorruptLayerError",
-    "DEFAULT_ALPHA", "DEFAULT_MARGIN", "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP",
-    "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DecompressionBomb", "DecompressionError",
-    "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
-    "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted",
-    "ExperimentResult", "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult",
-    "ImageAnalysis", "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound",
-    "ImageReference", "InvalidReference", "LayerError", "LayerReader", "LayerResult",
-    "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError",
-    "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile", "OCI_CONFIG",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmError", "ArmSpec", "ArmSummary",
+    "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError",
+    "CatalogEntry", "ClientConfigError", "ColdStateError", "Comparison", "CopyStats",
+    "CopyStrategy", "CorruptLayerError", "DEFAULT_ALPHA", "DEFAULT_MARGIN", "DEFAULT_POWER",
+    "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DaemonDied",
+    "DaemonError", "DecompressionBomb", "DecompressionError", "DecompressionLimits",
+    "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic", "DiffIdMismatch",
+    "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted", "ExperimentResult",
+    "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult", "ImageAnalysis",
+    "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound", "ImageReference",
+    "InvalidReference", "LayerError", "LayerReader", "LayerResult", "LayerUnpackResult",
+    "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError", "MedianEstimates", "Meter",
+    "MetricAnalysis", "MirrorResult", "NetworkProfile", "NetworkProfileError", "OCI_CONFIG",
     "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest",
-    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult",
-    "PullbenchError",
+    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError",
     "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
     "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
     "ResultsStore", "RetryPolicy", "RootfsUnpacker", "ServerError", "SizeMismatch",

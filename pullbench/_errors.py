@@ -3,7 +3,7 @@
 ::
 
     PullbenchError
-    ├── ReferenceError_ (InvalidReference, also ValueError)
+    ├── InvalidReference               (an image reference that does not parse; also ValueError)
     ├── RegistryError                  (context: registry, image_ref)
     │   ├── RegistryUnavailable        (cannot connect / 5xx)
     │   ├── AuthenticationError        (401/403 without usable credentials; names the realm)
@@ -19,10 +19,16 @@
     ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool,
     │                                   no root)
     ├── ServerError                    (a server pullbench starts could not start; names the fix)
+    │   └── DaemonError                (a daemon started for an arm failed; context: kind, log)
+    │       ├── DaemonDied             (it exited while an experiment still needed it)
+    │       └── ColdStateError         (an arm's state was not cold before a run)
     ├── ProgramBuildError              (a program pullbench builds — a dockerd variant, the Go
     │                                   copy harness — cannot be built: missing toolchain or
     │                                   source, unknown variant or parameter, failed compile)
     ├── BenchmarkError                 (experiment spec / runner problems)
+    │   ├── ArmError                   (an external arm's kind or parameters; also ValueError)
+    │   ├── NetworkProfileError        (unknown or invalid network profile; also ValueError)
+    │   └── ExperimentInterrupted      (Ctrl-C; context: the result so far, for --resume)
     ├── ResultSchemaError              (results files; also ValueError)
     ├── StatsInputError                (degenerate statistical input; also ValueError)
     └── LayerError                     (context: layer digest, member, media type)
@@ -35,27 +41,42 @@
                                         names, symlinked parents, hard links or whiteouts
                                         that leave the root)
 
+Warnings (``warnings.warn``, never raised by pullbench)::
+
+    RuntimeWarning
+    └── StatsWarning                   (the statistics' warnings)
+        └── DegenerateSampleWarning    (e.g. a constant sample; the analysis still runs)
+
 Every error carries its context as attributes and a message that says what, where, and how to
 fix it. No error message ever contains a credential.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "ArmError",
     "AuthenticationError",
     "BenchmarkError",
     "BlobError",
     "ClientConfigError",
+    "ColdStateError",
     "CorruptLayerError",
+    "DaemonDied",
+    "DaemonError",
     "DecompressionBomb",
     "DecompressionError",
+    "DegenerateSampleWarning",
     "DiffIdMismatch",
     "DigestMismatch",
+    "ExperimentInterrupted",
     "ImageBuildError",
     "ImageNotFound",
     "InvalidReference",
     "LayerError",
     "ManifestError",
+    "NetworkProfileError",
     "ProgramBuildError",
     "PullbenchError",
     "RegistryError",
@@ -65,6 +86,7 @@ __all__ = [
     "ServerError",
     "SizeMismatch",
     "StatsInputError",
+    "StatsWarning",
     "StrategyError",
     "UnsafeLayerError",
 ]
@@ -166,6 +188,31 @@ class ServerError(PullbenchError):
     """A server pullbench starts (embedded registry, Distribution, proxy, token server) failed."""
 
 
+class DaemonError(ServerError):
+    """A daemon pullbench starts for an arm (containerd, dockerd) could not start or failed.
+
+    Attributes
+    ----------
+    kind : str
+        ``containerd`` or ``dockerd``.
+    log_tail : str
+        The end of the daemon's log.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", log_tail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.log_tail = log_tail
+
+
+class DaemonDied(DaemonError):
+    """A daemon exited while an experiment still needed it."""
+
+
+class ColdStateError(DaemonError):
+    """An arm's state was not cold before a run (something the last run stored is still there)."""
+
+
 class ProgramBuildError(PullbenchError):
     """A program pullbench builds from source (a dockerd variant, the Go copy harness) cannot be
     built: the toolchain, the source or its build dependencies are missing, the variant or a
@@ -184,6 +231,28 @@ class ProgramBuildError(PullbenchError):
 
 class BenchmarkError(PullbenchError):
     """An experiment spec is invalid or an experiment cannot run."""
+
+
+class ArmError(BenchmarkError, ValueError):
+    """An external arm's kind or parameters are invalid (raised before any run)."""
+
+
+class NetworkProfileError(BenchmarkError, ValueError):
+    """An unknown network profile name or an invalid custom profile value."""
+
+
+class ExperimentInterrupted(BenchmarkError):
+    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``).
+
+    Attributes
+    ----------
+    result : ExperimentResult
+        What the experiment had done when it stopped (``pullbench.ExperimentResult``).
+    """
+
+    def __init__(self, message: str, *, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class ResultSchemaError(PullbenchError, ValueError):
@@ -256,3 +325,11 @@ class CorruptLayerError(LayerError):
 
 class UnsafeLayerError(LayerError):
     """A layer member would create, link or delete something outside the root filesystem."""
+
+
+class StatsWarning(RuntimeWarning):
+    """Base class of the warnings pullbench's statistics emit."""
+
+
+class DegenerateSampleWarning(StatsWarning):
+    """A sample is degenerate (e.g. constant) but the analysis can still run; read the message."""

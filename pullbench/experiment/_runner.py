@@ -37,7 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import BenchmarkError, ImageNotFound, RegistryUnavailable, StrategyError
+from .._errors import (
+    BenchmarkError,
+    ExperimentInterrupted,
+    ImageNotFound,
+    RegistryUnavailable,
+    StrategyError,
+)
 from ._endpoints import (
     Endpoint,
     RegistryFactory,
@@ -76,14 +82,6 @@ PREFLIGHT_WINDOW_S = 0.25
 DEFAULT_RUN_TIMEOUT_S = 900.0
 _DISK_HEADROOM = 1.10
 _DISK_SLACK_BYTES = 64 * 1024 * 1024
-
-
-class ExperimentInterrupted(BenchmarkError):
-    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``)."""
-
-    def __init__(self, message: str, *, result: ExperimentResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
