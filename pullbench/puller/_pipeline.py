@@ -5,7 +5,17 @@ narrowed to one platform), then the config and layer blobs are fetched by a thre
 concurrent downloads, moby/moby:daemon/config/config.go ``max-concurrent-downloads`` and
 containerd's default), each through the chosen :class:`~pullbench.CopyStrategy` into the content
 store ``dest/blobs/sha256/<hex>``. The manifest (and index) bytes are stored too, and ``dest`` gets
-``oci-layout`` and ``index.json`` so it is an OCI image layout.
+``oci-layout`` and ``index.json`` so it is an OCI image layout. ``index.json`` is written last,
+atomically, and only once every blob it reaches is in the store: after a failed pull ``dest``
+never names a manifest whose blobs are missing. It names the image manifest pulled (with its
+platform, when it was chosen from an index), since the index's other manifests are not pulled.
+
+Faults (see :class:`~pullbench.RetryPolicy`): requests are retried by the client; an interrupted
+blob body is resumed with a Range request by the copy (every strategy, or a restart from zero for
+one that declares it cannot resume); temp files left by a killed pull are reused or removed by
+the next pull into the same store; Ctrl-C (``KeyboardInterrupt``) cuts every blob transfer at
+once, removes their temp files and stops the worker threads before it propagates. The retries,
+resumes and seconds of backoff a pull needed are in its :class:`PullResult`.
 
 Decompression and extraction are not done here. The seam for them is the ``unpack`` argument:
 a callable ``unpack(descriptor, path)`` called for each layer once it is verified and stored (from
@@ -16,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +36,7 @@ from typing import Any
 
 import requests
 
-from .._errors import PullbenchError, StrategyError
+from .._errors import BlobError, PullbenchError, StrategyError
 from .._media import OCI_INDEX
 from .._reference import ImageReference, parse_reference
 from ._client import Descriptor, Manifest, Platform, RegistryClient
@@ -41,7 +50,10 @@ from ._probes import (
     power_of_two_histogram,
     process_rusage,
 )
+from ._transport import RetryPolicy
 from .strategies import CopyStats, CopyStrategy, get_strategy
+from .strategies._base import CopyCancelled
+from .strategies._partial import clean_stale_partials, partial_name, write_atomically
 
 __all__ = ["LayerResult", "PullResult", "pull"]
 
@@ -74,6 +86,8 @@ class LayerResult:
         CPU of the worker thread and its helper threads (summed).
     syscr, syscw, rchar, wchar : int or None
         ``/proc/thread-self/io`` deltas of those threads.
+    resumes : int
+        Range requests that continued this blob after its body was cut.
 
     Fields marked "or None" are None when the pull ran with ``probes=False`` (not measured).
     """
@@ -95,6 +109,7 @@ class LayerResult:
     syscw: int | None
     rchar: int | None
     wchar: int | None
+    resumes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,15 @@ class PullResult:
         (``min(concurrency, blobs)`` × the largest per-copy buffer).
     peak_rss_bytes : int or None
         ``ru_maxrss`` of the process after the pull (a high-water mark since process start).
+    dest : str
+    retries : int
+        Requests the client sent again after a transient status or connection error.
+    resumes : int
+        Range requests that continued an interrupted blob body (or restarted it from zero).
+    backoff_s : float
+        Seconds the pull spent waiting before retries and resumes. A run with any of these
+        three non-zero measured a fault as well as a copy (experiments leave it out of verdicts
+        by default).
 
     Fields marked "or None" are None when the pull ran with ``probes=False``: not measured
     (never 0, which would look like data).
@@ -184,6 +208,9 @@ class PullResult:
     buffer_bytes: int
     peak_rss_bytes: int | None
     dest: str = field(default="")
+    retries: int = 0
+    resumes: int = 0
+    backoff_s: float = 0.0
 
     def to_row(self) -> dict[str, Any]:
         """A flat row for results tables.
@@ -224,10 +251,7 @@ def _store_path(dest: Path, digest: str) -> Path:
 
 
 def _write_small(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomically(path, data)
 
 
 def _fetch_blob(
@@ -244,14 +268,25 @@ def _fetch_blob(
         raise _Cancelled()
     probe = ThreadProbe() if probes else None
     started = time.perf_counter_ns()
-    response = client.open_blob(repository, desc)
-    headers = time.perf_counter_ns()
+    headers_at: list[int] = []
+
+    def reopen(offset: int) -> tuple[requests.Response, int]:
+        if cancel.is_set():
+            raise _Cancelled()
+        opened = client.open_blob_range(repository, desc, offset)
+        if not headers_at:
+            headers_at.append(time.perf_counter_ns())
+        return opened
+
     meter = Meter() if probes else NullMeter()
     path = _store_path(dest, desc.digest)
     try:
         stats = strategy.copy(
-            response, path, expected_size=desc.size_bytes, expected_digest=desc.digest, probe=meter
+            None, path, expected_size=desc.size_bytes, expected_digest=desc.digest, probe=meter,
+            reopen=reopen, policy=client.retry, cancel=cancel,
         )
+    except CopyCancelled:
+        raise _Cancelled() from None
     except PullbenchError as exc:
         if getattr(exc, "registry", None) is None and hasattr(exc, "registry"):
             exc.registry = client.registry
@@ -262,6 +297,7 @@ def _fetch_blob(
         unpack(desc, path)
     # the layer's wall time is this thread's span only (a hashing thread runs inside it)
     ended = time.perf_counter_ns()
+    headers = headers_at[0] if headers_at else ended
     sample = None
     if probe is not None:
         sample = probe.stop()
@@ -285,6 +321,7 @@ def _fetch_blob(
         syscw=sample.io.syscw if sample is not None else None,
         rchar=sample.io.rchar if sample is not None else None,
         wchar=sample.io.wchar if sample is not None else None,
+        resumes=stats.resumes,
     )
     return _BlobOutcome(layer, sample, stats, started, headers)
 
@@ -309,6 +346,7 @@ def pull(
     params: Mapping[str, Any] | None = None,
     unpack: UnpackHook | None = None,
     client: RegistryClient | None = None,
+    retry: RetryPolicy | None = None,
 ) -> PullResult:
     """Pull an image's config and layer blobs into a content store, measuring how.
 
@@ -350,6 +388,9 @@ def pull(
         config), called after the layer is verified and stored. None (default) stores only.
     client : RegistryClient, optional
         Use this client instead of building one (its settings win over the arguments above).
+    retry : RetryPolicy, optional
+        Retries, backoff, deadline, resume and low-speed limits (default ``RetryPolicy()``);
+        ``RetryPolicy(attempts=1)`` fails at the first fault.
 
     Returns
     -------
@@ -362,8 +403,11 @@ def pull(
     ImageNotFound, AuthenticationError, ManifestError, RegistryUnavailable
         Resolution failures.
     DigestMismatch, SizeMismatch
-        A blob failed verification; its temp file is removed and nothing is stored for it.
-        Other blobs already stored stay (they are verified content).
+        A blob failed verification (or its body could not be completed within the retry
+        policy); its temp file is removed and nothing is stored for it. Other blobs already
+        stored stay (they are verified content); ``index.json`` is not written.
+    KeyboardInterrupt
+        Propagated after every transfer was cut and its temp file removed.
     """
     ref = reference if isinstance(reference, ImageReference) else parse_reference(reference)
     if isinstance(strategy, str):
@@ -396,15 +440,20 @@ def pull(
             credentials=credentials,
             token=token,
             session=session,
+            retry=retry,
         )
+    counters0 = client.counters.snapshot()
     proc0 = process_rusage() if probes else None
     t0 = time.perf_counter_ns()
     main_probe = ThreadProbe() if probes else None
     try:
         manifest = client.get_manifest(ref.repository, ref.ref, platform)
         resolve_ns = time.perf_counter_ns()
-        _store_manifests(dest, manifest, ref)
+        clean_stale_partials(dest, keep=[partial_name(_store_path(dest, d.digest))
+                                         for d in manifest.blobs])
+        _store_manifests(dest, manifest)
         outcomes = _fetch_all(client, ref, manifest, strat, dest, concurrency, unpack, probes)
+        _write_index(dest, manifest, ref)
     finally:
         if own_session and session is not None:
             session.close()
@@ -425,6 +474,8 @@ def pull(
             sample = sample + o.sample
         reads = merge_counts(o.stats.read_sizes or {} for o in outcomes)
         writes = merge_counts(o.stats.write_sizes or {} for o in outcomes)
+    retries1, resumes1, backoff1 = client.counters.snapshot()
+    resumes = sum(o.stats.resumes for o in outcomes)
     parallel = min(concurrency, len(outcomes)) if outcomes else 0
     per_copy = max((o.stats.buffer_bytes for o in outcomes), default=0)
     return PullResult(
@@ -459,36 +510,50 @@ def pull(
         buffer_bytes=parallel * per_copy,
         peak_rss_bytes=proc1[2] if proc1 else None,
         dest=str(dest),
+        retries=retries1 - counters0[0],
+        resumes=resumes + resumes1 - counters0[1],
+        backoff_s=backoff1 - counters0[2] + sum(o.stats.backoff_s for o in outcomes),
     )
 
 
-def _store_manifests(dest: Path, manifest: Manifest, ref: ImageReference) -> None:
-    """Store manifest (and index) bytes and make ``dest`` an OCI image layout."""
+def _store_manifests(dest: Path, manifest: Manifest) -> None:
+    """Store the manifest (and index) bytes and the ``oci-layout`` marker (not ``index.json``)."""
     _write_small(_store_path(dest, manifest.digest), manifest.data)
-    top_digest, top_type, top_size = manifest.digest, manifest.media_type, len(manifest.data)
     if manifest.index is not None:
         _write_small(_store_path(dest, manifest.index.digest), manifest.index.data)
-        top_digest, top_type, top_size = (
-            manifest.index.digest,
-            manifest.index.media_type,
-            len(manifest.index.data),
-        )
     layout = dest / "oci-layout"
     if not layout.exists():
         _write_small(layout, b'{"imageLayoutVersion":"1.0.0"}')
-    annotations = {"org.opencontainers.image.ref.name": ref.tag} if ref.tag else {}
-    index = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": top_type,
-                "digest": top_digest,
-                "size": top_size,
-                **({"annotations": annotations} if annotations else {}),
-            }
-        ],
+
+
+def _write_index(dest: Path, manifest: Manifest, ref: ImageReference) -> None:
+    """Write ``index.json`` (atomically) naming the image manifest, once every blob it reaches
+    is in the store.
+
+    Raises
+    ------
+    BlobError
+        A blob the manifest names is missing (nothing is written then).
+    """
+    missing = [d.digest for d in (*manifest.blobs,)
+               if not _store_path(dest, d.digest).is_file()]
+    if not _store_path(dest, manifest.digest).is_file():
+        missing.append(manifest.digest)
+    if missing:
+        raise BlobError(f"not writing {dest / 'index.json'}: blobs missing from the store: "
+                        + ", ".join(missing))
+    entry: dict[str, Any] = {
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest,
+        "size": len(manifest.data),
     }
+    if manifest.platform is not None:
+        plat = manifest.platform
+        entry["platform"] = {"architecture": plat.architecture, "os": plat.os,
+                             **({"variant": plat.variant} if plat.variant else {})}
+    if ref.tag:
+        entry["annotations"] = {"org.opencontainers.image.ref.name": ref.tag}
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
     _write_small(dest / "index.json", json.dumps(index, indent=2).encode())
 
 
@@ -520,7 +585,15 @@ def _fetch_all(
             )
             for desc in blobs
         ]
-        wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C (KeyboardInterrupt): stop every transfer now
+            cancel.set()  # each copy's watchdog shuts its socket down; temp files are removed
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            logger.warning("pull of %s interrupted: transfers stopped, temp files removed", ref)
+            raise
         failed = [
             f for f in futures if f.done() and not f.cancelled() and f.exception() is not None
         ]

@@ -20,6 +20,7 @@ from .._probes import Meter
 from ._base import (
     _HASH_SLOTS,
     _IN_LOOP,
+    _INTERRUPTIONS,
     _REHASH_CHUNK,
     HASH_MODES,
     READ_PATHS,
@@ -138,7 +139,12 @@ class SocketCopy(CopyStrategy):
                 slot = worker.free.get()
             view = slots[slot]
             want = limit - total
-            n = read(view if want >= read_size else view[:want])
+            try:
+                n = read(view if want >= read_size else view[:want])
+            except _INTERRUPTIONS:
+                if wbuf is not None and buffered:  # keep what arrived: a resume continues there
+                    write(fd, wbuf[:buffered])
+                raise
             if n == 0:
                 break
             total += n
@@ -201,7 +207,12 @@ class SocketCopy(CopyStrategy):
             filled = 0
             cap = min(wsize, limit - total)
             while filled < cap:
-                n = read(buf[filled : min(cap, filled + read_size)])
+                try:
+                    n = read(buf[filled : min(cap, filled + read_size)])
+                except _INTERRUPTIONS:
+                    if filled:  # keep what arrived: a resume continues there
+                        write(fd, buf[:filled])
+                    raise
                 if n == 0:
                     eof = True
                     break
