@@ -15,6 +15,7 @@
     │   └── BlobError
     │       ├── DigestMismatch         (bytes do not hash to the descriptor's digest)
     │       └── SizeMismatch           (short or long body vs the descriptor's size)
+    │           └── CopyCancelled      (a copy stopped on purpose: the pull was cancelled)
     ├── StrategyError                  (unknown strategy or parameter; also ValueError)
     ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool,
     │                                   no root)
@@ -62,6 +63,7 @@ __all__ = [
     "BlobError",
     "ClientConfigError",
     "ColdStateError",
+    "CopyCancelled",
     "CorruptLayerError",
     "DaemonDied",
     "DaemonError",
@@ -174,6 +176,10 @@ class SizeMismatch(BlobError):
         super().__init__(message, **kw)
         self.expected = expected
         self.actual = actual
+
+
+class CopyCancelled(SizeMismatch):
+    """A copy was stopped on purpose (the pull was cancelled, e.g. by Ctrl-C)."""
 
 
 class StrategyError(PullbenchError, ValueError):
