@@ -17,7 +17,8 @@ Puller and copy strategies
     low-speed limit), BODY_CAPS (what is read into memory at most).
 Decompress and unpack (the stages after the download)
     list_decompressors, get_decompressor, Decompressor, DecompressionLimits, open_layer,
-    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult.
+    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult;
+    UnpackPlan (``pull(..., unpack=UnpackPlan(...))``: the stages inside a pull).
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -207,6 +208,9 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .puller._probes import (
         Meter,
     )
+    from .puller._stages import (
+        UnpackPlan,
+    )
     from .puller._transport import (
         BODY_CAPS,
         RetryPolicy,
@@ -305,6 +309,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "DecompressionLimits", "Decompressor", "LayerReader", "get_decompressor",
         "list_decompressors", "open_layer",
     ),
+    ".puller._stages": (
+        "UnpackPlan",
+    ),
     ".puller._unpack": (
         "LayerUnpackResult", "RootfsUnpacker", "UnpackResult", "image_layers", "unpack_image",
     ),
@@ -399,21 +406,22 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ResponseTooLarge", "ResultSchemaError", "ResultsStore", "RetryPolicy", "RootfsUnpacker",
     "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",
     "StrategyInfo", "SummaryComparison", "SyntheticImageSpec", "TostTest", "TransferCounters",
-    "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues",
-    "analyze_folder", "analyze_grid", "analyze_results", "bca_interval", "build_image",
-    "capture_environment", "catalog", "compare_all_pairs", "compare_batch", "compare_from_summary",
-    "compare_samples", "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
-    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
-    "factorial_anova", "format_analysis", "format_verdict_table", "get_decompressor",
-    "get_profile", "get_strategy", "image_from_directory", "image_from_pip", "image_layers",
-    "import_image", "is_valid_digest", "list_catalog", "list_decompressors", "list_strategies",
-    "load_analysis", "load_environment", "load_results", "load_spec", "minimum_detectable_effect",
-    "mirror_image", "network_profiles", "open_layer", "parse_reference", "plan_from_pilot",
-    "power_at_n", "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu",
-    "push_image", "read_hyperfine_json", "register_network_profile", "register_runner_layers",
-    "register_strategy", "register_tls_layer", "remote_registry_factory", "render_report",
-    "resolve_results_path", "run_experiment", "runs_needed", "save_analysis", "servers",
-    "sha256_digest", "tar_directory", "unpack_image", "verdict_table", "write_hyperfine_json",
+    "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
+    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
+    "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
+    "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
+    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
+    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_analysis",
+    "format_verdict_table", "get_decompressor", "get_profile", "get_strategy",
+    "image_from_directory", "image_from_pip", "image_layers", "import_image", "is_valid_digest",
+    "list_catalog", "list_decompressors", "list_strategies", "load_analysis", "load_environment",
+    "load_results", "load_spec", "minimum_detectable_effect", "mirror_image", "network_profiles",
+    "open_layer", "parse_reference", "plan_from_pilot", "power_at_n", "profile_names",
+    "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
+    "register_network_profile", "register_runner_layers", "register_strategy",
+    "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
+    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "tar_directory",
+    "unpack_image", "verdict_table", "write_hyperfine_json",
 ]
 
 

@@ -201,9 +201,12 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--exclude-disturbed", is_flag=True,
+              help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
+                   "interference probes flag as disturbed.")
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None) -> None:
+            margin: float | None, alpha: float | None, exclude_disturbed: bool) -> None:
     """Re-run the statistics on a results folder (failed runs excluded and counted)."""
     from ..experiment._analysis import analyze_folder, save_analysis
     from ..experiment._report import format_analysis
@@ -211,7 +214,8 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
 
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
-                              margin=margin, alpha=alpha, save=False)
+                              margin=margin, alpha=alpha, save=False,
+                              exclude_disturbed=exclude_disturbed)
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)

@@ -304,6 +304,10 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     }
     if task.get("ca_bundle"):
         kwargs["ca_bundle"] = task["ca_bundle"]
+    if task.get("unpack"):  # the arm's decompress/unpack stage (an UnpackPlan's tokens)
+        from ..puller._stages import UnpackPlan
+
+        kwargs["unpack"] = UnpackPlan.from_tokens(task["unpack"])
     dest = Path(task["dest"])
     proxy_pid = task.get("proxy_pid")
     puller_cpus = task.get("puller_cpus")
@@ -566,6 +570,7 @@ def run_experiment(
     notes: Mapping[str, Any] | None = None,
     max_runs: int | None = None,
     system_check: Any = None,
+    before_run: Callable[[PlannedRun], None] | None = None,
 ) -> ExperimentResult:
     """Run (or continue) an experiment and write its results folder.
 
@@ -601,6 +606,9 @@ def run_experiment(
         The preflight check of the machine (``pullbench bench`` makes one before announcing the
         experiment), recorded in ``environment.json`` under ``preflight``. None: a short check
         (:data:`PREFLIGHT_WINDOW_S`) is made here, before the registry starts.
+    before_run : callable, optional
+        Called with each :class:`PlannedRun` just before it runs, in this process (e.g. to
+        switch injected load on and off per block, as the interference tests do).
 
     Every row also carries the interference columns of
     :mod:`pullbench.experiment._interference` (CPU used by other processes during the pull,
@@ -648,7 +656,8 @@ def run_experiment(
                              factory=registry_factory, pull_function=pull_function,
                              image_cache_dir=image_cache_dir, run_timeout_s=run_timeout_s,
                              notes=notes, max_runs=max_runs,
-                             preflight_check=_check_record(system_check))
+                             preflight_check=_check_record(system_check),
+                             before_run=before_run)
     except BaseException:
         # nothing half-written: a folder this call created and never wrote a row to goes away
         if created_here and not store.rows_path.exists():
@@ -660,13 +669,14 @@ def _run_prepared(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, pr
                   factory: RegistryFactory, pull_function: str,
                   image_cache_dir: str | Path | None, run_timeout_s: float,
                   notes: Mapping[str, Any] | None, max_runs: int | None,
-                  preflight_check: dict[str, Any] | None) -> ExperimentResult:
+                  preflight_check: dict[str, Any] | None,
+                  before_run: Callable[[PlannedRun], None] | None) -> ExperimentResult:
     store.create()
     with _exclusive(store):
         return _run_locked(spec, store, resume=resume, progress=progress, factory=factory,
                            pull_function=pull_function, image_cache_dir=image_cache_dir,
                            run_timeout_s=run_timeout_s, notes=notes, max_runs=max_runs,
-                           preflight_check=preflight_check)
+                           preflight_check=preflight_check, before_run=before_run)
 
 
 @contextlib.contextmanager
@@ -692,7 +702,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                 factory: RegistryFactory, pull_function: str,
                 image_cache_dir: str | Path | None, run_timeout_s: float,
                 notes: Mapping[str, Any] | None, max_runs: int | None,
-                preflight_check: dict[str, Any] | None) -> ExperimentResult:
+                preflight_check: dict[str, Any] | None,
+                before_run: Callable[[PlannedRun], None] | None) -> ExperimentResult:
     store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
     _check_writable(store_root, "destination folder")
     rows = store.read_rows(repair=True)
@@ -762,6 +773,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     if max_runs is not None and new >= max_runs:
                         break
                     bar.set_postfix_str(f"block {planned.block} {planned.arm}", refresh=False)
+                    if before_run is not None:
+                        before_run(planned)
                     row = _one_run(spec, planned, by_name[planned.image], endpoint, store_root,
                                    cache_state, pull_function, run_timeout_s, run_context)
                     store.append(row)
@@ -880,7 +893,7 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "run_index": planned.run_index, "pull_function": pull_function,
         "reference": image.reference, "strategy": arm.strategy, "params": arm.params_dict,
         "dest": str(dest), "concurrency": spec.concurrency, "plain_http": endpoint.plain_http,
-        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes,
+        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes, "unpack": list(arm.unpack),
         "proxy_pid": endpoint.details.get("network", {}).get("proxy_pid"),
         **run_context,
     }

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from .._errors import BenchmarkError
+from .._errors import BenchmarkError, StrategyError
 from .._sizes import looks_like_size, parse_size
 from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 
@@ -139,11 +139,16 @@ class ArmSpec:
         Strategy preset name, as listed by ``pullbench.list_strategies()``.
     params : tuple of (str, scalar)
         Parameter overrides, sorted by name.
+    unpack : tuple of str
+        Unpack-stage tokens (:meth:`pullbench.UnpackPlan.from_tokens`: a decompressor, a
+        schedule, an order, ``dcN``); empty: the pull stores blobs only. Written after the
+        strategy with ``+``: ``go-iocopy+zlib+after``, ``containerd-1m+isal+stream``.
     """
 
     name: str
     strategy: str
     params: tuple[tuple[str, Any], ...] = ()
+    unpack: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
@@ -152,6 +157,13 @@ class ArmSpec:
             raise BenchmarkError(
                 f"arm name {self.name!r} is not usable: use letters, digits and . _ - + = , [ ]"
             )
+        if self.unpack:
+            from ..puller._stages import UnpackPlan
+
+            try:
+                UnpackPlan.from_tokens(self.unpack)
+            except StrategyError as exc:
+                raise BenchmarkError(f"arm {self.name!r}: {exc}") from None
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -160,16 +172,24 @@ class ArmSpec:
 
     @classmethod
     def make(cls, strategy: str, params: Mapping[str, Any] | None = None,
-             name: str | None = None) -> ArmSpec:
-        """Build an arm, naming it after the strategy and its overrides unless ``name`` is given."""
+             name: str | None = None, unpack: Sequence[str] | str = ()) -> ArmSpec:
+        """Build an arm, naming it after the strategy, its overrides and its unpack tokens
+        (``go-iocopy[buffer_bytes=65536]+zlib+after``) unless ``name`` is given."""
         frozen = _freeze_params(params)
+        tokens = tuple(t for t in (unpack.split("+") if isinstance(unpack, str) else unpack) if t)
         if name is None:
             name = strategy if not frozen else f"{strategy}[{_params_label(frozen)}]"
-        return cls(name=name, strategy=strategy, params=frozen)
+            if tokens:
+                name += "+" + "+".join(tokens)
+        return cls(name=name, strategy=strategy, params=frozen, unpack=tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain mapping (``name``, ``strategy``, ``params``) for JSON/YAML."""
-        return {"name": self.name, "strategy": self.strategy, "params": dict(self.params)}
+        """Plain mapping (``name``, ``strategy``, ``params``, ``unpack`` if any) for JSON/YAML."""
+        out: dict[str, Any] = {"name": self.name, "strategy": self.strategy,
+                               "params": dict(self.params)}
+        if self.unpack:
+            out["unpack"] = "+".join(self.unpack)
+        return out
 
 
 def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
@@ -177,7 +197,8 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
     if isinstance(entry, ArmSpec):
         return [entry]
     if isinstance(entry, str):
-        text = entry.strip()
+        text, *tokens = entry.strip().split("+")
+        text = text.strip()
         if ":" in text:
             strategy, _, rest = text.partition(":")
             params: dict[str, Any] = {}
@@ -188,21 +209,22 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
                         f"arm {entry!r}: expected 'strategy:param=value,...', got {item!r}"
                     )
                 params[key.strip()] = parse_param_value(value.strip())
-            return [ArmSpec.make(strategy.strip(), params)]
-        return [ArmSpec.make(text)]
+            return [ArmSpec.make(strategy.strip(), params, unpack=tokens)]
+        return [ArmSpec.make(text, unpack=tokens)]
     if isinstance(entry, Mapping):
-        unknown = set(entry) - {"strategy", "params", "name", "grid"}
+        unknown = set(entry) - {"strategy", "params", "name", "grid", "unpack"}
         if unknown:
             raise BenchmarkError(
                 f"arm {dict(entry)!r}: unknown keys {sorted(unknown)} "
-                "(allowed: strategy, params, name, grid)"
+                "(allowed: strategy, params, name, grid, unpack)"
             )
+        unpack = entry.get("unpack") or ()
         if "strategy" not in entry:
             raise BenchmarkError(f"arm {dict(entry)!r} has no 'strategy'")
         base = dict(entry.get("params") or {})
         grid = entry.get("grid")
         if not grid:
-            return [ArmSpec.make(entry["strategy"], base, entry.get("name"))]
+            return [ArmSpec.make(entry["strategy"], base, entry.get("name"), unpack=unpack)]
         if not isinstance(grid, Mapping) or not all(
             isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0 for v in grid.values()
         ):
@@ -213,7 +235,7 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
         arms = []
         for combo in itertools.product(*(grid[k] for k in keys)):
             params = {**base, **dict(zip(keys, combo, strict=True))}
-            arms.append(ArmSpec.make(entry["strategy"], params))
+            arms.append(ArmSpec.make(entry["strategy"], params, unpack=unpack))
         return arms
     raise BenchmarkError(f"arm {entry!r}: expected a strategy name or a mapping")
 
@@ -445,9 +467,9 @@ class ExperimentSpec:
             if params == arm.params_dict:
                 new_arms.append(arm)
                 continue
-            default_name = ArmSpec.make(arm.strategy, arm.params_dict).name
+            default_name = ArmSpec.make(arm.strategy, arm.params_dict, unpack=arm.unpack).name
             name = None if arm.name == default_name else arm.name
-            new = ArmSpec.make(arm.strategy, params, name)
+            new = ArmSpec.make(arm.strategy, params, name, unpack=arm.unpack)
             if arm.name == self.baseline:
                 baseline = new.name
             new_arms.append(new)
