@@ -4,7 +4,7 @@ is faster.
 Public API by topic
 -------------------
 Errors
-    PullbenchError and its subclasses (see ``pullbench._errors``).
+    PullbenchError and its subclasses (see ``pullbench._errors``); ParameterWarning.
 Media types and digests
     OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, ..., sha256_digest,
     is_valid_digest.
@@ -59,6 +59,7 @@ from ._errors import (
     LayerError,
     ManifestError,
     NetworkProfileError,
+    ParameterWarning,
     ProgramBuildError,
     PullbenchError,
     RegistryError,
@@ -400,8 +401,8 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError",
     "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile",
     "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
-    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "PlannedRun", "Platform", "PowerPlan",
-    "ProgramBuildError", "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "ParameterWarning", "PlannedRun", "Platform",
+    "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION",
     "RatioEstimates", "RegistryClient", "RegistryError", "RegistryFactory", "RegistryUnavailable",
     "ResponseTooLarge", "ResultSchemaError", "ResultsStore", "RetryPolicy", "RootfsUnpacker",
     "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",

@@ -42,11 +42,15 @@
                                         names, symlinked parents, hard links or whiteouts
                                         that leave the root)
 
-Warnings (``warnings.warn``, never raised by pullbench)::
+Warnings (``warnings.warn``, not errors: the run goes ahead)::
 
     RuntimeWarning
     └── StatsWarning                   (the statistics' warnings)
         └── DegenerateSampleWarning    (e.g. a constant sample; the analysis still runs)
+
+    UserWarning
+    └── ParameterWarning               (a strategy parameter cannot take effect given the others;
+                                        an arm-less --param went to several arms)
 
 Every error carries its context as attributes and a message that says what, where, and how to
 fix it. No error message ever contains a credential.
@@ -79,6 +83,7 @@ __all__ = [
     "LayerError",
     "ManifestError",
     "NetworkProfileError",
+    "ParameterWarning",
     "ProgramBuildError",
     "PullbenchError",
     "RegistryError",
@@ -339,3 +344,9 @@ class StatsWarning(RuntimeWarning):
 
 class DegenerateSampleWarning(StatsWarning):
     """A sample is degenerate (e.g. constant) but the analysis can still run; read the message."""
+
+
+class ParameterWarning(UserWarning):
+    """A strategy parameter the user set cannot take effect given the other parameters (e.g.
+    ``pr48602.write_size=64k`` with 512 KiB reads: Go's ``bufio.Writer`` passes larger writes
+    straight through), or a ``--param`` without an arm prefix was applied to several arms."""

@@ -185,6 +185,18 @@ class CopyStrategy:
         """Nominal bytes of buffers this strategy holds during one copy."""
         return 0
 
+    def ineffective_params(self) -> dict[str, str]:
+        """Parameters that cannot change what this strategy does, given the other parameters.
+
+        Returns
+        -------
+        dict of str to str
+            Parameter name -> why it has no effect (one sentence that names the parameters it
+            depends on and what would make it count). Empty by default. The experiment runner
+            warns (:class:`~pullbench.ParameterWarning`) about those a user set.
+        """
+        return {}
+
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
     ) -> Any | None:
