@@ -48,6 +48,7 @@ from ._skopeo import SkopeoArm
 
 __all__ = [
     "ARM_KINDS",
+    "GO_IDIOMS",
     "ArmError",
     "ColdStateError",
     "CommandArm",
@@ -61,7 +62,6 @@ __all__ = [
     "DockerdVariant",
     "DockerdVariantArm",
     "ExternalArm",
-    "GO_IDIOMS",
     "GoArm",
     "GoBlobResult",
     "GoCopyResult",
