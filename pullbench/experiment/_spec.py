@@ -71,7 +71,16 @@ REGISTRY_KINDS = ("embedded", "distribution")
 CACHE_POLICIES = ("warm", "drop")
 ISOLATIONS = ("process", "inprocess")
 
-_ARM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,\[\]-]*$")
+_ARM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,/\[\]-]*$")
+#: ``kind`` of an arm that is one of pullbench's copy strategies.
+STRATEGY_KIND = "strategy"
+
+
+def _external_kinds() -> tuple[str, ...]:
+    """Kinds of the arms pullbench does not own (``pullbench.arms.ARM_KINDS``)."""
+    from ..arms import ARM_KINDS
+
+    return tuple(ARM_KINDS)
 
 
 def parse_param_value(text: Any) -> Any:
@@ -128,7 +137,7 @@ def _params_label(params: tuple[tuple[str, Any], ...]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ArmSpec:
-    """One arm: a copy-strategy preset, with optional parameter overrides.
+    """One arm: a copy-strategy preset, or a puller pullbench does not own, with parameters.
 
     Attributes
     ----------
@@ -136,22 +145,39 @@ class ArmSpec:
         Label used in results and tables (unique within a spec). Defaults to the strategy name,
         with overrides appended in brackets: ``go-iocopy[buffer_bytes=65536]``.
     strategy : str
-        Strategy preset name, as listed by ``pullbench.list_strategies()``.
+        Strategy preset name, as listed by ``pullbench.list_strategies()``; for an external
+        arm, its kind.
     params : tuple of (str, scalar)
         Parameter overrides, sorted by name.
+    kind : str
+        ``strategy`` (default), or an external arm's kind: ``command``, ``skopeo``,
+        ``ctr-fetch``, ``ctr-pull``, ``docker`` (:data:`pullbench.arms.ARM_KINDS`).
     """
 
     name: str
     strategy: str
     params: tuple[tuple[str, Any], ...] = ()
+    kind: str = STRATEGY_KIND
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
             raise BenchmarkError(f"arm {self.name!r}: strategy must be a non-empty string")
         if not _ARM_NAME_RE.match(self.name):
             raise BenchmarkError(
-                f"arm name {self.name!r} is not usable: use letters, digits and . _ - + = , [ ]"
+                f"arm name {self.name!r} is not usable: use letters, digits and . _ - + = , / [ ] "
+                "(give the arm a 'name')"
             )
+        if self.kind != STRATEGY_KIND:
+            kinds = _external_kinds()
+            if self.kind not in kinds:
+                raise BenchmarkError(f"arm {self.name!r}: unknown kind {self.kind!r}; choose "
+                                     f"{STRATEGY_KIND} or one of {', '.join(kinds)}")
+            object.__setattr__(self, "strategy", self.kind)
+
+    @property
+    def external(self) -> bool:
+        """True for a puller pullbench does not own (``kind`` is not ``strategy``)."""
+        return self.kind != STRATEGY_KIND
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -160,16 +186,26 @@ class ArmSpec:
 
     @classmethod
     def make(cls, strategy: str, params: Mapping[str, Any] | None = None,
-             name: str | None = None) -> ArmSpec:
-        """Build an arm, naming it after the strategy and its overrides unless ``name`` is given."""
+             name: str | None = None, kind: str = STRATEGY_KIND) -> ArmSpec:
+        """Build an arm, naming it after the strategy and its overrides unless ``name`` is given.
+
+        An external arm (``kind`` not ``strategy``) takes its kind as ``strategy``; a
+        ``command`` arm is named ``command`` by default (its command line makes a poor name).
+        """
         frozen = _freeze_params(params)
+        if kind != STRATEGY_KIND:
+            strategy = kind
         if name is None:
-            name = strategy if not frozen else f"{strategy}[{_params_label(frozen)}]"
-        return cls(name=name, strategy=strategy, params=frozen)
+            shown = () if kind == "command" else frozen
+            name = strategy if not shown else f"{strategy}[{_params_label(shown)}]"
+        return cls(name=name, strategy=strategy, params=frozen, kind=kind)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain mapping (``name``, ``strategy``, ``params``) for JSON/YAML."""
-        return {"name": self.name, "strategy": self.strategy, "params": dict(self.params)}
+        """Plain mapping (``name``, ``strategy``, ``params``; ``kind`` if external) for JSON."""
+        out = {"name": self.name, "strategy": self.strategy, "params": dict(self.params)}
+        if self.external:
+            out["kind"] = self.kind
+        return out
 
 
 def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
@@ -178,6 +214,8 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
         return [entry]
     if isinstance(entry, str):
         text = entry.strip()
+        head = text.partition(":")[0].strip()
+        kind = head if head in _external_kinds() else STRATEGY_KIND
         if ":" in text:
             strategy, _, rest = text.partition(":")
             params: dict[str, Any] = {}
@@ -188,21 +226,23 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
                         f"arm {entry!r}: expected 'strategy:param=value,...', got {item!r}"
                     )
                 params[key.strip()] = parse_param_value(value.strip())
-            return [ArmSpec.make(strategy.strip(), params)]
-        return [ArmSpec.make(text)]
+            return [ArmSpec.make(strategy.strip(), params, kind=kind)]
+        return [ArmSpec.make(text, kind=kind)]
     if isinstance(entry, Mapping):
-        unknown = set(entry) - {"strategy", "params", "name", "grid"}
+        unknown = set(entry) - {"strategy", "params", "name", "grid", "kind"}
         if unknown:
             raise BenchmarkError(
                 f"arm {dict(entry)!r}: unknown keys {sorted(unknown)} "
-                "(allowed: strategy, params, name, grid)"
+                "(allowed: strategy, kind, params, name, grid)"
             )
-        if "strategy" not in entry:
-            raise BenchmarkError(f"arm {dict(entry)!r} has no 'strategy'")
+        kind = str(entry.get("kind") or STRATEGY_KIND)
+        if kind == STRATEGY_KIND and "strategy" not in entry:
+            raise BenchmarkError(f"arm {dict(entry)!r} has no 'strategy' (or 'kind')")
+        strategy = str(entry.get("strategy") or kind)
         base = dict(entry.get("params") or {})
         grid = entry.get("grid")
         if not grid:
-            return [ArmSpec.make(entry["strategy"], base, entry.get("name"))]
+            return [ArmSpec.make(strategy, base, entry.get("name"), kind=kind)]
         if not isinstance(grid, Mapping) or not all(
             isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0 for v in grid.values()
         ):
@@ -213,7 +253,7 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
         arms = []
         for combo in itertools.product(*(grid[k] for k in keys)):
             params = {**base, **dict(zip(keys, combo, strict=True))}
-            arms.append(ArmSpec.make(entry["strategy"], params))
+            arms.append(ArmSpec.make(strategy, params, kind=kind))
         return arms
     raise BenchmarkError(f"arm {entry!r}: expected a strategy name or a mapping")
 
@@ -429,14 +469,16 @@ class ExperimentSpec:
         for arm in self.arms:
             params = arm.params_dict
             for target, key, value in overrides:
-                if target is None or target in (arm.name, arm.strategy):
+                # an override for every arm (no ARM.) is a strategy parameter: external arms
+                # take theirs by name (docker.storage_driver=vfs)
+                if (target is None and not arm.external) or target in (arm.name, arm.strategy):
                     params[key] = parse_param_value(value)
             if params == arm.params_dict:
                 new_arms.append(arm)
                 continue
-            default_name = ArmSpec.make(arm.strategy, arm.params_dict).name
+            default_name = ArmSpec.make(arm.strategy, arm.params_dict, kind=arm.kind).name
             name = None if arm.name == default_name else arm.name
-            new = ArmSpec.make(arm.strategy, params, name)
+            new = ArmSpec.make(arm.strategy, params, name, kind=arm.kind)
             if arm.name == self.baseline:
                 baseline = new.name
             new_arms.append(new)
