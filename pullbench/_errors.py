@@ -19,6 +19,9 @@
     ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool,
     │                                   no root)
     ├── ServerError                    (a server pullbench starts could not start; names the fix)
+    ├── ProgramBuildError              (a program pullbench builds — a dockerd variant, the Go
+    │                                   copy harness — cannot be built: missing toolchain or
+    │                                   source, unknown variant or parameter, failed compile)
     ├── BenchmarkError                 (experiment spec / runner problems)
     ├── ResultSchemaError              (results files; also ValueError)
     ├── StatsInputError                (degenerate statistical input; also ValueError)
@@ -53,6 +56,7 @@ __all__ = [
     "InvalidReference",
     "LayerError",
     "ManifestError",
+    "ProgramBuildError",
     "PullbenchError",
     "RegistryError",
     "RegistryUnavailable",
@@ -160,6 +164,22 @@ class ImageBuildError(PullbenchError):
 
 class ServerError(PullbenchError):
     """A server pullbench starts (embedded registry, Distribution, proxy, token server) failed."""
+
+
+class ProgramBuildError(PullbenchError):
+    """A program pullbench builds from source (a dockerd variant, the Go copy harness) cannot be
+    built: the toolchain, the source or its build dependencies are missing, the variant or a
+    parameter is unknown, the source lacks the code a variant edits, or the compiler failed.
+
+    Attributes
+    ----------
+    commands : tuple of str
+        The exact lines that would fix it (e.g. ``apt-get install golang-go``), when known.
+    """
+
+    def __init__(self, message: str, *, commands: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.commands = commands
 
 
 class BenchmarkError(PullbenchError):

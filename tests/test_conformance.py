@@ -52,7 +52,8 @@ def _results(junit: Path) -> dict[str, str]:
         if case.find("skipped") is not None:
             out[case.get("name", "")] = "skipped"
         elif failure is not None:
-            out[case.get("name", "")] = "failed: " + (failure.get("message") or "")[:300]
+            text = " ".join(filter(None, [failure.get("message"), failure.text]))
+            out[case.get("name", "")] = "failed: " + " ".join(text.split())[:600]
         else:
             out[case.get("name", "")] = "passed"
     return out

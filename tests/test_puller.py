@@ -228,9 +228,16 @@ def _skopeo_oci(reference: str, out: Path) -> dict[str, bytes]:
 
 
 def _assert_matches_skopeo(result: PullResult, dest: Path, skopeo_blobs: dict[str, bytes]) -> None:
-    for layer in result.layers:
-        stored = (dest / "blobs" / "sha256" / layer.digest[7:]).read_bytes()
-        assert stored == skopeo_blobs[layer.digest[7:]], layer.digest
+    """The pull stored exactly skopeo's blobs, both ways: the image manifest, the config and
+    every layer, byte for byte; nothing missing, nothing extra."""
+    ours = {p.name: p.read_bytes() for p in (dest / "blobs" / "sha256").iterdir()}
+    missing, extra = sorted(set(skopeo_blobs) - set(ours)), sorted(set(ours) - set(skopeo_blobs))
+    assert (missing, extra) == ([], []), "blobs (missing, extra) against skopeo copy"
+    for name, data in skopeo_blobs.items():
+        assert ours[name] == data, name
+    # and they are the blobs of this image: its manifest plus everything the pull reported
+    reported = {result.manifest_digest[7:], *(layer.digest[7:] for layer in result.layers)}
+    assert reported == set(ours)
 
 
 @pytest.mark.peers

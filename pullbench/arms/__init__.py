@@ -8,6 +8,9 @@ Kinds (``kind`` of an arm in a spec; ``params`` as listed by each class):
 ``ctr-fetch``   ``ctr content fetch`` against a private containerd (:class:`CtrArm`)
 ``ctr-pull``    ``ctr images pull`` (fetch and unpack) against a private containerd
 ``docker``      ``docker pull`` against a private dockerd (:class:`DockerArm`)
+``dockerd``     ``docker`` with a dockerd built from source: ``variant`` stock, pr48602,
+                pools-bufio32k, bufio (:class:`DockerdVariantArm`; ``dockerd:<variant>``)
+``go``          the Go copy harness with one Go idiom (:class:`GoArm`; ``go:<idiom>``)
 ==============  ================================================================================
 
 Daemons (containerd, dockerd) are started once per experiment in private temporary folders,
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._base import ArmError, ColdStateError, ExternalArm, PullTarget
+from ._built import DockerdVariantArm, GoArm, shorthand_arm
 from ._command import CommandArm
 from ._containerd import ContainerdDaemon, CtrArm
 from ._daemons import DaemonDied, DaemonError, ManagedDaemon
@@ -39,11 +43,14 @@ __all__ = [
     "DaemonError",
     "DockerArm",
     "DockerDaemon",
+    "DockerdVariantArm",
     "ExternalArm",
+    "GoArm",
     "ManagedDaemon",
     "PullTarget",
     "SkopeoArm",
     "make_arm",
+    "shorthand_arm",
 ]
 
 #: Arm kinds and their classes (``ctr-fetch`` and ``ctr-pull`` share :class:`CtrArm`).
@@ -53,6 +60,8 @@ ARM_KINDS: dict[str, type[ExternalArm]] = {
     "ctr-fetch": CtrArm,
     "ctr-pull": CtrArm,
     "docker": DockerArm,
+    "dockerd": DockerdVariantArm,
+    "go": GoArm,
 }
 
 

@@ -28,9 +28,9 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import _bench, _images, _pull, _remote, _stats
+    from . import _bench, _dockerd, _images, _pull, _remote, _stats, _system
 
-    for module in (_images, _pull, _stats, _bench, _remote):
+    for module in (_images, _pull, _stats, _bench, _remote, _system, _dockerd):
         for command in module.COMMANDS:
             main.add_command(command)
 

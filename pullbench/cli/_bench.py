@@ -111,6 +111,16 @@ def _command_arms(commands: tuple[str, ...], setups: tuple[str, ...], prepares: 
                    "counters, peak RSS or read/write-size counts are taken (those columns are "
                    "empty, and CPU metrics such as cpu_ns_per_byte are skipped in the analysis "
                    "with a note). Wall times, sizes and digest checks are unchanged.")
+@click.option("--cpus",
+              help="CPU affinity of the roles: auto (default: on 2+ CPUs the registry and proxy "
+                   "get the lower half, the puller the rest), off, or e.g. puller=1,registry=0 "
+                   "(roles puller, registry, proxy, daemons). Recorded in environment.json.")
+@click.option("--wait-quiet", "wait_quiet_s", type=click.FloatRange(min=0), is_flag=False,
+              flag_value=300.0, default=None, metavar="[SECONDS]",
+              help="Before the first run, wait until the machine has been quiet for 5 s "
+                   "(at most SECONDS, default 300); see `pullbench system check`.")
+@click.option("--require-quiet", is_flag=True,
+              help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
 @handle_errors
@@ -119,8 +129,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           warmup_blocks: int | None, seed: int | None, margin: float | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
-          dest: Path | None, no_probes: bool,
-          no_report: bool, progress: bool, commands: tuple[str, ...] = (),
+          dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
+          require_quiet: bool, no_report: bool, progress: bool, commands: tuple[str, ...] = (),
           setups: tuple[str, ...] = (), prepares: tuple[str, ...] = (),
           cleanups: tuple[str, ...] = (), trace: bool = False) -> None:
     """Run an experiment and print verdicts (the main job).
@@ -172,6 +182,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
             overrides["probes"] = False
         if dest is not None:
             overrides["dest_dir"] = str(dest)
+        if cpus is not None:
+            overrides["cpus"] = cpus
         spec = spec.with_overrides(**overrides)
         if parsed_params:
             spec = spec.with_params(parsed_params)
@@ -185,8 +197,10 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
                    f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
                    f"{spec.total_runs} runs on the {spec.registry} registry "
                    f"({spec.network_profile}{', TLS' if spec.tls else ''})", err=True)
+    check = _preflight_machine(wait_quiet_s, require_quiet)
     try:
-        result = run_experiment(spec, out, resume=resume_dir is not None, progress=progress)
+        result = run_experiment(spec, out, resume=resume_dir is not None, progress=progress,
+                                system_check=check)
     except ExperimentInterrupted as exc:
         click.echo(str(exc), err=True)
         raise SystemExit(130) from None
@@ -201,6 +215,36 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         path = render_report(result.directory)
         click.echo(f"\nreport: {path}")
     click.echo(f"results: {result.directory}")
+
+
+def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[str, Any]:
+    """The machine check before the first run (waiting with --wait-quiet); its record."""
+    from ..experiment._system import system_check, wait_quiet
+
+    record: dict[str, Any]
+    if wait_quiet_s is not None:
+        click.echo(f"waiting (at most {wait_quiet_s:.0f} s) for the machine to be quiet ...",
+                   err=True)
+        waited = wait_quiet(wait_quiet_s)
+        check = waited.last
+        record = {**check.to_dict(), "wait": {k: v for k, v in waited.to_dict().items()
+                                              if k != "last"}}
+        click.echo(f"{'quiet' if waited.quiet else 'still not quiet'} after "
+                   f"{waited.waited_s:.0f} s", err=True)
+    else:
+        check = system_check(0.5)
+        record = check.to_dict()
+    click.echo(check.summary(), err=True)
+    for problem in check.problems:
+        click.echo(f"  to fix: {problem}", err=True)
+    if require_quiet and not check.quiet:
+        from .._errors import BenchmarkError
+
+        raise BenchmarkError(
+            "--require-quiet: the machine is not quiet (" + "; ".join(check.problems[:2])
+            + "); fix that, or wait for it with --wait-quiet[=SECONDS], or drop --require-quiet"
+        )
+    return record
 
 
 @click.command("analyze")

@@ -63,9 +63,18 @@ def registry_group() -> None:
                    "push).")
 @click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True), default=None,
               help="CA bundle for --push into a TLS Distribution registry.")
+@click.option("--idle-timeout", "idle_timeout_s", type=click.FloatRange(0, min_open=True),
+              default=60.0, show_default=True, metavar="SECONDS",
+              help="Embedded: drop a connection when one read or write waits this long (idle "
+                   "keep-alive, stalled upload body, client not reading).")
+@click.option("--request-timeout", "request_timeout_s", type=click.FloatRange(0, min_open=True),
+              default=30.0, show_default=True, metavar="SECONDS",
+              help="Embedded: drop a connection whose request line and headers are not complete "
+                   "this long after their first byte (slowloris).")
 @handle_errors
 def serve(root: Path, port: int, host: str, kind: str, tls_cert: Path | None,
-          tls_key: Path | None, push_names: tuple[str, ...], ca_bundle: str | None) -> None:
+          tls_key: Path | None, push_names: tuple[str, ...], ca_bundle: str | None,
+          idle_timeout_s: float, request_timeout_s: float) -> None:
     """Serve a registry from ROOT until Ctrl-C."""
     import ssl
     import time
@@ -84,7 +93,8 @@ def serve(root: Path, port: int, host: str, kind: str, tls_cert: Path | None,
         if tls_cert is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(tls_cert, tls_key)
-        reg = EmbeddedRegistry(root, host=host, port=port, ssl_context=ctx)
+        reg = EmbeddedRegistry(root, host=host, port=port, ssl_context=ctx,
+                               idle_timeout_s=idle_timeout_s, request_timeout_s=request_timeout_s)
     else:
         reg = DistributionRegistry(root, port=port, tls_cert=tls_cert, tls_key=tls_key)
     try:

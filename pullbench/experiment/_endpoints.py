@@ -6,7 +6,10 @@ registry from the spec (:func:`default_registry_factory`: embedded, Distribution
 layers* (:func:`register_network_profile`, :func:`register_tls_layer`) wrap an endpoint, e.g. a
 shaping proxy in front of it (:func:`shaped_endpoint`, registered for every proxied profile), and
 say what the puller must connect to. What a layer wants recorded goes into ``Endpoint.details``
-(the proxy's pid travels to each worker from there).
+(the proxy's pid travels to each worker from there). ``details["pids"]`` maps roles to the
+processes that serve or pull for the experiment (``registry`` for Distribution; any other role,
+e.g. ``dockerd``, for an arm's daemons): the runner counts them in the measured set of the
+interference probes and pins them to CPUs (:mod:`pullbench.experiment._isolation`).
 """
 
 from __future__ import annotations
@@ -176,13 +179,19 @@ def default_registry_factory(spec: ExperimentSpec, work_dir: Path) -> Iterator[E
             yield Endpoint(
                 host=reg.host, url=reg.url, plain_http=reg.url.startswith("http://"),
                 kind=str(getattr(reg, "kind", spec.registry)),
-                version=str(getattr(reg, "version", "unknown")),
+                version=str(getattr(reg, "version", "unknown")), details=_pid_details(reg),
             )
         return
     url = spec.registry.rstrip("/")
     _check_reachable(url)
     host = url.split("://", 1)[1].split("/", 1)[0]
     yield Endpoint(host=host, url=url, plain_http=url.startswith("http://"), kind="external")
+
+
+def _pid_details(reg: Any) -> dict[str, Any]:
+    """``{"pids": {"registry": pid}}`` for a registry in its own process (Distribution)."""
+    pid = getattr(reg, "pid", None)
+    return {"pids": {"registry": pid}} if isinstance(pid, int) and pid > 0 else {}
 
 
 @contextlib.contextmanager
@@ -288,7 +297,8 @@ def remote_registry_factory(spec: Any, work_dir: Path) -> Iterator[Any]:
             host=reg.host, url=reg.url, plain_http=False, ca_bundle=str(material.ca_bundle),
             kind=str(getattr(reg, "kind", spec.registry)),
             version=str(getattr(reg, "version", "unknown")), tls=True,
-            details={"tls": {"ca_bundle": str(material.ca_bundle), "native": True}},
+            details={"tls": {"ca_bundle": str(material.ca_bundle), "native": True},
+                     **_pid_details(reg)},
         )
 
 

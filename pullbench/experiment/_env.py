@@ -116,6 +116,8 @@ def capture_environment(
     images: Sequence[Mapping[str, Any]] = (),
     dest_dir: str | Path | None = None,
     extra: Mapping[str, Any] | None = None,
+    preflight: Mapping[str, Any] | None = None,
+    cpu_isolation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Describe the machine, software and experiment set-up as a JSON-able dict.
 
@@ -131,12 +133,18 @@ def capture_environment(
         Where content stores are written; its filesystem type is recorded.
     extra : Mapping, optional
         Anything else to record (e.g. ``notes``).
+    preflight : Mapping, optional
+        The machine check before the experiment (``SystemCheck.to_dict()``; with
+        ``--wait-quiet`` the wait's record, whose ``last`` is the check).
+    cpu_isolation : Mapping, optional
+        The CPU plan of the roles (puller, registry, proxy, daemons), what was pinned, and the
+        nice levels.
 
     Returns
     -------
     dict
         Keys: schema_version, captured_at, host, python, packages, pullbench, destination,
-        registry, images, network_profile, spec, seed, extra.
+        registry, images, network_profile, spec, seed, preflight, cpu_isolation, extra.
     """
     from .._version import __version__
 
@@ -178,6 +186,8 @@ def capture_environment(
                                                 (spec or {}).get("network_profile")),
         "spec": dict(spec) if spec else None,
         "seed": (spec or {}).get("seed"),
+        "preflight": dict(preflight) if preflight else None,
+        "cpu_isolation": dict(cpu_isolation) if cpu_isolation else None,
         "extra": dict(extra) if extra else {},
     }
     return env

@@ -30,7 +30,8 @@ from ._analysis import (
 from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["format_analysis", "format_diagnostics", "format_verdict_table", "render_report"]
+__all__ = ["PLOT_ERROR_CLASS", "format_analysis", "format_diagnostics", "format_verdict_table",
+           "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,35 +234,43 @@ def _figure_to_img(fig: Any, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+#: CSS class of the note that replaces a plot that failed (tests look for it).
+PLOT_ERROR_CLASS = "plot-error"
+
+
+def _plot_error(name: str, exc: BaseException) -> str:
+    """A visible note in place of a plot that failed (and an error in the log)."""
+    logger.error("report plot %s failed: %s: %s", name, type(exc).__name__, exc)
+    return (f'<p class="{PLOT_ERROR_CLASS}"><b>plot {html.escape(name)} failed:</b> '
+            f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
+
+
 def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
+    """The report's plots of one image as ``<img>`` tags; a plot that fails becomes a visible
+    note (class :data:`PLOT_ERROR_CLASS`) naming the plot and the error, never a silent gap."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    try:
-        from .. import plots
-    except ImportError as exc:  # pragma: no cover - plots ship with pullbench
-        logger.warning("no plots in the report: %s", exc)
-        return [f"<p>plots unavailable: {html.escape(str(exc))}</p>"]
+    from .. import plots
 
     sub = df[df["image"] == image]
+    draw: list[tuple[str, Any]] = [
+        (f"per-arm distribution of {metric}",
+         lambda metric=metric: plots.plot_arm_distributions(
+             sub, verdict_table(analysis, image, metric), metric=metric,
+             baseline=analysis.baseline))
+        for metric in analysis.images[image].metrics
+    ]
+    draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
+             for name, func in (("write sizes", plots.plot_write_size_histograms),
+                                ("throughput vs buffer sizes", plots.plot_throughput_vs_sizes),
+                                ("speed vs memory", plots.plot_speed_vs_memory))]
     blocks = []
-    for metric in analysis.images[image].metrics:
+    for name, make in draw:
         try:
-            table = verdict_table(analysis, image, metric)
-            blocks.append(_figure_to_img(
-                plots.plot_arm_distributions(sub, table, metric=metric,
-                                             baseline=analysis.baseline),
-                f"per-arm distribution of {metric}"))
-        except Exception as exc:
-            logger.warning("plot of %s failed: %s", metric, exc)
-    for name, func in (("write sizes", "plot_write_size_histograms"),
-                       ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
-                       ("speed vs memory", "plot_speed_vs_memory")):
-        try:
-            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis.baseline),
-                                         name))
-        except Exception as exc:
-            logger.warning("plot %s failed: %s", name, exc)
+            blocks.append(_figure_to_img(make(), name))
+        except Exception as exc:  # the report still renders, with the failure in plain sight
+            blocks.append(_plot_error(name, exc))
     return blocks
 
 
@@ -318,6 +327,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table.verdicts{border-collapse:collapse;font-size:90%}"
         "table.verdicts td,table.verdicts th{padding:3px 8px;border-bottom:1px solid #ddd}"
+        ".plot-error{color:#a00;border:1px solid #a00;padding:.5em}"
         "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
         "</head><body>",
         f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",

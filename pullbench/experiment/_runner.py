@@ -49,6 +49,8 @@ from ._endpoints import (
     process_cpu_s,
     remote_registry_factory,
 )
+from ._interference import InterferenceProbe
+from ._isolation import apply_plan, endpoint_pids, format_cpu_list, nice_of, plan_cpus, thread_ids
 from ._results import (
     ENVIRONMENT_JSON,
     RESULTS_SCHEMA_VERSION,
@@ -69,6 +71,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_PULL_FUNCTION = "pullbench.puller._pipeline:pull"
+#: Window of the machine check the runner makes itself when none is given, seconds.
+PREFLIGHT_WINDOW_S = 0.25
 #: A single run taking longer than this is stopped and recorded as an error.
 DEFAULT_RUN_TIMEOUT_S = 900.0
 _DISK_HEADROOM = 1.10
@@ -309,14 +313,33 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
         kwargs["ca_bundle"] = task["ca_bundle"]
     dest = Path(task["dest"])
     proxy_pid = task.get("proxy_pid")
-    proxy_before = process_cpu_s(proxy_pid) if proxy_pid else 0.0
-    cpu_before = os.times()
-    started = time.perf_counter()
-    result = pull(task["reference"], strategy, dest, **kwargs)
-    pull_wall_s = time.perf_counter() - started
-    cpu_after = os.times()
+    puller_cpus = task.get("puller_cpus")
+    saved_affinity = _pin_self(puller_cpus)
+    # the CPUs this thread really has (read back, not the plan)
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    probe = InterferenceProbe(task.get("measured_pids"), puller_cpus=puller_cpus,
+                              exclusive_puller_cpus=bool(task.get("exclusive_puller")))
+    try:
+        proxy_before = process_cpu_s(proxy_pid) if proxy_pid else 0.0
+        probe.start()
+        cpu_before = os.times()
+        started = time.perf_counter()
+        try:
+            result = pull(task["reference"], strategy, dest, **kwargs)
+        except BaseException:
+            probe.cancel()
+            raise
+        pull_wall_s = time.perf_counter() - started
+        cpu_after = os.times()
+        interference = probe.stop()
+    finally:
+        if saved_affinity is not None and task.get("restore_affinity"):
+            os.sched_setaffinity(0, saved_affinity)
     row = result.to_row() if hasattr(result, "to_row") else dict(result)
     row["pull_wall_s"] = pull_wall_s
+    row.update(interference)
+    row["puller_cpus"] = format_cpu_list(affinity) if affinity is not None else None
+    row["puller_nice"] = nice_of()
     if proxy_pid:  # the shaping proxy's CPU during this pull (its pid is in Endpoint.details)
         row["proxy_cpu_s"] = process_cpu_s(proxy_pid) - proxy_before
     # CPU of the whole process around the pull, independent of the puller's probes (in a worker
@@ -325,6 +348,15 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     row["worker_cpu_sys_s"] = cpu_after.system - cpu_before.system
     row["worker_pid"] = os.getpid()
     return row
+
+
+def _pin_self(cpus: Any) -> set[int] | None:
+    """Pin the calling thread (threads it starts inherit it) to ``cpus``; return the old set."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    return old
 
 
 def _worker_main(conn: Any, task: dict[str, Any]) -> None:
@@ -465,6 +497,15 @@ class ExperimentResult:
         return self.completed_runs >= self.planned_runs
 
 
+def _check_record(check: Any) -> dict[str, Any] | None:
+    """A SystemCheck (or QuietWait, or mapping) as the ``preflight`` record; None stays None."""
+    if check is None:
+        return None
+    if hasattr(check, "to_dict"):
+        return dict(check.to_dict())
+    return dict(check)
+
+
 def _default_wiring(spec: ExperimentSpec, factory: RegistryFactory | None,
                     pull_function: str | None) -> tuple[RegistryFactory, str]:
     """Pick the registry factory (native TLS when ``spec.tls``) and the pull function."""
@@ -531,6 +572,7 @@ def run_experiment(
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
     notes: Mapping[str, Any] | None = None,
     max_runs: int | None = None,
+    system_check: Any = None,
 ) -> ExperimentResult:
     """Run (or continue) an experiment and write its results folder.
 
@@ -562,6 +604,17 @@ def run_experiment(
         Recorded under ``extra`` in ``environment.json``.
     max_runs : int, optional
         Stop after this many new runs (the rest can be resumed).
+    system_check : SystemCheck or Mapping, optional
+        The preflight check of the machine (``pullbench bench`` makes one before announcing the
+        experiment), recorded in ``environment.json`` under ``preflight``. None: a short check
+        (:data:`PREFLIGHT_WINDOW_S`) is made here, before the registry starts.
+
+    Every row also carries the interference columns of
+    :mod:`pullbench.experiment._interference` (CPU used by other processes during the pull,
+    run queue, steal, CPU frequency, involuntary context switches), and the puller, registry,
+    proxy and daemons are pinned to CPUs as ``spec.cpus`` says
+    (:mod:`pullbench.experiment._isolation`); the plan and nice levels go to
+    ``environment.json`` under ``cpu_isolation``.
 
     Returns
     -------
@@ -601,7 +654,8 @@ def run_experiment(
         return _run_prepared(spec, store, resume=resume, progress=progress,
                              factory=registry_factory, pull_function=pull_function,
                              image_cache_dir=image_cache_dir, run_timeout_s=run_timeout_s,
-                             notes=notes, max_runs=max_runs)
+                             notes=notes, max_runs=max_runs,
+                             preflight_check=_check_record(system_check))
     except BaseException:
         # nothing half-written: a folder this call created and never wrote a row to goes away
         if created_here and not store.rows_path.exists():
@@ -612,12 +666,14 @@ def run_experiment(
 def _run_prepared(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, progress: bool,
                   factory: RegistryFactory, pull_function: str,
                   image_cache_dir: str | Path | None, run_timeout_s: float,
-                  notes: Mapping[str, Any] | None, max_runs: int | None) -> ExperimentResult:
+                  notes: Mapping[str, Any] | None, max_runs: int | None,
+                  preflight_check: dict[str, Any] | None) -> ExperimentResult:
     store.create()
     with _exclusive(store):
         return _run_locked(spec, store, resume=resume, progress=progress, factory=factory,
                            pull_function=pull_function, image_cache_dir=image_cache_dir,
-                           run_timeout_s=run_timeout_s, notes=notes, max_runs=max_runs)
+                           run_timeout_s=run_timeout_s, notes=notes, max_runs=max_runs,
+                           preflight_check=preflight_check)
 
 
 @contextlib.contextmanager
@@ -642,7 +698,8 @@ def _exclusive(store: ResultsStore) -> Iterator[None]:
 def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, progress: bool,
                 factory: RegistryFactory, pull_function: str,
                 image_cache_dir: str | Path | None, run_timeout_s: float,
-                notes: Mapping[str, Any] | None, max_runs: int | None) -> ExperimentResult:
+                notes: Mapping[str, Any] | None, max_runs: int | None,
+                preflight_check: dict[str, Any] | None) -> ExperimentResult:
     store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
     _check_writable(store_root, "destination folder")
     rows = store.read_rows(repair=True)
@@ -662,6 +719,11 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
     starts_registry = spec.registry in ("embedded", "distribution")
     _check_disk(store_root, _approx_sizes(spec),
                 Path(tempfile.gettempdir()) if starts_registry else None, exact=False)
+    cpu_plan = plan_cpus(spec.cpus)
+    if preflight_check is None:
+        from ._system import system_check
+
+        preflight_check = system_check(PREFLIGHT_WINDOW_S).to_dict()
     work_dir = Path(tempfile.mkdtemp(prefix="pullbench-registry-"))
     ok = sum(1 for r in rows if r.get("status") == "ok")
     err = len(rows) - ok
@@ -669,7 +731,20 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
     interrupted = False
     stopped: BaseException | None = None  # a daemon of an external arm died for good
     try:
+        threads_before = thread_ids()
         with _endpoint_for(spec, factory, work_dir) as endpoint, contextlib.ExitStack() as arms:
+            server_threads = thread_ids() - threads_before  # an in-process registry's
+            pids = endpoint_pids(endpoint.details, registry_in_process=bool(server_threads))
+            isolation = {"cpus": cpu_plan.to_dict(), "describe": cpu_plan.describe(),
+                         "applied": apply_plan(cpu_plan, pids, server_threads),
+                         "puller_nice": nice_of()}
+            logger.info("CPU affinity: %s", cpu_plan.describe())
+            run_context = {
+                "measured_pids": {r: p for r, p in pids.items()},
+                "puller_cpus": list(cpu_plan.puller) if cpu_plan.puller else None,
+                "exclusive_puller": cpu_plan.exclusive_puller,
+                "restore_affinity": spec.isolation == "inprocess",
+            }
             images = _prepare_images(spec, endpoint,
                                      Path(image_cache_dir) if image_cache_dir else None)
             from ._arms import describe_external, external_arms
@@ -690,6 +765,7 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                            "pull_function": pull_function,
                            **({"external_arms": describe_external(external)} if external else {}),
                            **(notes or {})},
+                    preflight=preflight_check, cpu_isolation=isolation,
                 ))
             else:
                 _record_resume(store, endpoint, images)
@@ -700,7 +776,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                         break
                     bar.set_postfix_str(f"block {planned.block} {planned.arm}", refresh=False)
                     row = _one_run(spec, planned, by_name[planned.image], endpoint, store_root,
-                                   cache_state, pull_function, run_timeout_s, external)
+                                   cache_state, pull_function, run_timeout_s, run_context,
+                                   external)
                     store.append(row)
                     new += 1
                     if row["status"] == "ok":
@@ -786,7 +863,8 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoint: Endpoint,
              store_root: Path, cache_state: str, pull_function: str,
-             run_timeout_s: float, external: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             run_timeout_s: float, run_context: Mapping[str, Any],
+             external: Mapping[str, Any] | None = None) -> dict[str, Any]:
     arm = spec.arm(planned.arm)
     dest = store_root / f"run-{planned.run_index:05d}"
     if store_root.exists():  # the store is always emptied between runs (also after a crash)
@@ -815,6 +893,7 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "isolation": spec.isolation,
         "concurrency": spec.concurrency,
         "probes": spec.probes,
+        "cpus": spec.cpus,
         "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "status": "ok",
         "error": None,
@@ -841,6 +920,7 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "dest": str(dest), "concurrency": spec.concurrency, "plain_http": endpoint.plain_http,
         "ca_bundle": endpoint.ca_bundle, "probes": spec.probes,
         "proxy_pid": endpoint.details.get("network", {}).get("proxy_pid"),
+        **run_context,
     }
     try:
         if spec.cache_policy == "drop":

@@ -308,6 +308,10 @@ class ExperimentSpec:
         (emptied after every run). None: ``<results>/store``.
     metrics : tuple of str
         Columns analysed for verdicts.
+    cpus : str
+        CPU affinity of the puller worker, the registry, the proxy and daemons: ``auto``
+        (default: on two or more CPUs the servers get the lower half, the puller the rest),
+        ``off``, or ``puller=1,registry=0`` (see :mod:`pullbench.experiment._isolation`).
     """
 
     name: str = "bench"
@@ -328,6 +332,7 @@ class ExperimentSpec:
     probes: bool = True
     dest_dir: str | None = None
     metrics: tuple[str, ...] = ("duration_s", "cpu_ns_per_byte")
+    cpus: str = "auto"
 
     def __post_init__(self) -> None:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", self.name or ""):
@@ -384,6 +389,12 @@ class ExperimentSpec:
         object.__setattr__(self, "metrics", tuple(self.metrics))
         if not self.network_profile or not isinstance(self.network_profile, str):
             raise BenchmarkError("network_profile must be a non-empty name")
+        if not isinstance(self.cpus, str):
+            raise BenchmarkError(f"cpus must be a string such as 'auto', 'off' or "
+                                 f"'puller=1,registry=0', got {self.cpus!r}")
+        from ._isolation import parse_cpu_setting
+
+        parse_cpu_setting(self.cpus)  # the syntax; the CPUs themselves are checked at run time
 
     # -- derived --------------------------------------------------------------------------------
     @property

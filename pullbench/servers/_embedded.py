@@ -485,7 +485,10 @@ class _Handler(TLSHandler):
     def send_response(self, code: int, message: str | None = None) -> None:
         self._settle_body()
         super().send_response(code, message)
-        if getattr(self, "_must_close", False):
+        # A connection this answer ends (unread body, a 416 chunk, HTTP/1.0 ...) says so: a
+        # client that is not told may reuse it for its next request and meet EOF, which Go's
+        # client does not retry for a POST (seen with the OCI conformance suite under load).
+        if getattr(self, "_must_close", False) or self.close_connection:
             self.send_header("Connection", "close")
 
     def _send_json(self, method: str, status: int, obj: Any,
@@ -1184,11 +1187,23 @@ class EmbeddedRegistry(ThreadedService):
         How blob bodies leave: ``"copy"`` (default) reads 256 KiB pieces and sends them, the
         fastest for the client over loopback; ``"sendfile"`` uses ``sendfile(2)`` on plain
         TCP (less server CPU, more client CPU; see ``benchmarks/bench_registry_serving.py``).
+    idle_timeout_s : float
+        Longest wait of any one read or write on a connection, seconds (default 60): a
+        keep-alive connection idle between requests, an upload body that stops arriving, a
+        client that stops reading a blob. Past it the connection is dropped (and an unfinished
+        upload discarded). Each connection has its own thread, so a stalled client never
+        delays the others; this bounds how long it holds its thread.
+    request_timeout_s : float
+        A request's line and headers must be complete within this many seconds of their first
+        byte (default 30): a client trickling its head (slowloris) is dropped then, however
+        often it sends a byte. A body is bounded per read by ``idle_timeout_s``. Go's
+        ``http.Server`` has the same pair (``IdleTimeout``, ``ReadHeaderTimeout``).
 
     Raises
     ------
     ServerError
-        ``blob_send`` is neither ``"copy"`` nor ``"sendfile"``.
+        ``blob_send`` is neither ``"copy"`` nor ``"sendfile"``; a timeout is not a positive
+        number.
 
     Examples
     --------
@@ -1204,11 +1219,17 @@ class EmbeddedRegistry(ThreadedService):
                  misbehavior: Misbehavior | None = None,
                  authorizer: Authorizer | None = None,
                  blob_redirect: BlobRedirect | None = None,
-                 blob_send: str = "copy") -> None:
+                 blob_send: str = "copy", idle_timeout_s: float = 60.0,
+                 request_timeout_s: float = 30.0) -> None:
         from .._version import __version__
 
         if blob_send not in ("copy", "sendfile"):
             raise ServerError(f"blob_send must be 'copy' or 'sendfile', not {blob_send!r}")
+        for label, value in (("idle_timeout_s", idle_timeout_s),
+                             ("request_timeout_s", request_timeout_s)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0 < value < float("inf"):
+                raise ServerError(f"{label} must be a positive number of seconds, not {value!r}")
 
         self.version = __version__
         self._owns_root = root is None
@@ -1220,6 +1241,8 @@ class EmbeddedRegistry(ThreadedService):
         self.authorizer = authorizer
         self.blob_redirect = blob_redirect
         self.blob_send = blob_send
+        self.idle_timeout_s = float(idle_timeout_s)
+        self.request_timeout_s = float(request_timeout_s)
         self._storage = _Storage(self.root)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -1242,6 +1265,8 @@ class EmbeddedRegistry(ThreadedService):
                               hint="; choose another --port (0 picks a free one)")
         server.registry = self
         server.ssl_context = self.ssl_context
+        server.idle_timeout_s = self.idle_timeout_s
+        server.request_timeout_s = self.request_timeout_s
         self._serve(server, f"pullbench-registry:{server.server_address[1]}")
         logger.info("embedded registry serving %s from %s", self.url, self.root)
         return self

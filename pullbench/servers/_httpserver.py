@@ -9,10 +9,12 @@ lifecycle, so each server only adds what is its own (storage, signing keys, coun
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self, TypeVar
@@ -28,12 +30,53 @@ _S = TypeVar("_S", bound="ThreadedHTTPServer")
 class ThreadedHTTPServer(ThreadingHTTPServer):
     """A ``ThreadingHTTPServer`` with daemon connection threads and an optional TLS context.
 
-    ``ssl_context`` (set after construction) is applied by :class:`TLSHandler` per connection.
+    ``ssl_context`` (set after construction) is applied by :class:`TLSHandler` per connection;
+    so are ``idle_timeout_s`` and ``request_timeout_s`` when set (None: the handler's own
+    ``timeout`` only, per socket operation).
     """
 
     daemon_threads = True
     allow_reuse_address = True
     ssl_context: ssl.SSLContext | None = None
+    idle_timeout_s: float | None = None
+    request_timeout_s: float | None = None
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's raw reader: each ``recv`` waits at most the idle timeout and, while a
+    request head (request line and headers) is being read, no longer than its deadline.
+
+    The deadline starts with the head's first byte, so a keep-alive connection may idle between
+    requests for the idle timeout, but a client trickling a head byte by byte (slowloris) is
+    cut when the deadline passes. A timeout raises ``TimeoutError``; ``http.server`` then drops
+    the connection.
+    """
+
+    def __init__(self, handler: TLSHandler) -> None:
+        super().__init__()
+        self._h = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        h = self._h
+        sock = h.connection
+        if h._head_pending:
+            idle = h.idle_timeout()
+            timeout = idle
+            if h._head_deadline is not None:
+                remaining = h._head_deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"request head not complete within "
+                                       f"{h.server.request_timeout_s} s of its first byte")
+                timeout = remaining if idle is None else min(idle, remaining)
+            sock.settimeout(timeout)
+            n = int(sock.recv_into(buffer))
+            if n and h._head_deadline is None and h.server.request_timeout_s is not None:
+                h._head_deadline = time.monotonic() + h.server.request_timeout_s
+            return n
+        return int(sock.recv_into(buffer))
 
 
 class TLSHandler(BaseHTTPRequestHandler):
@@ -43,6 +86,8 @@ class TLSHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     #: Socket timeout during the TLS handshake, seconds (None: leave the socket as it is).
     handshake_timeout_s: ClassVar[float | None] = None
+    _head_pending = False
+    _head_deadline: float | None = None
 
     def setup(self) -> None:
         # Answers leave as a header write and a body write: with Nagle's algorithm the body waits
@@ -57,6 +102,29 @@ class TLSHandler(BaseHTTPRequestHandler):
                 self.request.settimeout(self.handshake_timeout_s)
             self.request = ctx.wrap_socket(self.request, server_side=True)
         super().setup()
+        if self.server.idle_timeout_s is not None or self.server.request_timeout_s is not None:
+            self.connection.settimeout(self.idle_timeout())
+            self.rfile = io.BufferedReader(_DeadlineReader(self))
+
+    def idle_timeout(self) -> float | None:
+        """Longest wait of one socket read or write, seconds: the server's ``idle_timeout_s``,
+        else the handler's ``timeout``."""
+        idle = self.server.idle_timeout_s
+        return idle if idle is not None else self.timeout
+
+    def handle_one_request(self) -> None:
+        self._head_pending, self._head_deadline = True, None
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()  # reads the headers
+        finally:
+            if self._head_pending:
+                self._head_pending, self._head_deadline = False, None
+                if self.server.idle_timeout_s is not None or \
+                        self.server.request_timeout_s is not None:
+                    self.connection.settimeout(self.idle_timeout())
 
 
 class QuietTLSHandler(TLSHandler):

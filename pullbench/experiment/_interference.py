@@ -1,0 +1,471 @@
+"""Interference probes: how much the rest of the machine competed with a run while it ran.
+
+An :class:`InterferenceProbe` wraps one pull (in the worker process, around the pull call only)
+and adds these columns to its row:
+
+``other_cpu_s``
+    CPU time (user + nice + system, summed over all CPUs) that processes *outside the measured
+    set* consumed during the pull, seconds. The measured set is this process (the puller worker)
+    and the processes named in ``measured_pids`` (the registry, the shaping proxy, daemons of
+    real-puller arms). Computed as the machine's busy time from ``/proc/stat`` minus the measured
+    processes' own ``utime + stime`` (``getrusage(RUSAGE_SELF)`` for this process,
+    ``/proc/<pid>/stat`` for the others; both include threads that exited during the pull). Both
+    sides are tick-based, so the value carries about ±2 clock ticks (±20 ms at ``USER_HZ`` 100) of
+    noise per reading and can come out slightly negative on a quiet machine.
+``other_cpu_cores``
+    ``other_cpu_s`` divided by the pull's wall time: how many cores' worth of foreign work ran
+    alongside the pull (a CPU burner pinned to one core gives about 1.0).
+``other_cpu_puller_cpus_s``
+    The part of ``other_cpu_s`` that ran on the CPUs the puller was pinned to (busy time of those
+    CPUs minus this process's CPU); None when the puller was not pinned to CPUs of its own.
+``measured_cpu_s``
+    CPU time of the measured set during the pull.
+``irq_cpu_s``
+    Hard and soft interrupt time over all CPUs. Not attributed to anyone: the pull's own loopback
+    traffic is processed in softirq context, so it is reported apart from ``other_cpu_s``.
+``steal_cpu_s``
+    Time the hypervisor ran something else while this machine's CPUs wanted to run (``steal`` in
+    ``/proc/stat``), over all CPUs.
+``interference_cores``
+    ``(other_cpu_s + steal_cpu_s) / wall``: the one number used to flag disturbed runs.
+``procs_running_mean``, ``procs_running_max``, ``procs_running_samples``
+    Runnable tasks on the machine, sampled every ``interval_s`` (50 ms) by a thread of the
+    worker from the fourth field of ``/proc/loadavg`` -- the kernel's ``nr_running()``, the same
+    counter as ``procs_running`` in ``/proc/stat`` (torvalds/linux:fs/proc/loadavg.c,
+    fs/proc/stat.c), read from the smaller file. The count includes the sampler itself and the
+    puller's own running threads.
+``cpu_pressure_some``
+    Share of the pull's wall time during which some task on the machine waited for a CPU
+    (PSI, ``/proc/pressure/cpu`` ``some total``; Documentation/accounting/psi.rst); None without
+    PSI. The puller's own threads count too.
+``cpu_mhz``
+    Mean of ``scaling_cur_freq`` over the puller's CPUs at the start and end of the pull, where
+    ``/sys/devices/system/cpu/cpu*/cpufreq`` exists (None on machines, often VMs, without it).
+``worker_nivcsw``
+    Involuntary context switches of the puller worker during the pull (``getrusage``: all its
+    threads, exited ones included): how often the scheduler took the CPU away from it.
+``servers_nivcsw``
+    The same for the other measured processes, summed over their live threads
+    (``nonvoluntary_ctxt_switches`` in ``/proc/<pid>/task/<tid>/status``); threads that exited
+    during the pull are not counted.
+``worker_run_delay_s``, ``worker_wait_share``
+    Time the puller worker's threads were runnable but waited for a CPU during the pull
+    (``run_delay`` from ``/proc/self/task/<tid>/schedstat``, read by the sampler; a thread that
+    exits between two samples loses at most one interval), and that wait as a share of the
+    threads' runnable time (wait / (wait + on-CPU)). Includes waits for the puller's own threads
+    when they outnumber its CPUs.
+``probe_overhead_s``
+    Wall time the probe itself spent reading counters at the start and the end (not the sampler).
+
+Everything here reads ``/proc`` and ``/sys`` only; a counter the kernel does not offer gives None.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "INTERFERENCE_COLUMNS",
+    "CpuTicks",
+    "InterferenceProbe",
+    "cpu_freq_mhz",
+    "process_cpu_s",
+    "process_nivcsw",
+    "read_cpu_ticks",
+    "read_procs_running",
+]
+
+#: Columns an :class:`InterferenceProbe` adds to a row.
+INTERFERENCE_COLUMNS = (
+    "other_cpu_s", "other_cpu_cores", "other_cpu_puller_cpus_s", "measured_cpu_s", "irq_cpu_s",
+    "steal_cpu_s", "interference_cores", "procs_running_mean", "procs_running_max",
+    "procs_running_samples", "cpu_pressure_some", "cpu_mhz", "worker_nivcsw", "servers_nivcsw",
+    "worker_run_delay_s", "worker_wait_share", "probe_overhead_s",
+)
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: Default period of the run-queue sampler, seconds.
+SAMPLE_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class CpuTicks:
+    """One reading of ``/proc/stat``'s CPU lines, in clock ticks (``USER_HZ``).
+
+    Attributes
+    ----------
+    busy : int
+        user + nice + system over all CPUs (guest time is already inside user).
+    irq : int
+        irq + softirq over all CPUs.
+    steal : int
+        steal over all CPUs.
+    per_cpu_busy : dict of int to int
+        user + nice + system of each CPU.
+    """
+
+    busy: int
+    irq: int
+    steal: int
+    per_cpu_busy: dict[int, int]
+
+
+def read_cpu_ticks(path: str = "/proc/stat") -> CpuTicks:
+    """Read the machine's CPU time counters from ``/proc/stat`` (proc(5)).
+
+    Returns
+    -------
+    CpuTicks
+
+    Raises
+    ------
+    OSError
+        ``/proc/stat`` cannot be read (not Linux).
+    """
+    busy = irq = steal = 0
+    per_cpu: dict[int, int] = {}
+    with Path(path).open("rb") as fh:
+        for raw in fh:
+            if not raw.startswith(b"cpu"):
+                break  # the cpu lines come first
+            parts = raw.split()
+            values = [int(v) for v in parts[1:9]] + [0] * max(0, 9 - len(parts))
+            user, nice, system, _idle, _iowait, hard, soft, stolen = values[:8]
+            if parts[0] == b"cpu":
+                busy, irq, steal = user + nice + system, hard + soft, stolen
+            else:
+                per_cpu[int(parts[0][3:])] = user + nice + system
+    return CpuTicks(busy=busy, irq=irq, steal=steal, per_cpu_busy=per_cpu)
+
+
+def read_procs_running(fd: int | None = None) -> int | None:
+    """Runnable tasks on the machine now (``/proc/loadavg`` field 4, before the slash).
+
+    Parameters
+    ----------
+    fd : int, optional
+        An open descriptor of ``/proc/loadavg`` (re-read with ``pread`` at offset 0, so a sampler
+        opens the file once).
+
+    Returns
+    -------
+    int or None
+        None when ``/proc/loadavg`` is unavailable.
+    """
+    try:
+        if fd is None:
+            data = Path("/proc/loadavg").read_bytes()
+        else:
+            data = os.pread(fd, 128, 0)
+        return int(data.split()[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _read_bytes(path: str) -> bytes:
+    """One read of a small /proc file (cheaper than pathlib's open/read/close)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _stat_fields(pid: int) -> list[bytes]:
+    raw = _read_bytes(f"/proc/{pid}/stat")
+    return raw[raw.rindex(b")") + 2:].split()
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """utime + stime of process ``pid`` (all its threads, exited ones included), seconds.
+
+    Returns None when the process does not exist (any more).
+    """
+    try:
+        fields = _stat_fields(pid)
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_nivcsw(pid: int) -> int | None:
+    """Involuntary context switches of the live threads of process ``pid``; None if it is gone."""
+    total = 0
+    try:
+        tids = [entry.name for entry in os.scandir(f"/proc/{pid}/task")]
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            text = _read_bytes(f"/proc/{pid}/task/{tid}/status")
+        except OSError:
+            continue  # the thread exited meanwhile
+        at = text.find(b"nonvoluntary_ctxt_switches:")
+        if at >= 0:
+            total += int(text[at:].split(b"\n", 1)[0].split()[1])
+    return total
+
+
+def cpu_freq_mhz(cpus: Iterable[int]) -> float | None:
+    """Mean current frequency of ``cpus`` from ``/sys/.../cpufreq/scaling_cur_freq``, MHz.
+
+    Returns None when the kernel exposes no cpufreq for any of them (common in VMs).
+    """
+    values = []
+    for cpu in cpus:
+        try:
+            khz = Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq").read_text()
+            values.append(int(khz) / 1000.0)
+        except (OSError, ValueError):
+            continue
+    return sum(values) / len(values) if values else None
+
+
+def read_schedstat(tid: int | str, pid: int | str = "self") -> tuple[int, int] | None:
+    """``(on-CPU ns, run-queue wait ns)`` of one thread from ``/proc/<pid>/task/<tid>/schedstat``.
+
+    The second value is the time the thread was runnable but waited for a CPU (the kernel's
+    ``run_delay``, Documentation/scheduler/sched-stats.rst). None when unavailable.
+    """
+    try:
+        parts = _read_bytes(f"/proc/{pid}/task/{tid}/schedstat").split()
+        return int(parts[0]), int(parts[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def read_cpu_pressure_us() -> int | None:
+    """Total time (µs) some task waited for a CPU, machine-wide (``/proc/pressure/cpu``, PSI)."""
+    try:
+        first = _read_bytes("/proc/pressure/cpu").split(b"\n", 1)[0]
+        return int(first.rsplit(b"total=", 1)[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _Sampler(threading.Thread):
+    """Every ``interval_s`` until stopped: the run queue, and the run-queue wait of this
+    process's threads (a daemon thread; its own waits are not counted)."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__(name="pullbench-interference-sampler", daemon=True)
+        self.interval_s = interval_s
+        self.samples: list[int] = []
+        #: tid -> (on-CPU ns, wait ns) when first seen, and when last seen
+        self.first: dict[str, tuple[int, int]] = {}
+        self.last: dict[str, tuple[int, int]] = {}
+        self.started = threading.Event()
+        self._stop_event = threading.Event()
+
+    def sample_threads(self, *, initial: bool = False) -> None:
+        me = str(threading.get_native_id())
+        try:
+            tids = [entry.name for entry in os.scandir("/proc/self/task")]
+        except OSError:
+            return
+        for tid in tids:
+            if tid == me:
+                continue
+            value = read_schedstat(tid)
+            if value is None:
+                continue
+            if tid not in self.first:
+                # a thread born during the pull started from zero
+                self.first[tid] = value if initial else (0, 0)
+            self.last[tid] = value
+
+    def run(self) -> None:
+        try:
+            fd = os.open("/proc/loadavg", os.O_RDONLY)
+        except OSError:
+            self.started.set()
+            return
+        try:
+            self.sample_threads(initial=True)
+            self.started.set()
+            while True:
+                value = read_procs_running(fd)
+                if value is not None:
+                    self.samples.append(value)
+                if self._stop_event.wait(self.interval_s):
+                    return
+                self.sample_threads()
+        finally:
+            os.close(fd)
+
+    def stop(self) -> list[int]:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.sample_threads()
+        return list(self.samples)
+
+    def run_delay(self) -> tuple[float, float]:
+        """(wait s, on-CPU s) of this process's threads since the first sample."""
+        wait = sum(self.last[t][1] - self.first[t][1] for t in self.last)
+        oncpu = sum(self.last[t][0] - self.first[t][0] for t in self.last)
+        return wait / 1e9, oncpu / 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    wall: float
+    ticks: CpuTicks | None
+    pressure_us: int | None
+    self_cpu_s: float
+    self_nivcsw: int
+    others_cpu_s: dict[int, float | None]
+    others_nivcsw: dict[int, int | None]
+    mhz: float | None
+
+
+class InterferenceProbe:
+    """Measure the interference around one pull; :meth:`stop` returns the row columns.
+
+    Parameters
+    ----------
+    measured_pids : mapping of str to int, optional
+        Other processes of the measured set by role (``{"registry": 1234, "proxy": 1240}``);
+        the processes they started (when the probe starts) are measured too, except those of
+        ``harness`` (the runner, whose other children may be anyone's). This process is
+        always measured; a pid equal to this process's is ignored (an embedded registry serving
+        from the same process is already inside this process's counters).
+    puller_cpus : iterable of int, optional
+        CPUs the puller is pinned to; gives ``other_cpu_puller_cpus_s`` and the frequency's CPUs.
+    exclusive_puller_cpus : bool
+        True when no other measured process runs on ``puller_cpus`` (then the busy time of those
+        CPUs minus this process's CPU is foreign work); otherwise ``other_cpu_puller_cpus_s`` is
+        None.
+    interval_s : float
+        Period of the run-queue sampler; 0 disables it.
+
+    Examples
+    --------
+    >>> probe = InterferenceProbe({"registry": registry_pid}).start()   # doctest: +SKIP
+    >>> result = pull(...)                                               # doctest: +SKIP
+    >>> row.update(probe.stop())  # or probe.cancel() when the pull failed  # doctest: +SKIP
+    """
+
+    def __init__(self, measured_pids: Mapping[str, int] | None = None, *,
+                 puller_cpus: Iterable[int] | None = None, exclusive_puller_cpus: bool = False,
+                 interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        from ._isolation import descendants
+
+        me = os.getpid()
+        given = {role: int(pid) for role, pid in (measured_pids or {}).items() if pid}
+        harness = given.get("harness")
+        pids: dict[str, int] = {}
+        seen = {me}
+        for role, pid in given.items():
+            if pid not in seen:
+                pids[role] = pid
+                seen.add(pid)
+        for role, pid in list(pids.items()):
+            if pid == harness:
+                continue  # the runner's other children (a caller's processes) are not ours
+            for i, child in enumerate(sorted(descendants(pid) - seen)):
+                pids[f"{role}/child{i}"] = child  # e.g. dockerd's containerd
+                seen.add(child)
+        self.measured_pids = pids
+        self.puller_cpus = sorted(set(puller_cpus)) if puller_cpus is not None else None
+        self.exclusive_puller_cpus = exclusive_puller_cpus and bool(self.puller_cpus)
+        self.interval_s = interval_s
+        self._start: _Reading | None = None
+        self._sampler: _Sampler | None = None
+        self._overhead_s = 0.0
+
+    def _read(self) -> _Reading:
+        t0 = time.perf_counter()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        try:
+            ticks: CpuTicks | None = read_cpu_ticks()
+        except OSError:
+            ticks = None
+        pids = set(self.measured_pids.values())
+        reading = _Reading(
+            wall=time.perf_counter(), ticks=ticks, pressure_us=read_cpu_pressure_us(),
+            self_cpu_s=usage.ru_utime + usage.ru_stime, self_nivcsw=usage.ru_nivcsw,
+            others_cpu_s={pid: process_cpu_s(pid) for pid in pids},
+            others_nivcsw={pid: process_nivcsw(pid) for pid in pids},
+            mhz=cpu_freq_mhz(self.puller_cpus if self.puller_cpus is not None
+                             else sorted(os.sched_getaffinity(0))),
+        )
+        self._overhead_s += time.perf_counter() - t0
+        return reading
+
+    def start(self) -> InterferenceProbe:
+        """Take the first reading and start the sampler; return ``self``."""
+        if self.interval_s > 0:
+            self._sampler = _Sampler(self.interval_s)
+            self._sampler.start()
+            self._sampler.started.wait(5)
+        self._start = self._read()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        """Take the last reading, stop the sampler and return the columns (see the module)."""
+        if self._start is None:
+            raise RuntimeError("InterferenceProbe.stop() before start()")
+        end = self._read()
+        samples = self._sampler.stop() if self._sampler is not None else []
+        out = self._columns(self._start, end, samples)
+        if self._sampler is not None and self._sampler.last:
+            wait, oncpu = self._sampler.run_delay()
+            out["worker_run_delay_s"] = wait
+            out["worker_wait_share"] = wait / (wait + oncpu) if wait + oncpu > 0 else None
+        return out
+
+    def _columns(self, a: _Reading, b: _Reading, samples: list[int]) -> dict[str, Any]:
+        wall = max(b.wall - a.wall, 1e-9)
+        self_cpu = b.self_cpu_s - a.self_cpu_s
+        others = 0.0
+        for pid in self.measured_pids.values():
+            before, after = a.others_cpu_s.get(pid), b.others_cpu_s.get(pid)
+            if before is not None and after is not None:
+                others += after - before
+        measured = self_cpu + others
+        out: dict[str, Any] = dict.fromkeys(INTERFERENCE_COLUMNS)
+        out["measured_cpu_s"] = measured
+        if a.ticks is not None and b.ticks is not None:
+            busy = (b.ticks.busy - a.ticks.busy) / _CLK_TCK
+            other = busy - measured
+            steal = (b.ticks.steal - a.ticks.steal) / _CLK_TCK
+            out["other_cpu_s"] = other
+            out["other_cpu_cores"] = other / wall
+            out["irq_cpu_s"] = (b.ticks.irq - a.ticks.irq) / _CLK_TCK
+            out["steal_cpu_s"] = steal
+            out["interference_cores"] = (other + steal) / wall
+            if self.exclusive_puller_cpus and self.puller_cpus:
+                on_puller = sum(b.ticks.per_cpu_busy.get(c, 0) - a.ticks.per_cpu_busy.get(c, 0)
+                                for c in self.puller_cpus) / _CLK_TCK
+                out["other_cpu_puller_cpus_s"] = on_puller - self_cpu
+        if samples:
+            out["procs_running_mean"] = sum(samples) / len(samples)
+            out["procs_running_max"] = max(samples)
+        out["procs_running_samples"] = len(samples)
+        if a.pressure_us is not None and b.pressure_us is not None:
+            out["cpu_pressure_some"] = (b.pressure_us - a.pressure_us) / 1e6 / wall
+        mhz = [m for m in (a.mhz, b.mhz) if m is not None]
+        out["cpu_mhz"] = sum(mhz) / len(mhz) if mhz else None
+        out["worker_nivcsw"] = b.self_nivcsw - a.self_nivcsw
+        switches = [b.others_nivcsw.get(p) is not None and a.others_nivcsw.get(p) is not None
+                    for p in self.measured_pids.values()]
+        out["servers_nivcsw"] = (
+            sum(int(b.others_nivcsw[p] or 0) - int(a.others_nivcsw[p] or 0)
+                for p in self.measured_pids.values()
+                if a.others_nivcsw.get(p) is not None and b.others_nivcsw.get(p) is not None)
+            if any(switches) else None
+        )
+        out["probe_overhead_s"] = self._overhead_s
+        return out
+
+    def cancel(self) -> None:
+        """Stop the sampler without a reading (the pull failed)."""
+        if self._sampler is not None and self._sampler.is_alive():
+            self._sampler.stop()
