@@ -11,8 +11,9 @@ environment.json gets each arm's :meth:`~pullbench.arms.ExternalArm.describe`.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,22 +79,39 @@ def target_for(image: Any, endpoint: Endpoint) -> Any:
 
 
 def run_external(arm: ExternalArm, image: Any, endpoint: Endpoint, dest: Path,
-                 timeout_s: float) -> tuple[str, dict[str, Any]]:
+                 timeout_s: float, puller_cpus: Sequence[int] | None = None
+                 ) -> tuple[str, dict[str, Any]]:
     """One planned run of an external arm: ``(status, row columns)``.
 
-    The shaping proxy's CPU (``proxy_cpu_s``) is added when the endpoint has one, as for the
-    strategies.
+    With ``puller_cpus`` (the runner's CPU plan) the daemon tree and the client run on the
+    puller's CPUs, as a strategy's worker does: the daemon's threads are pinned before the
+    run (children it starts inherit that), and the client inherits it from the calling thread,
+    pinned for the run only. The shaping proxy's CPU (``proxy_cpu_s``) is added when the
+    endpoint has one, as for the strategies.
 
     Raises
     ------
     pullbench.arms.DaemonDied
         The arm's daemon died and could not be restarted: the experiment stops.
     """
+    from ._isolation import format_cpu_list, pin_process
+
     proxy_pid = endpoint.details.get("network", {}).get("proxy_pid")
-    before = _cpu_s(proxy_pid)
-    row = arm.run(target_for(image, endpoint), dest, timeout_s=timeout_s)
-    if proxy_pid:
-        row["proxy_cpu_s"] = _cpu_s(proxy_pid) - before
+    saved = None
+    if puller_cpus:
+        if arm.daemon is not None and arm.daemon.pid:
+            pin_process(arm.daemon.pid, puller_cpus)
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, set(puller_cpus))
+    try:
+        before = _cpu_s(proxy_pid)
+        row = arm.run(target_for(image, endpoint), dest, timeout_s=timeout_s)
+        if proxy_pid:
+            row["proxy_cpu_s"] = _cpu_s(proxy_pid) - before
+    finally:
+        if saved is not None:
+            os.sched_setaffinity(0, saved)
+    row["puller_cpus"] = format_cpu_list(puller_cpus) if puller_cpus else None
     return str(row["status"]), row
 
 

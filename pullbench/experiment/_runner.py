@@ -906,7 +906,7 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         try:
             started = time.perf_counter()
             status, payload = run_external(external[arm.name], image, endpoint, dest,
-                                           run_timeout_s)
+                                           run_timeout_s, run_context.get("puller_cpus"))
             base["harness_wall_s"] = time.perf_counter() - started
         finally:
             shutil.rmtree(dest, ignore_errors=True)
