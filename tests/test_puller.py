@@ -72,8 +72,13 @@ def test_multiarch_platform_choice(pushed_multiarch_image, tmp_path):
     )
     assert result.platform == "linux/arm64"
     index = json.loads((tmp_path / "s" / "index.json").read_text())
-    assert index["manifests"][0]["digest"] == pushed_multiarch_image.digest  # the index is the top
+    # index.json names what was pulled, so every blob it reaches is in the store (the index's
+    # other platforms are not); the index's own bytes are stored too
+    top = index["manifests"][0]
+    assert top["digest"] == result.manifest_digest
+    assert top["platform"] == {"architecture": "arm64", "os": "linux"}
     assert (tmp_path / "s" / "blobs" / "sha256" / result.manifest_digest[7:]).exists()
+    assert (tmp_path / "s" / "blobs" / "sha256" / pushed_multiarch_image.digest[7:]).exists()
 
 
 def test_unpack_seam_is_called_per_layer(pushed_image, tmp_path):
