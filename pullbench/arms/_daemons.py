@@ -235,8 +235,8 @@ class ManagedDaemon:
     def prepare_workdir(self, workdir: Path) -> None:
         """Write configuration files into a fresh ``workdir`` (before the first start)."""
 
-    def failure_hint(self) -> str:
-        """A hint appended to the start-failure message (what to change)."""
+    def failure_hint(self, log_tail: str) -> str:
+        """A hint appended to the start-failure message (what to change), given the log."""
         return ""
 
     def version_command(self) -> list[str]:
@@ -295,7 +295,7 @@ class ManagedDaemon:
                        else f"did not answer within {self.start_timeout_s:.0f} s")
                 self.close()
                 cause = _failure_lines(tail)
-                hint = self.failure_hint()
+                hint = self.failure_hint(tail)
                 raise DaemonError(
                     f"{self.kind} ({self.binary}) {how}"
                     + (f": {cause}" if cause else "") + (f" {hint}" if hint else "")
