@@ -14,8 +14,10 @@ from click.testing import CliRunner
 
 from pullbench._errors import BenchmarkError
 from pullbench.cli import main
+from pullbench.experiment._report import PLOT_ERROR_CLASS
 from pullbench.experiment._runner import run_experiment
 
+PLOT_ERROR = f'<p class="{PLOT_ERROR_CLASS}">'  # the note the report shows for a failed plot
 TINY = ["--image", "synthetic-small", "--arms", "go-iocopy,containerd-1m", "--no-progress"]
 
 
@@ -42,7 +44,9 @@ def test_bench_analyze_report(tmp_path):
     assert [r["arm"] for r in table] == ["containerd-1m"]
     assert table[0]["verdict"] in {"faster", "slower", "equivalent", "inconclusive"}
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html
+    assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
+    # 2 metrics -> 2 distributions, + write sizes, throughput vs sizes, speed vs memory
+    assert html.count("data:image/png;base64,") == 5
     assert "containerd-1m" in html
 
     result = runner.invoke(main, ["analyze", str(out), "--metric", "throughput_mb_s",
@@ -52,7 +56,9 @@ def test_bench_analyze_report(tmp_path):
     assert "±10%" in result.output
     result = runner.invoke(main, ["report", str(out), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") >= 3
+    html = (tmp_path / "r.html").read_text()
+    assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
+    assert html.count("data:image/png;base64,") == 4  # 1 metric (throughput_mb_s) + 3
 
 
 def test_bench_no_probes_skips_cpu_metrics_with_a_note(tmp_path):

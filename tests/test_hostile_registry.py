@@ -5,7 +5,16 @@ third host), never by patching the client."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,13 +22,19 @@ from click.testing import CliRunner
 
 from pullbench import (
     AuthenticationError,
+    DigestMismatch,
     ImageNotFound,
     ManifestError,
     RegistryClient,
     RegistryError,
+    RegistryUnavailable,
     ResponseTooLarge,
+    RetryPolicy,
+    SizeMismatch,
+    get_strategy,
     pull,
 )
+from pullbench.puller._transport import parse_retry_after
 from pullbench.servers import HostileHost, HostileReply, Misbehavior
 
 USER, PASSWORD = "alice", "correct horse battery staple"
@@ -207,3 +222,346 @@ def test_too_many_redirects_names_the_chain(fresh_pushed_image, tmp_path):
         with pytest.raises(RegistryError, match=r"too many redirects \(more than 10\)") as info:
             pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True)
     assert f"{a.url}/hop/9 → {a.url}/hop/10" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- 4 retries
+
+FAST = RetryPolicy(backoff_initial_s=0.01, backoff_max_s=0.05)
+
+
+def _stored_blobs_verify(dest: Path) -> int:
+    blobs = [p for p in (dest / "blobs" / "sha256").iterdir() if p.is_file()]
+    for path in blobs:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+    return len(blobs)
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_status_is_retried(fresh_pushed_image, tmp_path, status, caplog):
+    mis = Misbehavior(fail_status=status, fail_times=2, fail_plain_body=True, retry_after="")
+    fresh_pushed_image.registry.misbehavior = mis
+    with caplog.at_level(logging.WARNING, logger="pullbench"):
+        result = pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out",
+                      plain_http=True, retry=FAST)
+    assert mis.seen.failed == 2
+    assert result.retries == 2
+    assert result.backoff_s > 0
+    waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(waits) == 2, waits  # every wait is logged
+    assert f"answered {status}" in waits[0]
+    assert _stored_blobs_verify(tmp_path / "out") == 5  # manifest, config, 3 layers
+
+
+def test_retry_after_seconds_is_honoured(fresh_pushed_image, tmp_path, caplog):
+    mis = Misbehavior(fail_status=429, fail_times=1, retry_after="1", fail_on="manifests")
+    fresh_pushed_image.registry.misbehavior = mis
+    with caplog.at_level(logging.WARNING, logger="pullbench"):
+        result = pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out",
+                      plain_http=True, retry=FAST)
+    assert result.retries == 1
+    assert result.backoff_s == pytest.approx(1.0)  # what the registry asked, not the backoff
+    assert any("Retry-After: 1" in r.getMessage() for r in caplog.records)
+
+
+def test_retry_after_http_date_is_honoured(fresh_pushed_image, tmp_path, caplog):
+    when = email.utils.formatdate(time.time() + 3, usegmt=True)
+    mis = Misbehavior(fail_status=503, fail_times=1, retry_after=when, fail_on="manifests")
+    fresh_pushed_image.registry.misbehavior = mis
+    with caplog.at_level(logging.WARNING, logger="pullbench"):
+        result = pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out",
+                      plain_http=True, retry=FAST)
+    assert result.retries == 1
+    assert 1.0 < result.backoff_s <= 3.0  # until that date (1 s resolution), not the backoff
+    assert any(f"Retry-After: {when}" in r.getMessage() for r in caplog.records)
+
+
+def test_parse_retry_after_forms():
+    now = 1_700_000_000.0
+    assert parse_retry_after("7", now) == 7.0
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == 30.0
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+def test_long_retry_after_is_capped(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(fail_status=429, fail_times=1, retry_after="3600", fail_on="manifests")
+    fresh_pushed_image.registry.misbehavior = mis
+    result = pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+                  retry=RetryPolicy(retry_after_max_s=0.2))
+    assert result.backoff_s == pytest.approx(0.2)
+
+
+def test_retry_after_past_the_deadline_gives_up_at_once(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(fail_status=429, retry_after="60")
+    fresh_pushed_image.registry.misbehavior = mis
+    with pytest.raises(RegistryError, match=r"asked to wait 60 s \(Retry-After\), past the "
+                                            r"deadline"):
+        pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+             retry=RetryPolicy(deadline_s=5, retry_after_max_s=120))
+    assert mis.seen.failed == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_attempts_are_configurable(fresh_pushed_image, tmp_path, attempts):
+    mis = Misbehavior(fail_status=503, fail_plain_body=True)
+    fresh_pushed_image.registry.misbehavior = mis
+    with pytest.raises(RegistryUnavailable, match="answered 503") as info:
+        pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+             retry=RetryPolicy(attempts=attempts, backoff_initial_s=0.01, backoff_max_s=0.02))
+    assert mis.seen.failed == attempts
+    if attempts > 1:
+        assert f"{attempts} times" in str(info.value)
+
+
+def test_connection_closed_before_the_answer_is_retried(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(fail_status=500, fail_by_closing=True, fail_times=2, fail_on="blobs")
+    fresh_pushed_image.registry.misbehavior = mis
+    result = pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+                  retry=FAST)
+    assert mis.seen.failed == 2
+    assert result.retries == 2
+
+
+# ----------------------------------------------------------------------------- 5 resume
+
+STRATEGIES = [
+    "go-iocopy",
+    "pr48602",
+    "containerd-1m",
+    "requests-iter-content",
+    "copyfileobj",
+    "splice",
+    "tunable:read_path=read1,hash_mode=thread",
+    "tunable:read_path=recv_into,hash_mode=after",
+    "tunable:write_mode=fill,hash_mode=on-read",
+]
+
+
+def _strategy(spec: str):
+    name, _, rest = spec.partition(":")
+    params = dict(pair.split("=") for pair in filter(None, rest.split(",")))
+    return get_strategy(name, **params)
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+@pytest.mark.parametrize("spec", STRATEGIES)
+def test_interrupted_body_resumes_with_range_for_every_strategy(fresh_pushed_image, tmp_path,
+                                                                spec, reset):
+    # only the 2 MiB layer is longer than the cut; by 1.2 MB even a 1 MiB-buffer strategy has
+    # written something, so every strategy resumes from a byte > 0
+    mis = Misbehavior(drop_after_bytes=1_200_000, drop_reset=reset, body_fault_times=1)
+    fresh_pushed_image.registry.misbehavior = mis
+    dest = tmp_path / "out"
+    result = pull(fresh_pushed_image.reference, _strategy(spec), dest, plain_http=True,
+                  retry=FAST)
+    assert mis.seen.body_faults == 1
+    assert result.resumes == 1
+    ranges = mis.seen.range_requests
+    assert len(ranges) == 1
+    first, last = (int(x) for x in ranges[0].removeprefix("bytes=").split("-"))
+    assert 0 < first <= 1_200_000 < last  # a closed range from where the copy was cut
+    assert _stored_blobs_verify(dest) == 5
+    assert not list(dest.rglob("*.partial"))
+
+
+def test_corruption_is_still_caught_over_a_resumed_blob(fresh_pushed_image, tmp_path):
+    """The 2 MiB layer is cut at 1.5 MB and every response flips a byte: the digest check over
+    the whole resumed blob fails, a restart from zero (once) fails too, nothing is stored."""
+    layout = fresh_pushed_image.layout
+    layer = max(layout.read_json(layout.manifest_digest)["layers"], key=lambda d: d["size"])
+    mis = Misbehavior(drop_after_bytes=1_500_000, body_fault_times=1, corrupt_blobs=True)
+    fresh_pushed_image.registry.misbehavior = mis
+    client = RegistryClient(fresh_pushed_image.registry.host, plain_http=True)
+    dest = tmp_path / "blobs" / "sha256" / layer["digest"][7:]
+    with pytest.raises(DigestMismatch):
+        get_strategy("go-iocopy").copy(
+            None, dest, expected_size=layer["size"], expected_digest=layer["digest"],
+            reopen=lambda offset: client.open_blob_range("fixtures/small", layer, offset),
+            policy=FAST)
+    assert len(mis.seen.range_requests) == 1  # resumed, then checked over the whole blob
+    assert not dest.exists()
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_strategy_that_cannot_resume_restarts_from_zero(fresh_pushed_image, tmp_path):
+    base = get_strategy("go-iocopy")
+
+    class Restarting(type(base)):  # type: ignore[misc]
+        resumable = False
+
+    strategy = Restarting(**base.params)
+    mis = Misbehavior(drop_after_bytes=300_000, body_fault_times=2)
+    fresh_pushed_image.registry.misbehavior = mis
+    result = pull(fresh_pushed_image.reference, strategy, tmp_path / "out", plain_http=True,
+                  retry=FAST)
+    assert result.resumes == 2
+    assert mis.seen.range_requests == []  # whole-blob GETs again
+    assert _stored_blobs_verify(tmp_path / "out") == 5
+
+
+def test_registry_ignoring_range_makes_the_copy_start_over(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(drop_after_bytes=300_000, body_fault_times=1, ignore_range=True)
+    fresh_pushed_image.registry.misbehavior = mis
+    result = pull(fresh_pushed_image.reference, "containerd-1m", tmp_path / "out",
+                  plain_http=True, retry=FAST)
+    assert result.resumes == 1
+    assert len(mis.seen.range_requests) == 1  # asked for a range, got the whole blob (200)
+    assert _stored_blobs_verify(tmp_path / "out") == 5
+
+
+def test_a_body_cut_every_time_gives_up_with_a_clear_error(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(drop_after_bytes=0)  # every body cut before its first byte: no progress
+    fresh_pushed_image.registry.misbehavior = mis
+    with pytest.raises(SizeMismatch, match=r"gave up \(RetryPolicy attempts=3"):
+        pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+             retry=RetryPolicy(attempts=3, backoff_initial_s=0.01, backoff_max_s=0.02))
+
+
+# ----------------------------------------------------------------------------- 6 stalls
+
+
+def test_stalled_body_is_cut_and_resumed(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(stall_after_bytes=300_000, body_fault_times=1, stall_s=30)
+    fresh_pushed_image.registry.misbehavior = mis
+    result = pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+                  retry=RetryPolicy(speed_time_s=0.5, backoff_initial_s=0.01))
+    assert result.resumes == 1
+    assert mis.seen.stalls_ended_by_client == 1  # the client hung up, not the server's timer
+    assert mis.seen.stalls_timed_out == 0
+
+
+@pytest.mark.parametrize("spec", ["go-iocopy", "containerd-1m", "splice"])
+def test_slow_trickle_is_caught_by_the_low_speed_limit(fresh_pushed_image, tmp_path, spec):
+    """20 bytes/s: each byte beats the read timeout, only the low-speed limit catches it."""
+    mis = Misbehavior(stall_after_bytes=300_000, trickle_bytes_s=20, body_fault_times=1,
+                      stall_s=6)
+    fresh_pushed_image.registry.misbehavior = mis
+    result = pull(fresh_pushed_image.reference, _strategy(spec), tmp_path / "out",
+                  plain_http=True,
+                  retry=RetryPolicy(speed_time_s=0.5, speed_limit_bytes_s=1024,
+                                    backoff_initial_s=0.01))
+    assert result.resumes == 1
+    assert mis.seen.stalls_ended_by_client == 1
+    assert mis.seen.stalls_timed_out == 0
+
+
+def test_endless_trickle_fails_naming_the_speed_limit(fresh_pushed_image, tmp_path):
+    mis = Misbehavior(stall_after_bytes=300_000, trickle_bytes_s=20, stall_s=6)
+    fresh_pushed_image.registry.misbehavior = mis
+    with pytest.raises(SizeMismatch, match=r"under the low-speed limit of 1024 bytes/s"):
+        pull(fresh_pushed_image.reference, "go-iocopy", tmp_path / "out", plain_http=True,
+             retry=RetryPolicy(attempts=2, speed_time_s=0.3, backoff_initial_s=0.01))
+    assert not list((tmp_path / "out").rglob("*.partial"))
+
+
+def _cli_pull(reference: str, dest: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from pullbench.cli import main; main()", "pull", "--plain-http",
+         "--dest", str(dest),
+         "-j", "1", *extra, reference],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _wait_for(predicate, proc: subprocess.Popen[bytes], what: str) -> None:
+    for _ in range(600):
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"pull exited before {what}: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_ctrl_c_stops_a_stalled_pull_at_once_and_leaves_no_temp_file(fresh_pushed_image,
+                                                                       tmp_path):
+    # the stall lasts 120 s and the low-speed window is 120 s: only Ctrl-C can end it sooner
+    mis = Misbehavior(stall_after_bytes=300_000, body_fault_times=1, stall_s=120)
+    fresh_pushed_image.registry.misbehavior = mis
+    dest = tmp_path / "out"
+    proc = _cli_pull(fresh_pushed_image.reference, dest, "--speed-time", "120")
+    _wait_for(lambda: mis.seen.stalls_started == 1, proc, "the stall")
+    assert list(dest.rglob("*.partial")), "the stalled copy should have a temp file by now"
+    proc.send_signal(signal.SIGINT)
+    try:
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert b"Traceback" not in err
+    assert mis.seen.stalls_ended_by_client == 1  # the client hung up mid-stall
+    assert mis.seen.stalls_timed_out == 0
+    assert not list(dest.rglob("*.partial"))
+    assert not (dest / "index.json").exists()
+
+
+def test_partial_left_by_a_killed_pull_is_resumed_and_strays_are_removed(fresh_pushed_image,
+                                                                          tmp_path):
+    mis = Misbehavior(stall_after_bytes=300_000, body_fault_times=1, stall_s=120)
+    reg = fresh_pushed_image.registry
+    reg.misbehavior = mis
+    dest = tmp_path / "out"
+    proc = _cli_pull(fresh_pushed_image.reference, dest, "--speed-time", "120")
+    _wait_for(lambda: mis.seen.stalls_started == 1, proc, "the stall")
+    proc.kill()  # SIGKILL: no clean-up can run
+    proc.wait()
+    left = list(dest.rglob("*.partial"))
+    assert len(left) == 1
+    resumable = left[0]
+    kept = resumable.stat().st_size
+    assert 0 < kept <= 300_000
+    stray = resumable.with_name(".%s.partial" % ("0" * 64))  # a killed pull of another blob
+    stray.write_bytes(b"half a blob")
+    after = Misbehavior()
+    reg.misbehavior = after
+    result = pull(fresh_pushed_image.reference, "go-iocopy", dest, plain_http=True)
+    assert after.seen.range_requests == [f"bytes={kept}-{after_size(resumable)}"]
+    assert not list(dest.rglob("*.partial"))  # reused one renamed into place, stray removed
+    assert _stored_blobs_verify(dest) == 5
+    assert result.resumes == 0  # reusing a leftover is not a fault of this run
+
+
+def after_size(partial: Path) -> int:
+    """The last byte index of the blob a ``.<hex>.partial`` file belongs to."""
+    blob = partial.with_name(partial.name[1:].removesuffix(".partial"))
+    return blob.stat().st_size - 1
+
+
+# ----------------------------------------------------------------------------- 7 index.json
+
+
+def test_failed_pull_writes_no_index_json(fresh_pushed_image, tmp_path):
+    fresh_pushed_image.registry.misbehavior = Misbehavior(corrupt_blobs=True)
+    dest = tmp_path / "out"
+    with pytest.raises(DigestMismatch):
+        pull(fresh_pushed_image.reference, "go-iocopy", dest, plain_http=True)
+    assert not (dest / "index.json").exists()
+
+
+def test_index_json_comes_last_and_skopeo_reads_the_layout(fresh_pushed_image, tmp_path):
+    dest = tmp_path / "out"
+    result = pull(fresh_pushed_image.reference, "go-iocopy", dest, plain_http=True)
+    index = json.loads((dest / "index.json").read_text())
+    top = index["manifests"][0]["digest"]
+    assert top == result.manifest_digest
+    newest_blob = max(p.stat().st_mtime_ns for p in (dest / "blobs" / "sha256").iterdir())
+    assert (dest / "index.json").stat().st_mtime_ns >= newest_blob
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        if os.environ.get("CI"):
+            pytest.fail("skopeo is required in CI")
+        pytest.skip("skopeo not installed")
+    out = tmp_path / "copy"
+    done = subprocess.run([skopeo, "--insecure-policy", "copy", f"oci:{dest}:latest",
+                           f"dir:{out}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (out / "manifest.json").is_file()

@@ -72,8 +72,13 @@ def test_multiarch_platform_choice(pushed_multiarch_image, tmp_path):
     )
     assert result.platform == "linux/arm64"
     index = json.loads((tmp_path / "s" / "index.json").read_text())
-    assert index["manifests"][0]["digest"] == pushed_multiarch_image.digest  # the index is the top
+    # index.json names what was pulled, so every blob it reaches is in the store (the index's
+    # other platforms are not); the index's own bytes are stored too
+    top = index["manifests"][0]
+    assert top["digest"] == result.manifest_digest
+    assert top["platform"] == {"architecture": "arm64", "os": "linux"}
     assert (tmp_path / "s" / "blobs" / "sha256" / result.manifest_digest[7:]).exists()
+    assert (tmp_path / "s" / "blobs" / "sha256" / pushed_multiarch_image.digest[7:]).exists()
 
 
 def test_unpack_seam_is_called_per_layer(pushed_image, tmp_path):
@@ -228,9 +233,16 @@ def _skopeo_oci(reference: str, out: Path) -> dict[str, bytes]:
 
 
 def _assert_matches_skopeo(result: PullResult, dest: Path, skopeo_blobs: dict[str, bytes]) -> None:
-    for layer in result.layers:
-        stored = (dest / "blobs" / "sha256" / layer.digest[7:]).read_bytes()
-        assert stored == skopeo_blobs[layer.digest[7:]], layer.digest
+    """The pull stored exactly skopeo's blobs, both ways: the image manifest, the config and
+    every layer, byte for byte; nothing missing, nothing extra."""
+    ours = {p.name: p.read_bytes() for p in (dest / "blobs" / "sha256").iterdir()}
+    missing, extra = sorted(set(skopeo_blobs) - set(ours)), sorted(set(ours) - set(skopeo_blobs))
+    assert (missing, extra) == ([], []), "blobs (missing, extra) against skopeo copy"
+    for name, data in skopeo_blobs.items():
+        assert ours[name] == data, name
+    # and they are the blobs of this image: its manifest plus everything the pull reported
+    reported = {result.manifest_digest[7:], *(layer.digest[7:] for layer in result.layers)}
+    assert reported == set(ours)
 
 
 @pytest.mark.peers

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import mmap
 import os
 
 import pytest
@@ -145,16 +147,82 @@ def test_network_profile_layer_seam(tmp_path):
     assert env["registry"]["details"] == {"layer": "relabel"}
 
 
-def test_drop_page_cache_needs_root(tmp_path):
-    if os.geteuid() == 0:
-        drop_page_cache()  # works as root
-        spec = ExperimentSpec(cache_policy="drop", isolation="inprocess",
-                              **{**SMALL, "blocks": 1, "warmup_blocks": 0})
-        run_experiment(spec, tmp_path / "res", progress=False)
-        assert set(load_results(tmp_path / "res")["cache_state"]) == {"cold"}
-    else:
+def _resident_fraction(path) -> float:
+    """Fraction of ``path``'s pages in the page cache: mmap (no read) + mincore(2)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    pages = -(-size // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            assert libc.mincore(addr, size, vec) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+    return sum(v & 1 for v in vec) / pages
+
+
+#: (sentinel file, residency seen at the start of each pull) for _pull_after_a_cache_check
+_SENTINEL: dict = {"path": None, "seen": []}
+
+
+def _pull_after_a_cache_check(*args, **kwargs):
+    """The pull function of the cold-cache experiment: note how much of the sentinel file is
+    still cached (the runner must have dropped it), cache it again, then pull."""
+    from pullbench import pull
+
+    path = _SENTINEL["path"]
+    _SENTINEL["seen"].append(_resident_fraction(path))
+    path.read_bytes()
+    return pull(*args, **kwargs)
+
+
+def _sentinel(tmp_path):
+    path = tmp_path / "sentinel.bin"
+    path.write_bytes(os.urandom(4 << 20))
+    os.sync()  # clean pages: drop_caches frees them
+    path.read_bytes()
+    assert _resident_fraction(path) > 0.9  # reading it cached it
+    return path
+
+
+def test_drop_page_cache_drops_the_page_cache(tmp_path):
+    if os.geteuid() != 0:
         with pytest.raises(BenchmarkError, match="needs root"):
             drop_page_cache()
+        return
+    path = _sentinel(tmp_path)
+    drop_page_cache()
+    assert _resident_fraction(path) < 0.1
+
+
+@pytest.mark.root
+def test_cold_cache_runs_start_with_the_page_cache_dropped(tmp_path):
+    """Before every run the page cache is really dropped, not only labelled cold."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; dropping the page cache needs root")
+        pytest.skip("dropping the page cache needs root")
+    _SENTINEL["path"] = _sentinel(tmp_path)
+    _SENTINEL["seen"] = []
+    spec = ExperimentSpec(cache_policy="drop", isolation="inprocess",
+                          **{**SMALL, "blocks": 1, "warmup_blocks": 1})
+    run_experiment(spec, tmp_path / "res", progress=False,
+                   pull_function=f"{__name__}:_pull_after_a_cache_check")
+    rows = load_results(tmp_path / "res", include_warmup=True)
+    assert set(rows["status"]) == {"ok"}
+    assert set(rows["cache_state"]) == {"cold"}
+    assert len(_SENTINEL["seen"]) == len(rows) == 4
+    assert max(_SENTINEL["seen"]) < 0.1, _SENTINEL["seen"]  # dropped before each of the 4 runs
 
 
 def test_existing_results_are_not_overwritten(tmp_path):

@@ -81,6 +81,17 @@ def _human_bytes(n: float) -> str:
     show_default=True,
     help="Blobs fetched at once.",
 )
+@click.option("--retries", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Attempts per request, the first included (RetryPolicy.attempts; default 4; "
+                   "1: fail at the first fault).")
+@click.option("--retry-deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop retrying a request after this long (default 120).")
+@click.option("--speed-limit", type=click.IntRange(min=0), default=None, metavar="BYTES_S",
+              help="Low-speed limit of a blob body, bytes/s (default 1024; 0: off), as curl's "
+                   "--speed-limit.")
+@click.option("--speed-time", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Window of the low-speed limit (default 30), as curl's "
+                                      "--speed-time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full PullResult as JSON.")
 @handle_errors
 def pull_command(
@@ -92,6 +103,10 @@ def pull_command(
     platform: str | None,
     ca_bundle: Path | None,
     concurrency: int,
+    retries: int | None,
+    retry_deadline: float | None,
+    speed_limit: int | None,
+    speed_time: float | None,
     as_json: bool,
 ) -> None:
     """Pull REFERENCE's blobs with a copy strategy and report what the copy did."""
@@ -122,8 +137,19 @@ def pull_command(
             platform=platform,
             plain_http=plain_http,
             ca_bundle=ca_bundle,
+            retry=retry_policy(retries, retry_deadline, speed_limit, speed_time),
         )
     _report_pull(result, where, as_json)
+
+
+def retry_policy(attempts: int | None, deadline_s: float | None, speed_limit: int | None,
+                 speed_time_s: float | None) -> Any:
+    """A RetryPolicy from the CLI's options (defaults for those not given)."""
+    from ..puller._transport import RetryPolicy
+
+    given: dict[str, Any] = {"attempts": attempts, "deadline_s": deadline_s,
+                             "speed_limit_bytes_s": speed_limit, "speed_time_s": speed_time_s}
+    return RetryPolicy(**{k: v for k, v in given.items() if v is not None})
 
 
 def _report_pull(result: Any, where: str, as_json: bool) -> None:
@@ -153,6 +179,9 @@ def _report_pull(result: Any, where: str, as_json: bool) -> None:
     )
     click.echo(f"cpu           user {result.cpu_user_s:.3f} s, sys {result.cpu_sys_s:.3f} s")
     click.echo(f"buffers       {_human_bytes(result.buffer_bytes)}")
+    if result.retries or result.resumes:
+        click.echo(f"faults        {result.retries} retries, {result.resumes} resumes, "
+                   f"{result.backoff_s:.2f} s of backoff (a measurement of the faults too)")
 
 
 @click.command("strategies")

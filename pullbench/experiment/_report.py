@@ -30,7 +30,8 @@ from ._analysis import (
 from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["format_analysis", "format_diagnostics", "format_verdict_table", "render_report"]
+__all__ = ["PLOT_ERROR_CLASS", "format_analysis", "format_diagnostics", "format_stability",
+           "format_verdict_table", "plots_unavailable", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         verdict = str(rec.get("verdict") or "-")
         if rec.get("significant_but_small") in (True, 1):
             verdict += " (significant but < margin)"
+        if rec.get("unstable") in (True, 1):
+            verdict += " UNSTABLE"
         lines.append([
             str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
             _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
@@ -199,8 +202,67 @@ def _verdict_text(analysis: Analysis, image: str | None,
                         + ", ".join(f"{a} {v}" for a, v in needed.items()))
         text.append(caution)
         notes.append(caution)
+    stability = format_stability(analysis, image, metric)
+    text += stability
+    notes += stability
     text += format_diagnostics(result, [str(a) for a in table["arm"]])
     return "\n".join(text), notes
+
+
+def _ratio_text(verdict: str | None, ratio: float | None, n: int) -> str:
+    if verdict is None:
+        return f"too few blocks ({n})"
+    return f"{verdict} {_fmt(ratio, '.3f')} ({n} blocks)"
+
+
+def format_stability(analysis: Analysis | Mapping[str, Any], image: str | None = None,
+                     metric: str = "duration_s") -> list[str]:
+    """Lines on the machine's interference and on verdicts that depend on it.
+
+    The disturbed runs and blocks with the threshold's rule; per arm its verdict on the quiet
+    and on the disturbed blocks alone; one ``UNSTABLE`` line per unstable verdict with its
+    reason; a re-run advice line per unstable or inconclusive verdict (the quiet blocks that
+    would settle it). Empty when the rows carry no interference columns.
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
+    """
+    analysis = _as_analysis(analysis)
+    block = analysis.image(image)
+    result = analysis.metric(image, metric)
+    intf = block.interference
+    if intf is None or not result.stability:
+        return []
+    blocks = ", ".join(str(b) for b in intf.disturbed_blocks) or "none"
+    lines = [f"interference: {intf.n_disturbed_runs} of {intf.n_runs} runs disturbed (blocks: "
+             f"{blocks}; threshold {intf.threshold_cores:.2f} cores of other work, quiet level "
+             f"{intf.quiet_level_cores:.2f}; rule in analysis.json)"]
+    if intf.busy_machine:
+        lines.append("interference: the machine was busy for the whole experiment: run on a quiet "
+                     "machine (pullbench system check; bench --wait-quiet --require-quiet)")
+    which = "quiet blocks only" if analysis.exclude_disturbed else "all blocks"
+    for row in result.stability:
+        lines.append(f"  {row.arm}: {which}: {row.verdict_all}; without disturbed blocks: "
+                     f"{_ratio_text(row.verdict_quiet, row.ratio_quiet, row.n_quiet)}; "
+                     f"disturbed blocks: "
+                     f"{_ratio_text(row.verdict_disturbed, row.ratio_disturbed, row.n_disturbed)}")
+    for row in result.stability:
+        if row.unstable:
+            lines.append(f"UNSTABLE {row.arm}: {row.reason}")
+    for row in result.stability:
+        if row.settle_blocks is None or not (row.unstable or row.verdict_all == "inconclusive"):
+            continue
+        goal = ("to call the observed effect" if row.settle_goal == "detect"
+                else f"to show equivalence within ±{analysis.margin:.0%}")
+        lines.append(f"re-run advice: {row.arm}: about {row.settle_blocks} quiet blocks would "
+                     f"settle it ({goal}, 80% power, from the quiet blocks' spread): pullbench "
+                     f"bench --wait-quiet --require-quiet --blocks {row.settle_blocks}")
+    return lines
 
 
 def format_analysis(analysis: Analysis) -> str:
@@ -223,6 +285,29 @@ def format_analysis(analysis: Analysis) -> str:
 
 
 # -- HTML ------------------------------------------------------------------------------------------
+#: How to get the plotting libraries (the report's tables need only the core dependencies).
+NOTEBOOKS_EXTRA = "pip install 'pullbench[notebooks]'"
+
+
+def plots_unavailable() -> str | None:
+    """Why reports cannot hold plots on this installation, or None when they can.
+
+    The HTML report's tables, verdicts and diagnostics need only pullbench's core dependencies;
+    its plots need matplotlib, which comes with the ``notebooks`` extra.
+
+    Returns
+    -------
+    str or None
+        A one-line reason naming the extra to install (``pip install 'pullbench[notebooks]'``),
+        or None when matplotlib imports.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"plots need matplotlib, which is not installed: {NOTEBOOKS_EXTRA}"
+    return None
+
+
 def _figure_to_img(fig: Any, alt: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -233,35 +318,43 @@ def _figure_to_img(fig: Any, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+#: CSS class of the note that replaces a plot that failed (tests look for it).
+PLOT_ERROR_CLASS = "plot-error"
+
+
+def _plot_error(name: str, exc: BaseException) -> str:
+    """A visible note in place of a plot that failed (and an error in the log)."""
+    logger.error("report plot %s failed: %s: %s", name, type(exc).__name__, exc)
+    return (f'<p class="{PLOT_ERROR_CLASS}"><b>plot {html.escape(name)} failed:</b> '
+            f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
+
+
 def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
+    """The report's plots of one image as ``<img>`` tags; a plot that fails becomes a visible
+    note (class :data:`PLOT_ERROR_CLASS`) naming the plot and the error, never a silent gap."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    try:
-        from .. import plots
-    except ImportError as exc:  # pragma: no cover - plots ship with pullbench
-        logger.warning("no plots in the report: %s", exc)
-        return [f"<p>plots unavailable: {html.escape(str(exc))}</p>"]
+    from .. import plots
 
     sub = df[df["image"] == image]
+    draw: list[tuple[str, Any]] = [
+        (f"per-arm distribution of {metric}",
+         lambda metric=metric: plots.plot_arm_distributions(
+             sub, verdict_table(analysis, image, metric), metric=metric,
+             baseline=analysis.baseline))
+        for metric in analysis.images[image].metrics
+    ]
+    draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
+             for name, func in (("write sizes", plots.plot_write_size_histograms),
+                                ("throughput vs buffer sizes", plots.plot_throughput_vs_sizes),
+                                ("speed vs memory", plots.plot_speed_vs_memory))]
     blocks = []
-    for metric in analysis.images[image].metrics:
+    for name, make in draw:
         try:
-            table = verdict_table(analysis, image, metric)
-            blocks.append(_figure_to_img(
-                plots.plot_arm_distributions(sub, table, metric=metric,
-                                             baseline=analysis.baseline),
-                f"per-arm distribution of {metric}"))
-        except Exception as exc:
-            logger.warning("plot of %s failed: %s", metric, exc)
-    for name, func in (("write sizes", "plot_write_size_histograms"),
-                       ("throughput vs buffer sizes", "plot_throughput_vs_sizes"),
-                       ("speed vs memory", "plot_speed_vs_memory")):
-        try:
-            blocks.append(_figure_to_img(getattr(plots, func)(sub, baseline=analysis.baseline),
-                                         name))
-        except Exception as exc:
-            logger.warning("plot %s failed: %s", name, exc)
+            blocks.append(_figure_to_img(make(), name))
+        except Exception as exc:  # the report still renders, with the failure in plain sight
+            blocks.append(_plot_error(name, exc))
     return blocks
 
 
@@ -305,6 +398,11 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     ------
     ResultSchemaError
         Not a results folder.
+
+    Notes
+    -----
+    Without matplotlib (the ``notebooks`` extra) the report holds the tables, verdicts and
+    diagnostics and one line saying how to get the plots (:func:`plots_unavailable`).
     """
     store = ResultsStore(Path(directory))
     df = load_results(store.directory, include_warmup=True)
@@ -312,12 +410,14 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
                 else analyze_folder(store.directory))
     ok, _ = _analysis_frame(df)
+    no_plots = plots_unavailable()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>pullbench report: {html.escape(store.directory.name)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
         "table.verdicts{border-collapse:collapse;font-size:90%}"
         "table.verdicts td,table.verdicts th{padding:3px 8px;border-bottom:1px solid #ddd}"
+        ".plot-error{color:#a00;border:1px solid #a00;padding:.5em}"
         "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
         "</head><body>",
         f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",
@@ -346,7 +446,10 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
         parts.append("<h3>Plots</h3>")
-        parts.extend(_report_figures(ok, analysis, image))
+        if no_plots is None:
+            parts.extend(_report_figures(ok, analysis, image))
+        else:
+            parts.append(f"<p class='note'>No plots: {html.escape(no_plots)}.</p>")
     parts.append("<h2>Environment</h2>")
     parts.append(f"<pre>{html.escape(json.dumps(_env_summary(env), indent=2))}</pre>")
     parts.append("</body></html>")

@@ -32,12 +32,21 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import BenchmarkError, ImageNotFound, RegistryUnavailable, StrategyError
+from .._errors import (
+    BenchmarkError,
+    ExperimentInterrupted,
+    ImageNotFound,
+    ParameterWarning,
+    RegistryUnavailable,
+    StrategyError,
+)
+from ..arms._daemons import DaemonDied
 from ._endpoints import (
     Endpoint,
     RegistryFactory,
@@ -76,14 +85,6 @@ PREFLIGHT_WINDOW_S = 0.25
 DEFAULT_RUN_TIMEOUT_S = 900.0
 _DISK_HEADROOM = 1.10
 _DISK_SLACK_BYTES = 64 * 1024 * 1024
-
-
-class ExperimentInterrupted(BenchmarkError):
-    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``)."""
-
-    def __init__(self, message: str, *, result: ExperimentResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,18 +196,38 @@ def _resolve_digest(reference: str, endpoint: Endpoint) -> str | None:
 
 def _validate_strategies(spec: ExperimentSpec) -> None:
     from ..puller.strategies import get_strategy, list_strategies
+    from ._arms import check_external_arms
 
+    check_external_arms(spec)  # kinds and parameters of the arms pullbench does not own
     names = [info.name for info in list_strategies()]
     for arm in spec.arms:
+        if arm.external:
+            continue
         if arm.strategy not in names:
             raise StrategyError(
                 f"arm {arm.name!r}: unknown strategy {arm.strategy!r}; choose one of: "
                 f"{', '.join(names)} (see `pullbench strategies`)"
             )
         try:
-            get_strategy(arm.strategy, **arm.params_dict)
+            strategy = get_strategy(arm.strategy, **arm.params_dict)
         except (StrategyError, TypeError) as exc:
             raise StrategyError(f"arm {arm.name!r}: {exc}") from exc
+        _warn_ineffective(arm.name, arm.params_dict, strategy.ineffective_params(),
+                          get_strategy(arm.strategy).ineffective_params(), strategy.params)
+
+
+def _warn_ineffective(arm: str, given: Mapping[str, Any], ineffective: Mapping[str, str],
+                      preset: Mapping[str, str], params: Mapping[str, Any]) -> None:
+    """Warn about parameters that cannot take effect because of what the user set.
+
+    A parameter counts when the user set it, or when it worked in the preset and the user's
+    overrides disabled it (e.g. ``write_mode=per-read`` on ``pr48602`` makes ``write_size``
+    idle); a preset's own idle parameter (``go-iocopy``'s ``write_size``) is not the user's doing.
+    """
+    for key, why in ineffective.items():
+        if key in given or key not in preset:
+            warnings.warn(f"arm {arm}: {key}={params.get(key)!r} cannot take effect: {why}",
+                          ParameterWarning, stacklevel=4)
 
 
 def _check_writable(directory: Path, what: str) -> None:
@@ -306,6 +327,10 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     }
     if task.get("ca_bundle"):
         kwargs["ca_bundle"] = task["ca_bundle"]
+    if task.get("unpack"):  # the arm's decompress/unpack stage (an UnpackPlan's tokens)
+        from ..puller._stages import UnpackPlan
+
+        kwargs["unpack"] = UnpackPlan.from_tokens(task["unpack"])
     dest = Path(task["dest"])
     proxy_pid = task.get("proxy_pid")
     puller_cpus = task.get("puller_cpus")
@@ -568,6 +593,7 @@ def run_experiment(
     notes: Mapping[str, Any] | None = None,
     max_runs: int | None = None,
     system_check: Any = None,
+    before_run: Callable[[PlannedRun], None] | None = None,
 ) -> ExperimentResult:
     """Run (or continue) an experiment and write its results folder.
 
@@ -603,6 +629,9 @@ def run_experiment(
         The preflight check of the machine (``pullbench bench`` makes one before announcing the
         experiment), recorded in ``environment.json`` under ``preflight``. None: a short check
         (:data:`PREFLIGHT_WINDOW_S`) is made here, before the registry starts.
+    before_run : callable, optional
+        Called with each :class:`PlannedRun` just before it runs, in this process (e.g. to
+        switch injected load on and off per block, as the interference tests do).
 
     Every row also carries the interference columns of
     :mod:`pullbench.experiment._interference` (CPU used by other processes during the pull,
@@ -650,7 +679,8 @@ def run_experiment(
                              factory=registry_factory, pull_function=pull_function,
                              image_cache_dir=image_cache_dir, run_timeout_s=run_timeout_s,
                              notes=notes, max_runs=max_runs,
-                             preflight_check=_check_record(system_check))
+                             preflight_check=_check_record(system_check),
+                             before_run=before_run)
     except BaseException:
         # nothing half-written: a folder this call created and never wrote a row to goes away
         if created_here and not store.rows_path.exists():
@@ -662,13 +692,14 @@ def _run_prepared(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, pr
                   factory: RegistryFactory, pull_function: str,
                   image_cache_dir: str | Path | None, run_timeout_s: float,
                   notes: Mapping[str, Any] | None, max_runs: int | None,
-                  preflight_check: dict[str, Any] | None) -> ExperimentResult:
+                  preflight_check: dict[str, Any] | None,
+                  before_run: Callable[[PlannedRun], None] | None) -> ExperimentResult:
     store.create()
     with _exclusive(store):
         return _run_locked(spec, store, resume=resume, progress=progress, factory=factory,
                            pull_function=pull_function, image_cache_dir=image_cache_dir,
                            run_timeout_s=run_timeout_s, notes=notes, max_runs=max_runs,
-                           preflight_check=preflight_check)
+                           preflight_check=preflight_check, before_run=before_run)
 
 
 @contextlib.contextmanager
@@ -694,7 +725,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                 factory: RegistryFactory, pull_function: str,
                 image_cache_dir: str | Path | None, run_timeout_s: float,
                 notes: Mapping[str, Any] | None, max_runs: int | None,
-                preflight_check: dict[str, Any] | None) -> ExperimentResult:
+                preflight_check: dict[str, Any] | None,
+                before_run: Callable[[PlannedRun], None] | None) -> ExperimentResult:
     store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
     _check_writable(store_root, "destination folder")
     rows = store.read_rows(repair=True)
@@ -724,9 +756,10 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
     err = len(rows) - ok
     new = 0
     interrupted = False
+    stopped: BaseException | None = None  # a daemon of an external arm died for good
     try:
         threads_before = thread_ids()
-        with _endpoint_for(spec, factory, work_dir) as endpoint:
+        with _endpoint_for(spec, factory, work_dir) as endpoint, contextlib.ExitStack() as arms:
             server_threads = thread_ids() - threads_before  # an in-process registry's
             pids = endpoint_pids(endpoint.details, registry_in_process=bool(server_threads))
             isolation = {"cpus": cpu_plan.to_dict(), "describe": cpu_plan.describe(),
@@ -741,6 +774,9 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
             }
             images = _prepare_images(spec, endpoint,
                                      Path(image_cache_dir) if image_cache_dir else None)
+            from ._arms import describe_external, external_arms
+
+            external = arms.enter_context(external_arms(spec, endpoint, images))
             _check_disk(store_root, [i.size_bytes or 0 for i in images],
                         work_dir if spec.registry in ("embedded", "distribution") else None,
                         exact=True)
@@ -753,7 +789,9 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     spec=spec.to_dict(), registry=endpoint.describe(),
                     images=[i.describe() for i in images], dest_dir=store_root,
                     extra={"cache_policy": spec.cache_policy, "isolation": spec.isolation,
-                           "pull_function": pull_function, **(notes or {})},
+                           "pull_function": pull_function,
+                           **({"external_arms": describe_external(external)} if external else {}),
+                           **(notes or {})},
                     preflight=preflight_check, cpu_isolation=isolation,
                 ))
             else:
@@ -764,8 +802,11 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     if max_runs is not None and new >= max_runs:
                         break
                     bar.set_postfix_str(f"block {planned.block} {planned.arm}", refresh=False)
+                    if before_run is not None:
+                        before_run(planned)
                     row = _one_run(spec, planned, by_name[planned.image], endpoint, store_root,
-                                   cache_state, pull_function, run_timeout_s, run_context)
+                                   cache_state, pull_function, run_timeout_s, run_context,
+                                   external)
                     store.append(row)
                     new += 1
                     if row["status"] == "ok":
@@ -777,6 +818,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     bar.update(1)
             except KeyboardInterrupt:
                 interrupted = True
+            except DaemonDied as exc:
+                stopped = exc
             finally:
                 bar.close()
     finally:
@@ -786,6 +829,11 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
     if store.rows_path.exists():
         consolidate_results(store.directory)
         _record_end(store, new, interrupted)
+    if stopped is not None:
+        raise BenchmarkError(
+            f"experiment stopped: {stopped}\n{len(rows) + new} of {len(plan)} runs kept in "
+            f"{store.directory}; continue with: pullbench bench --resume {store.directory}"
+        ) from stopped
     result = ExperimentResult(
         directory=store.directory, spec=spec, planned_runs=len(plan),
         completed_runs=len(rows) + new, ok_runs=ok, error_runs=err,
@@ -844,7 +892,8 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoint: Endpoint,
              store_root: Path, cache_state: str, pull_function: str,
-             run_timeout_s: float, run_context: Mapping[str, Any]) -> dict[str, Any]:
+             run_timeout_s: float, run_context: Mapping[str, Any],
+             external: Mapping[str, Any] | None = None) -> dict[str, Any]:
     arm = spec.arm(planned.arm)
     dest = store_root / f"run-{planned.run_index:05d}"
     if store_root.exists():  # the store is always emptied between runs (also after a crash)
@@ -878,11 +927,27 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "status": "ok",
         "error": None,
     }
+    if external and arm.name in external:  # a puller pullbench does not own (pullbench.arms)
+        from ._arms import run_external
+
+        if spec.cache_policy == "drop":
+            drop_page_cache()
+        try:
+            started = time.perf_counter()
+            status, payload = run_external(external[arm.name], image, endpoint, dest,
+                                           run_timeout_s, run_context.get("puller_cpus"))
+            base["harness_wall_s"] = time.perf_counter() - started
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        return {**base, **payload, "status": status}
+    from ._arms import strategy_arm_columns
+
+    base.update(strategy_arm_columns())
     task = {
         "run_index": planned.run_index, "pull_function": pull_function,
         "reference": image.reference, "strategy": arm.strategy, "params": arm.params_dict,
         "dest": str(dest), "concurrency": spec.concurrency, "plain_http": endpoint.plain_http,
-        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes,
+        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes, "unpack": list(arm.unpack),
         "proxy_pid": endpoint.details.get("network", {}).get("proxy_pid"),
         **run_context,
     }

@@ -635,6 +635,11 @@ class _Handler(TLSHandler):
                                      {"name": name[:300]})
         fail = self.misbehavior.fail_status
         if fail is not None and self.misbehavior.should_fail(kind):
+            if self.misbehavior.fail_by_closing:  # no answer at all: a connection error
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             raise _RegistryHTTPError(fail, "TOOMANYREQUESTS" if fail == 429 else "UNAVAILABLE"
                                      if fail == 503 else "UNKNOWN",
                                      f"misbehaving on purpose: status {fail}",
@@ -892,13 +897,10 @@ class _Handler(TLSHandler):
         if mis.truncate_blobs_bytes > 0:
             stop = max(0, length - mis.truncate_blobs_bytes)
             cut = True
-        if mis.has_body_fault and mis.take_body_fault():
-            if mis.drop_after_bytes is not None and mis.drop_after_bytes < stop:
-                stop = max(0, mis.drop_after_bytes)
-                cut = True
-            elif mis.stall_after_bytes is not None and mis.stall_after_bytes < stop:
-                stop = max(0, mis.stall_after_bytes)
-                cut = stall = True
+        at = mis.take_body_fault(stop) if mis.has_body_fault else None
+        if at is not None:
+            stop, cut = at, True
+            stall = mis.drop_after_bytes is None
         if mis.corrupt_blobs and length > 0 and length // 2 < stop:
             middle = length // 2
             if middle:
@@ -927,6 +929,7 @@ class _Handler(TLSHandler):
     def _stall(self, sock: socket.socket, f: BinaryIO, offset: int, left: int,
                mis: Misbehavior) -> None:
         """Hold the body (or trickle it) until the client hangs up or ``stall_s`` passes."""
+        mis.seen.add("stalls_started")
         deadline = time.monotonic() + mis.stall_s
         step = 1.0 / mis.trickle_bytes_s if mis.trickle_bytes_s else 0.2
         while time.monotonic() < deadline:

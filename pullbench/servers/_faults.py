@@ -33,6 +33,8 @@ class FaultRecord:
         Blob bodies cut, stalled or trickled.
     filler_bytes : int
         Bytes of the endless error bodies sent before the client hung up.
+    stalls_started : int
+        Blob bodies that went into a stall (or trickle).
     stalls_ended_by_client : int
         Stalled bodies that ended because the client closed the connection (not ``stall_s``).
     stalls_timed_out : int
@@ -44,6 +46,7 @@ class FaultRecord:
     failed: int = 0
     body_faults: int = 0
     filler_bytes: int = 0
+    stalls_started: int = 0
     stalls_ended_by_client: int = 0
     stalls_timed_out: int = 0
     range_requests: list[str] = field(default_factory=list)
@@ -93,8 +96,11 @@ class Misbehavior:
     fail_on : {"manifests", "blobs"} or None
         Fail only requests of this kind (None: every kind).
     retry_after : str or None
-        ``Retry-After`` value sent with ``fail_status`` (seconds, or an HTTP-date). None sends
-        ``0`` with 429 and 503, as before, and nothing with other statuses.
+        ``Retry-After`` value sent with ``fail_status`` (seconds, or an HTTP-date); ``""`` sends
+        none. None sends ``0`` with 429 and 503, and nothing with other statuses.
+    fail_by_closing : bool
+        Instead of answering ``fail_status``, close the connection without any response (a
+        connection error before the body starts).
     fail_plain_body : bool
         The failure's body is plain text (``Too Many Requests``), not a JSON error.
     error_body_bytes : int
@@ -143,6 +149,7 @@ class Misbehavior:
     fail_on: str | None = None
     retry_after: str | None = None
     fail_plain_body: bool = False
+    fail_by_closing: bool = False
     error_body_bytes: int = 0
     drop_after_bytes: int | None = None
     drop_reset: bool = False
@@ -165,16 +172,19 @@ class Misbehavior:
     def failure_headers(self) -> dict[str, str]:
         """Extra headers of a ``fail_status`` answer."""
         if self.retry_after is not None:
-            return {"Retry-After": self.retry_after}
+            return {"Retry-After": self.retry_after} if self.retry_after else {}
         return {"Retry-After": "0"} if self.fail_status in (429, 503) else {}
 
     @property
     def has_body_fault(self) -> bool:
         return self.drop_after_bytes is not None or self.stall_after_bytes is not None
 
-    def take_body_fault(self) -> bool:
-        """True when this blob body gets the drop/stall fault (counts it)."""
-        return self.has_body_fault and self.seen.take("body_faults", self.body_fault_times)
+    def take_body_fault(self, length: int) -> int | None:
+        """Where a blob body of ``length`` bytes is cut or stalled, or None (counts a use)."""
+        at = self.drop_after_bytes if self.drop_after_bytes is not None else self.stall_after_bytes
+        if at is None or at >= length or not self.seen.take("body_faults", self.body_fault_times):
+            return None
+        return max(0, at)
 
     def rewrite_manifest(self, data: bytes, read_blob: Callable[[str], bytes]) -> bytes:
         """The manifest bytes to serve under ``digest_algorithm`` (unchanged when off).

@@ -5,16 +5,15 @@ Also the hashing helper thread and the parameter checks every strategy shares.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import os
 import queue
-import tempfile
+import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,11 +21,13 @@ from typing import Any, ClassVar
 import requests
 import urllib3
 
-from ..._errors import BlobError, DigestMismatch, SizeMismatch, StrategyError
+from ..._errors import BlobError, CopyCancelled, DigestMismatch, SizeMismatch, StrategyError
 from ..._sizes import SIZE_FORMATS
 from .._probes import Meter, ProbeSample, ThreadProbe, median_of_counts, power_of_two_histogram
+from .._transport import RetryPolicy
+from ._partial import PartialFile, Watchdog, describe
 
-__all__ = ["CopyStats", "CopyStrategy", "StrategyInfo"]
+__all__ = ["CopyCancelled", "CopyStats", "CopyStrategy", "Reopen", "StrategyInfo"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,20 @@ READ_PATHS = ("readinto", "read1", "recv_into")
 WRITE_MODES = ("per-read", "bufio", "fill")
 HASH_MODES = ("inline", "on-read", "thread", "after")
 _IN_LOOP = frozenset({"inline", "on-read"})
+_ALGORITHMS = frozenset({"sha256", "sha512"})  # OCI-registered (image-spec descriptor.md)
+#: What ends a body early and can be resumed from (not a disk error, not a bug).
+_INTERRUPTIONS = (
+    urllib3.exceptions.HTTPError,
+    requests.RequestException,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    ssl.SSLError,
+)
 
+#: ``reopen(offset) -> (response, start)``: the blob again from byte ``offset`` (``start`` is
+#: ``offset`` for a 206, 0 when the server sent the whole blob).
+Reopen = Callable[[int], "tuple[requests.Response, int]"]
 
 
 # ----------------------------------------------------------------------------- records
@@ -63,6 +77,10 @@ class CopyStats:
     buffer_bytes : int
         Memory the strategy held in buffers for this copy (user-space buffers, plus the pipe for
         ``splice``).
+    resumes : int
+        Range requests that continued an interrupted body (or restarted it from zero).
+    backoff_s : float
+        Seconds waited before those requests.
     helper : ProbeSample or None
         CPU and I/O of helper threads (the hashing thread), measured inside them; None when not
         measured.
@@ -78,6 +96,8 @@ class CopyStats:
     write_sizes: Mapping[int, int] | None = field(default_factory=dict)
     buffer_bytes: int = 0
     helper: ProbeSample | None = field(default_factory=ProbeSample)
+    resumes: int = 0
+    backoff_s: float = 0.0
 
     @property
     def read_count(self) -> int | None:
@@ -128,6 +148,9 @@ class CopyStrategy:
     name: ClassVar[str] = "custom"
     mirrors: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Whether an interrupted body continues from the bytes already written (a Range request)
+    #: or, False, the blob restarts from byte 0.
+    resumable: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -162,6 +185,18 @@ class CopyStrategy:
         """Nominal bytes of buffers this strategy holds during one copy."""
         return 0
 
+    def ineffective_params(self) -> dict[str, str]:
+        """Parameters that cannot change what this strategy does, given the other parameters.
+
+        Returns
+        -------
+        dict of str to str
+            Parameter name -> why it has no effect (one sentence that names the parameters it
+            depends on and what would make it count). Empty by default. The experiment runner
+            warns (:class:`~pullbench.ParameterWarning`) about those a user set.
+        """
+        return {}
+
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
     ) -> Any | None:
@@ -172,15 +207,17 @@ class CopyStrategy:
         response : requests.Response
             Streamed (``stream=True``) response, body unread.
         fd : int
-            The temp file, open for writing at offset 0.
+            The temp file, open for writing at its current offset (0, or where a resumed copy
+            continues).
         meter : Meter
             Record each read (:meth:`Meter.read`) and write (:meth:`Meter.write` does the
             ``os.write`` and records it).
         limit : int
-            Read at most this many bytes (the descriptor size + 1: a longer body is detected
+            Read at most this many bytes (the bytes still missing + 1: a longer body is detected
             without reading all of it).
         hasher : hashlib object
-            Fresh hasher for the expected digest's algorithm.
+            Hasher for the expected digest's algorithm, already fed with the bytes before the
+            file's offset when the copy resumes.
 
         Returns
         -------
@@ -191,19 +228,32 @@ class CopyStrategy:
 
     def copy(
         self,
-        response: requests.Response,
+        response: requests.Response | None,
         dest: str | Path,
         *,
         expected_size: int,
         expected_digest: str,
         probe: Meter | None = None,
+        reopen: Reopen | None = None,
+        policy: RetryPolicy | None = None,
+        cancel: threading.Event | None = None,
     ) -> CopyStats:
-        """Copy the body into ``dest`` through a temp file beside it; verify; rename.
+        """Copy the body into ``dest`` through a locked temp file beside it; verify; rename.
+
+        With ``reopen``, an interrupted body (connection dropped, reset, stalled or slower than
+        the low-speed limit) is resumed with a Range request from the bytes already in the temp
+        file, as containerd and containers/image do (containerd/containerd:core/remotes/docker/
+        fetcher.go; containers/image:docker/body_reader.go): the file's bytes are re-hashed, the
+        strategy continues from there, and the digest is checked over the whole blob. A strategy
+        with ``resumable = False`` restarts from byte 0 instead. A digest mismatch after a resume
+        restarts the blob from zero once (moby/moby:distribution/pull_v2.go does the same). A
+        temp file left by a killed pull into the same store is resumed from too.
 
         Parameters
         ----------
-        response : requests.Response
-            Streamed blob response; closed on return.
+        response : requests.Response or None
+            Streamed blob response (closed on return), or None to have ``reopen(0)`` (or
+            ``reopen(<bytes of a leftover temp file>)``) open it.
         dest : path
             Final path (e.g. ``<store>/blobs/sha256/<hex>``).
         expected_size : int
@@ -214,6 +264,15 @@ class CopyStrategy:
             Where to count reads/writes (a new one by default). A
             :class:`~pullbench.puller._probes.NullMeter` counts nothing: the returned sizes and
             ``helper`` are None; size and digest are verified all the same.
+        reopen : callable, optional
+            ``reopen(offset) -> (response, start)``: the blob from byte ``offset``; ``start`` is
+            ``offset``, or 0 when the server sent the whole blob. None: no resume.
+        policy : RetryPolicy, optional
+            Attempts, deadline, backoff, resume and low-speed limits (default
+            ``RetryPolicy()`` when ``reopen`` is given).
+        cancel : threading.Event, optional
+            Set it to stop the copy at once (the body's socket is shut down); the temp file is
+            removed and :class:`CopyCancelled` raised.
 
         Returns
         -------
@@ -222,77 +281,165 @@ class CopyStrategy:
         Raises
         ------
         SizeMismatch
-            Short or long body (also when the connection drops mid-body). The temp file is removed.
+            Short or long body (also when the connection drops mid-body and cannot be resumed;
+            the message says how often it was tried). The temp file is removed.
         DigestMismatch
             The bytes do not hash to ``expected_digest``. The temp file is removed; ``dest`` is not
             created.
+        BlobError
+            A digest algorithm other than sha256/sha512.
+        CopyCancelled
+            ``cancel`` was set.
         StrategyError
             The strategy cannot handle this response (e.g. ``splice`` over TLS).
         """
         dest = Path(dest)
         meter = probe if probe is not None else Meter()
         algorithm = expected_digest.partition(":")[0]
-        try:
-            hasher = hashlib.new(algorithm)
-        except ValueError:
-            response.close()
+        if algorithm not in _ALGORITHMS:
+            if response is not None:
+                response.close()
             raise BlobError(
-                f"unsupported digest algorithm {algorithm!r} in {expected_digest}"
-            ) from None
+                f"unsupported digest algorithm {algorithm[:40]!r} in {expected_digest[:80]}; "
+                "only sha256 and sha512 are verified"
+            )
+        if reopen is not None and policy is None:
+            policy = RetryPolicy()
+        if response is None and reopen is None:
+            raise StrategyError("copy() needs a response or a reopen callable")
         dest.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter_ns()
-        fd, tmp_name = tempfile.mkstemp(
-            dir=dest.parent, prefix=f".{dest.name[:16]}.", suffix=".partial"
-        )
+        part = PartialFile.claim(dest, expected_size)
+        watchdog = None
+        if policy is not None:
+            watchdog = Watchdog(policy.speed_limit_bytes_s, policy.speed_time_s, cancel)
+        elif cancel is not None:
+            watchdog = Watchdog(0, 30.0, cancel)
+        offset = part.reused_bytes if reopen is not None else 0
+        if offset and response is not None:
+            response.close()
+            response = None
+        if not offset:
+            part.restart()
+        elif offset:
+            logger.info("blob %s: resuming from %d bytes left by an interrupted pull",
+                        expected_digest, offset)
+        resumes = 0
+        failures = 0
+        backoff = 0.0
+        restarted_clean = False
+        resumed = offset > 0
+        started = time.monotonic()
         ok = False
+        fd = part.fd
         try:
             meter.hold(self.buffer_bytes())
-            try:
-                result = self.transfer(response, fd, meter, limit=expected_size + 1, hasher=hasher)
-            except (
-                urllib3.exceptions.HTTPError,
-                requests.RequestException,
-                http.client.HTTPException,
-                ConnectionError,
-                TimeoutError,
-            ) as exc:
-                got = os.fstat(fd).st_size
-                raise SizeMismatch(
-                    f"blob {expected_digest}: body ended after {got} of {expected_size} bytes "
-                    f"({type(exc).__name__})",
-                    expected=expected_size,
-                    actual=got,
-                ) from None
-            size = os.fstat(fd).st_size
-            if size != expected_size:
-                kind = "short" if size < expected_size else "long"
-                raise SizeMismatch(
-                    f"blob {expected_digest}: {kind} body, received {size}"
-                    f"{'+' if size > expected_size else ''} bytes, descriptor size {expected_size}",
-                    expected=expected_size,
-                    actual=size,
-                )
-            if result is None:
-                result = _rehash(fd, hasher, meter)
-            actual = f"{algorithm}:{result.hexdigest()}"
-            if actual != expected_digest:
-                raise DigestMismatch(
-                    f"blob {expected_digest}: received {size} bytes hash to {actual}; the registry "
-                    "served corrupted content (nothing was stored)",
-                    expected=expected_digest,
-                    actual=actual,
-                )
-            os.close(fd)
-            fd = -1
-            Path(tmp_name).replace(dest)
+            while True:
+                if response is None:
+                    assert reopen is not None
+                    response, start = reopen(offset)
+                    if start != offset:  # the registry ignored Range: start over
+                        offset = 0
+                        part.restart()
+                hasher = hashlib.new(algorithm)
+                if offset:
+                    _rehash(fd, hasher, meter, end=offset)
+                if watchdog is not None:
+                    watchdog.watch(response, fd)
+                interrupted: BaseException | None = None
+                result: Any = None
+                try:
+                    result = self.transfer(response, fd, meter,
+                                           limit=expected_size - offset + 1, hasher=hasher)
+                except _INTERRUPTIONS as exc:
+                    interrupted = exc
+                except ValueError as exc:  # a read on a socket the watchdog shut down
+                    if watchdog is None or watchdog.tripped is None:
+                        raise
+                    interrupted = exc
+                finally:
+                    if watchdog is not None:
+                        watchdog.stop()
+                    response.close()
+                    response = None
+                if watchdog is not None and watchdog.tripped == "cancelled":
+                    raise CopyCancelled(f"blob {expected_digest}: copy cancelled",
+                                        expected=expected_size, actual=part.size())
+                size = part.size()
+                slow = watchdog is not None and watchdog.tripped == "slow"
+                if not slow and interrupted is None and size >= expected_size:
+                    if size > expected_size:
+                        raise SizeMismatch(
+                            f"blob {expected_digest}: long body, received {size}+ bytes, "
+                            f"descriptor size {expected_size}",
+                            expected=expected_size, actual=size)
+                    final = result if result is not None else _rehash(
+                        fd, hashlib.new(algorithm), meter)
+                    actual = f"{algorithm}:{final.hexdigest()}"
+                    if actual == expected_digest:
+                        break
+                    if resumed and reopen is not None and not restarted_clean:
+                        logger.warning("blob %s: resumed bytes hash to %s; fetching it again "
+                                       "from byte 0", expected_digest, actual)
+                        restarted_clean = True
+                        resumed = False
+                        offset = 0
+                        part.restart()
+                        resumes += 1
+                        continue
+                    raise DigestMismatch(
+                        f"blob {expected_digest}: received {size} bytes hash to {actual}; the "
+                        "registry served corrupted content (nothing was stored)",
+                        expected=expected_digest,
+                        actual=actual,
+                    )
+                # short: cut off, stalled, too slow, or the server closed early
+                why = (watchdog.reason if slow and watchdog is not None
+                       else describe(interrupted) if interrupted is not None
+                       else "the server closed the body early")
+                progress = size - offset
+                failures = failures + 1 if (slow or progress <= 0) else 0
+                tried = f"; {resumes} resume(s) tried" if resumes else ""
+                if reopen is None or policy is None:
+                    raise SizeMismatch(
+                        f"blob {expected_digest}: body ended after {size} of {expected_size} "
+                        f"bytes ({why})",
+                        expected=expected_size, actual=size)
+                elapsed = time.monotonic() - started
+                wait = policy.backoff_s(failures) if failures else 0.0
+                if (failures >= policy.attempts or resumes >= policy.max_resumes
+                        or elapsed + wait > policy.deadline_s):
+                    raise SizeMismatch(
+                        f"blob {expected_digest}: body ended after {size} of {expected_size} "
+                        f"bytes ({why}){tried}; gave up (RetryPolicy attempts="
+                        f"{policy.attempts}, max_resumes={policy.max_resumes}, deadline_s="
+                        f"{policy.deadline_s:g})",
+                        expected=expected_size, actual=size)
+                how = "from byte 0" if not self.resumable else f"from byte {size}"
+                logger.warning("blob %s: body cut after %d of %d bytes (%s); resuming %s "
+                               "in %.2f s", expected_digest, size, expected_size, why, how, wait)
+                if wait:
+                    if cancel is not None and cancel.wait(wait):
+                        raise CopyCancelled(f"blob {expected_digest}: copy cancelled",
+                                            expected=expected_size, actual=size)
+                    if cancel is None:
+                        time.sleep(wait)
+                    backoff += wait
+                resumes += 1
+                if self.resumable:
+                    offset = size
+                    part.resume_at(size)
+                    resumed = True
+                else:
+                    offset = 0
+                    part.restart()
+            part.commit(dest)
             ok = True
         finally:
-            if fd >= 0:
-                os.close(fd)
             if not ok:
-                with contextlib.suppress(FileNotFoundError):
-                    Path(tmp_name).unlink()
-            response.close()
+                part.discard()
+            if response is not None:
+                response.close()
         counted = meter.active
         return CopyStats(
             digest=expected_digest,
@@ -302,20 +449,25 @@ class CopyStrategy:
             write_sizes=dict(meter.writes) if counted else None,
             buffer_bytes=meter.buffer_bytes,
             helper=meter.helper if counted else None,
+            resumes=resumes,
+            backoff_s=backoff,
         )
 
 
-def _rehash(fd: int, hasher: Any, meter: Meter) -> Any:
-    """Hash a finished file by re-reading it (1 MiB ``preadv`` calls; page-cache reads)."""
+def _rehash(fd: int, hasher: Any, meter: Meter, end: int | None = None) -> Any:
+    """Hash a file's bytes ``[0, end)`` (all of it by default) by re-reading it (1 MiB
+    ``preadv`` calls; page-cache reads)."""
     buf = bytearray(_REHASH_CHUNK)
     view = memoryview(buf)
     offset = 0
-    while True:
-        n = os.preadv(fd, [buf], offset)
+    while end is None or offset < end:
+        want = _REHASH_CHUNK if end is None else min(_REHASH_CHUNK, end - offset)
+        n = os.preadv(fd, [view[:want]], offset)
         if n == 0:
             return hasher
         hasher.update(view[:n])
         offset += n
+    return hasher
 
 
 
