@@ -51,13 +51,11 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from .._errors import BenchmarkError, RegistryUnavailable, ServerError
+    from .._errors import NetworkProfileError, RegistryUnavailable, ServerError
+    from .._process import stop_process
 else:  # the proxy child runs this file as a bare script: no package import, starts in ~50 ms
-
-    class BenchmarkError(Exception):  # type: ignore[no-redef]
-        """Stand-in (child process only)."""
-
-    RegistryUnavailable = ServerError = BenchmarkError  # type: ignore[misc,assignment]
+    # stand-ins (child process only); the parent raises the real ones
+    NetworkProfileError = RegistryUnavailable = ServerError = RuntimeError  # type: ignore[misc,assignment]
 
 __all__ = [
     "PROFILES",
@@ -76,10 +74,6 @@ logger = logging.getLogger(__name__)
 _RECV_BYTES = 256 * 1024
 _MIN_QUEUE_BYTES = 4 * 1024 * 1024
 _MIN_SHAPED_QUEUE_BYTES = 256 * 1024
-
-
-class NetworkProfileError(BenchmarkError, ValueError):
-    """An unknown network profile name or an invalid custom profile value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -765,13 +759,7 @@ class ShapingProxy:
         with contextlib.suppress(OSError):
             if proc.stdin:
                 proc.stdin.close()
-        with contextlib.suppress(OSError):
-            proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, what="shaping proxy")
         for stream in (proc.stdout, proc.stderr):
             with contextlib.suppress(OSError):
                 if stream:

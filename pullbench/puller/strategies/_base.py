@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import requests
 import urllib3
 
-from ..._errors import BlobError, DigestMismatch, SizeMismatch, StrategyError
+from ..._errors import BlobError, CopyCancelled, DigestMismatch, SizeMismatch, StrategyError
 from ..._sizes import SIZE_FORMATS
 from .._probes import Meter, ProbeSample, ThreadProbe, median_of_counts, power_of_two_histogram
 from .._transport import RetryPolicy
@@ -55,11 +55,6 @@ _INTERRUPTIONS = (
 #: ``reopen(offset) -> (response, start)``: the blob again from byte ``offset`` (``start`` is
 #: ``offset`` for a 206, 0 when the server sent the whole blob).
 Reopen = Callable[[int], "tuple[requests.Response, int]"]
-
-
-class CopyCancelled(SizeMismatch):
-    """A copy was stopped on purpose (the pull was cancelled, e.g. by Ctrl-C)."""
-
 
 
 # ----------------------------------------------------------------------------- records
