@@ -18,7 +18,7 @@ from .stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_POWER
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_power_curves", "plot_ratio_intervals"]
+__all__ = ["plot_effect_vs_interference", "plot_power_curves", "plot_ratio_intervals"]
 
 
 # --- section: stats (issue 4) ---
@@ -407,3 +407,63 @@ __all__ += [
     "plot_write_size_histograms",
 ]
 # --- end section: experiment plots ---
+
+
+# --- section: interference (verdicts that depend on load) ---
+
+
+def plot_effect_vs_interference(stability: Sequence[Any], *, metric: str = "duration_s",
+                                baseline: str | None = None) -> Figure:
+    """Per-block ratio candidate/baseline against the block's interference, with the OLS fit.
+
+    One panel per candidate arm: each block is a point (hollow when the block was disturbed),
+    the line is the fit of the log ratio on interference with its slope and p in the title.
+
+    Parameters
+    ----------
+    stability : sequence of StabilityRow
+        ``analysis.metric(image, metric).stability`` (records with ``arm``, ``points`` --
+        ``(block, interference cores, log ratio, disturbed)`` -- ``slope``, ``slope_p``,
+        ``unstable``).
+    metric : str
+        For the axis label.
+    baseline : str, optional
+        For the axis label.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        No arm has points to draw.
+    """
+    import matplotlib.pyplot as _plt
+
+    rows = [r for r in stability if r.points]
+    if not rows:
+        raise ValueError("no per-block points to draw (the rows carry no interference columns)")
+    fig, axes = _plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False,
+                              sharey=True)
+    for ax, row in zip(axes[0], rows, strict=True):
+        pts = np.array([(x, y, d) for _, x, y, d in row.points], dtype=float)
+        quiet, dist = pts[pts[:, 2] == 0], pts[pts[:, 2] == 1]
+        ax.scatter(quiet[:, 0], np.exp(quiet[:, 1]), color="tab:blue", label="quiet block")
+        ax.scatter(dist[:, 0], np.exp(dist[:, 1]), facecolors="none", edgecolors="tab:red",
+                   label="disturbed block")
+        if row.slope is not None and len(pts) >= 2:
+            xs = np.linspace(pts[:, 0].min(), pts[:, 0].max(), 20)
+            intercept = float(np.mean(pts[:, 1]) - row.slope * np.mean(pts[:, 0]))
+            ax.plot(xs, np.exp(intercept + row.slope * xs), color="black", lw=1)
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        title = row.arm + (" (UNSTABLE)" if row.unstable else "")
+        if row.slope_p is not None:
+            title += f"\nslope {row.slope:+.3f}/core, p={row.slope_p:.2g}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("block interference (cores of other work)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric} ratio vs {baseline or 'baseline'}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

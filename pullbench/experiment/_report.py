@@ -322,6 +322,12 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
              baseline=analysis.baseline))
         for metric in analysis.images[image].metrics
     ]
+    draw += [
+        (f"{metric} ratio vs interference per block",
+         lambda result=result, metric=metric: plots.plot_effect_vs_interference(
+             result.stability, metric=metric, baseline=analysis.baseline))
+        for metric, result in analysis.images[image].metrics.items() if result.stability
+    ]
     draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
              for name, func in (("write sizes", plots.plot_write_size_histograms),
                                 ("throughput vs buffer sizes", plots.plot_throughput_vs_sizes),
@@ -396,6 +402,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
         f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
         f"alpha {analysis.alpha}.</p>",
+        *_preflight_html(env),
     ]
     for image, block in analysis.images.items():
         parts.append(f"<h2>Image {html.escape(image)}</h2>")
@@ -427,6 +434,26 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     return path
 
 
+def _preflight_html(env: Mapping[str, Any]) -> list[str]:
+    """The machine check before the first run and the CPU plan, as paragraphs."""
+    pre = env.get("preflight") or {}
+    iso = env.get("cpu_isolation") or {}
+    out = []
+    if pre:
+        state = "quiet" if pre.get("quiet") else "NOT quiet"
+        other = pre.get("other_cpu_cores")
+        load = pre.get("loadavg_1_5_15") or [None]
+        text = (f"Machine before the first run: {state} (other processes "
+                f"{_fmt(other, '.2f')} cores, load {_fmt(load[0], '.2f')}).")
+        problems = pre.get("problems") or []
+        if problems:
+            text += " To fix: " + " ".join(str(p) for p in problems)
+        out.append(f"<p>{html.escape(text)}</p>")
+    if iso.get("describe"):
+        out.append(f"<p>CPU affinity: {html.escape(str(iso['describe']))}.</p>")
+    return out
+
+
 def _failed_note(analysis: Analysis) -> str:
     if not analysis.n_failed:
         return ""
@@ -436,5 +463,5 @@ def _failed_note(analysis: Analysis) -> str:
 
 def _env_summary(env: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("captured_at", "host", "python", "pullbench", "destination", "registry", "images",
-            "network_profile", "seed", "extra")
+            "network_profile", "seed", "preflight", "cpu_isolation", "extra")
     return {k: env.get(k) for k in keys if k in env}
