@@ -31,7 +31,8 @@ from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
 __all__ = ["DIAGNOSTIC_RANK", "PLOT_ERROR_CLASS", "format_analysis", "format_diagnostic_details",
-           "format_diagnostics", "format_stability", "format_verdict_table", "render_report"]
+           "format_diagnostics", "format_stability", "format_verdict_table", "plots_unavailable",
+           "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -342,6 +343,29 @@ def format_analysis(analysis: Analysis) -> str:
 
 
 # -- HTML ------------------------------------------------------------------------------------------
+#: How to get the plotting libraries (the report's tables need only the core dependencies).
+NOTEBOOKS_EXTRA = "pip install 'pullbench[notebooks]'"
+
+
+def plots_unavailable() -> str | None:
+    """Why reports cannot hold plots on this installation, or None when they can.
+
+    The HTML report's tables, verdicts and diagnostics need only pullbench's core dependencies;
+    its plots need matplotlib, which comes with the ``notebooks`` extra.
+
+    Returns
+    -------
+    str or None
+        A one-line reason naming the extra to install (``pip install 'pullbench[notebooks]'``),
+        or None when matplotlib imports.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"plots need matplotlib, which is not installed: {NOTEBOOKS_EXTRA}"
+    return None
+
+
 def _figure_to_img(fig: Any, alt: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -438,6 +462,11 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     ------
     ResultSchemaError
         Not a results folder.
+
+    Notes
+    -----
+    Without matplotlib (the ``notebooks`` extra) the report holds the tables, verdicts and
+    diagnostics and one line saying how to get the plots (:func:`plots_unavailable`).
     """
     store = ResultsStore(Path(directory))
     df = load_results(store.directory, include_warmup=True)
@@ -445,6 +474,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
                 else analyze_folder(store.directory))
     ok, _ = _analysis_frame(df)
+    no_plots = plots_unavailable()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>pullbench report: {html.escape(store.directory.name)}</title>",
@@ -485,7 +515,10 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
         parts.append("<h3>Plots</h3>")
-        parts.extend(_report_figures(ok, analysis, image))
+        if no_plots is None:
+            parts.extend(_report_figures(ok, analysis, image))
+        else:
+            parts.append(f"<p class='note'>No plots: {html.escape(no_plots)}.</p>")
     parts.append("<h2>Environment</h2>")
     parts.append(f"<pre>{html.escape(json.dumps(_env_summary(env), indent=2))}</pre>")
     parts.append("</body></html>")

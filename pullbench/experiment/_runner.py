@@ -32,12 +32,20 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import BenchmarkError, ImageNotFound, RegistryUnavailable, StrategyError
+from .._errors import (
+    BenchmarkError,
+    ExperimentInterrupted,
+    ImageNotFound,
+    ParameterWarning,
+    RegistryUnavailable,
+    StrategyError,
+)
 from ._endpoints import (
     Endpoint,
     RegistryFactory,
@@ -76,14 +84,6 @@ PREFLIGHT_WINDOW_S = 0.25
 DEFAULT_RUN_TIMEOUT_S = 900.0
 _DISK_HEADROOM = 1.10
 _DISK_SLACK_BYTES = 64 * 1024 * 1024
-
-
-class ExperimentInterrupted(BenchmarkError):
-    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``)."""
-
-    def __init__(self, message: str, *, result: ExperimentResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +204,25 @@ def _validate_strategies(spec: ExperimentSpec) -> None:
                 f"{', '.join(names)} (see `pullbench strategies`)"
             )
         try:
-            get_strategy(arm.strategy, **arm.params_dict)
+            strategy = get_strategy(arm.strategy, **arm.params_dict)
         except (StrategyError, TypeError) as exc:
             raise StrategyError(f"arm {arm.name!r}: {exc}") from exc
+        _warn_ineffective(arm.name, arm.params_dict, strategy.ineffective_params(),
+                          get_strategy(arm.strategy).ineffective_params(), strategy.params)
+
+
+def _warn_ineffective(arm: str, given: Mapping[str, Any], ineffective: Mapping[str, str],
+                      preset: Mapping[str, str], params: Mapping[str, Any]) -> None:
+    """Warn about parameters that cannot take effect because of what the user set.
+
+    A parameter counts when the user set it, or when it worked in the preset and the user's
+    overrides disabled it (e.g. ``write_mode=per-read`` on ``pr48602`` makes ``write_size``
+    idle); a preset's own idle parameter (``go-iocopy``'s ``write_size``) is not the user's doing.
+    """
+    for key, why in ineffective.items():
+        if key in given or key not in preset:
+            warnings.warn(f"arm {arm}: {key}={params.get(key)!r} cannot take effect: {why}",
+                          ParameterWarning, stacklevel=4)
 
 
 def _check_writable(directory: Path, what: str) -> None:

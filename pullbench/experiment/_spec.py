@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from .._errors import BenchmarkError, StrategyError
+from .._errors import BenchmarkError, ParameterWarning, StrategyError
 from .._sizes import looks_like_size, parse_size
 from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 
@@ -445,10 +446,21 @@ class ExperimentSpec:
         return ExperimentSpec.from_mapping(data)
 
     def with_params(self, overrides: Iterable[tuple[str | None, str, Any]]) -> ExperimentSpec:
-        """Apply parameter overrides ``(arm or None for all, key, value)`` to the arms.
+        """Apply parameter overrides ``(arm or None, key, value)`` to the arms.
+
+        An override naming an arm (or a strategy) changes that arm. One naming none goes to every
+        arm whose strategy has the parameter ``key``, and a :class:`~pullbench.ParameterWarning`
+        says which arms those were (and which were renamed, the baseline included), so that
+        ``--param write_size=64k`` never silently changes the baseline.
 
         Overridden arms keep their name only when it was given explicitly; default names are
-        regenerated (``pr48602[buffer_bytes=65536]``). The baseline follows its arm.
+        regenerated (``pr48602[write_size=65536]``). The baseline follows its arm.
+
+        Raises
+        ------
+        BenchmarkError
+            An override names an arm that does not exist, or no arm's strategy has the
+            parameter of an arm-less override.
         """
         overrides = list(overrides)
         targets = {a for a, _, _ in overrides if a is not None}
@@ -457,12 +469,26 @@ class ExperimentSpec:
             raise BenchmarkError(
                 f"--param names unknown arms {missing}; arms are {list(self.arm_names)}"
             )
+        known = _strategy_parameters()
+        takers: dict[int, list[str]] = {}
+        for i, (target, key, value) in enumerate(overrides):
+            if target is not None:
+                continue
+            takers[i] = [arm.name for arm in self.arms if key in known.get(arm.strategy, ())]
+            if not takers[i] and all(arm.strategy in known for arm in self.arms):
+                raise BenchmarkError(
+                    f"--param {key}={value}: no arm's strategy has a parameter {key!r} (arms: "
+                    + ", ".join(f"{a.name} ({', '.join(sorted(known[a.strategy])) or 'none'})"
+                                for a in self.arms) + ")"
+                )
         new_arms = []
+        renamed: dict[str, str] = {}
         baseline = self.baseline
         for arm in self.arms:
             params = arm.params_dict
-            for target, key, value in overrides:
-                if target is None or target in (arm.name, arm.strategy):
+            for i, (target, key, value) in enumerate(overrides):
+                if (target in (arm.name, arm.strategy) if target is not None
+                        else arm.name in takers[i]):
                     params[key] = parse_param_value(value)
             if params == arm.params_dict:
                 new_arms.append(arm)
@@ -472,8 +498,37 @@ class ExperimentSpec:
             new = ArmSpec.make(arm.strategy, params, name, unpack=arm.unpack)
             if arm.name == self.baseline:
                 baseline = new.name
+            if new.name != arm.name:
+                renamed[arm.name] = new.name
             new_arms.append(new)
+        for i, names in takers.items():
+            _, key, value = overrides[i]
+            _warn_unprefixed(key, value, names, [a.name for a in self.arms if a.name not in names],
+                             renamed, self.baseline)
         return replace_spec(self, arms=tuple(new_arms), baseline=baseline)
+
+
+def _strategy_parameters() -> dict[str, frozenset[str]]:
+    """Registered strategy name -> the names of its parameters."""
+    from ..puller.strategies import list_strategies
+
+    return {info.name: frozenset(info.params) for info in list_strategies()}
+
+
+def _warn_unprefixed(key: str, value: Any, names: Sequence[str], others: Sequence[str],
+                     renamed: Mapping[str, str], baseline: str | None) -> None:
+    """Say where an arm-less ``--param KEY=VALUE`` went (a :class:`ParameterWarning`)."""
+    went = ", ".join(
+        f"{n} (now {renamed[n]}{', the baseline' if n == baseline else ''})" if n in renamed
+        else f"{n}{' (the baseline)' if n == baseline else ''} (unchanged: already {value})"
+        for n in names
+    )
+    text = f"--param {key}={value} names no arm, so it went to every arm with {key}: {went}"
+    if others:
+        text += f"; not to {', '.join(others)} (no parameter {key})"
+    if names:
+        text += f". To change one arm only, prefix it: --param {names[-1]}.{key}={value}"
+    warnings.warn(text, ParameterWarning, stacklevel=3)
 
 
 def replace_spec(spec: ExperimentSpec, **changes: Any) -> ExperimentSpec:

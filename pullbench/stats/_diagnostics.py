@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .._errors import StatsInputError
+from .._errors import DegenerateSampleWarning, StatsInputError, StatsWarning
 
 __all__ = [
     "DegenerateSampleWarning",
@@ -57,14 +57,6 @@ BIMODALITY_THRESHOLD = 0.70
 MIN_RUNS_BIMODALITY = 20
 MIN_RUNS_BOOTSTRAP = 10
 MIN_RUNS_RANK = 6
-
-
-class StatsWarning(RuntimeWarning):
-    """Base class of the warnings pullbench's statistics emit."""
-
-
-class DegenerateSampleWarning(StatsWarning):
-    """A sample is degenerate (e.g. constant) but the analysis can still run; read the message."""
 
 
 @dataclass(frozen=True, slots=True)
