@@ -99,7 +99,7 @@ def test_blocks_to_settle_uses_the_power_planner():
 
 # -- whole experiments under a real burner --------------------------------------------------------
 BLOCKS = 8
-SLOW = "tunable:read_size=4096,write_size=4096"
+SLOW = "tunable:read_size=4096"  # 4 KiB reads, one write per read
 
 
 def _loaded_blocks(seed: int) -> set[int]:
