@@ -271,6 +271,8 @@ def _interference_summary(sub: pd.DataFrame) -> InterferenceSummary | None:
         block_interference={int(b): float(v) for b, v in block_mean.items()},
         disturbed_runs=tuple(str(r) for r in sub.loc[disturbed, "run_id"])
         if "run_id" in sub.columns else (),
+        disturbed_by_arm={str(a): int(v) for a, v in disturbed.groupby(sub["arm"]).sum().items()},
+        runs_by_arm={str(a): int(v) for a, v in valid.groupby(sub["arm"]).sum().items()},
     )
 
 
