@@ -81,6 +81,10 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
               help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @handle_errors
 def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           arms: str | None, baseline: str | None, params: tuple[str, ...], blocks: int | None,
@@ -88,7 +92,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
-          require_quiet: bool, no_report: bool, progress: bool) -> None:
+          require_quiet: bool, no_report: bool, progress: bool, include_retried: bool) -> None:
     """Run an experiment and print verdicts (the main job).
 
     Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
@@ -155,7 +159,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
-    analysis = analyze_folder(result.directory)
+    analysis = analyze_folder(result.directory, include_retried=include_retried)
     click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
@@ -201,17 +205,23 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None) -> None:
-    """Re-run the statistics on a results folder (failed runs excluded and counted)."""
+            margin: float | None, alpha: float | None, include_retried: bool) -> None:
+    """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
+    resumes, excluded and counted)."""
     from ..experiment._analysis import analyze_folder, save_analysis
     from ..experiment._report import format_analysis
     from ..experiment._results import consolidate_results
 
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
-                              margin=margin, alpha=alpha, save=False)
+                              margin=margin, alpha=alpha, save=False,
+                              include_retried=include_retried)
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)

@@ -10,12 +10,14 @@ explains the verdicts). Every record is a frozen dataclass with ``to_dict()`` / 
 Schema changelog (``schema_version`` of ``analysis.json``):
 
 - 1: first version (the nested dict of earlier releases, read unchanged: the same keys).
+  Later added, optional (absent means 0 / {} / false): ``n_retried``, ``retried_by_arm``,
+  ``include_retried``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -296,6 +298,13 @@ class Analysis:
     notes : tuple of str
         What was skipped and why.
     images : dict of str to ImageAnalysis
+    n_retried : int
+        Successful runs that needed a retry or a resume (``retries`` or ``resumes`` > 0): they
+        measured a fault as well as the copy, and are left out of the verdicts unless
+        ``include_retried`` (then they are in ``n_runs`` too).
+    retried_by_arm : dict of str to int
+    include_retried : bool
+        Whether those runs were analysed.
     """
 
     schema_version: int
@@ -310,6 +319,9 @@ class Analysis:
     failed_messages: tuple[str, ...]
     notes: tuple[str, ...]
     images: Mapping[str, ImageAnalysis]
+    n_retried: int = 0
+    retried_by_arm: Mapping[str, int] = field(default_factory=dict)
+    include_retried: bool = False
 
     def image(self, image: str | None = None) -> ImageAnalysis:
         """The analysis of ``image`` (default: the first image).
@@ -351,6 +363,8 @@ class Analysis:
             "failed_by_arm": dict(self.failed_by_arm),
             "failed_messages": list(self.failed_messages), "notes": list(self.notes),
             "images": {i: b.to_dict() for i, b in self.images.items()},
+            "n_retried": self.n_retried, "retried_by_arm": dict(self.retried_by_arm),
+            "include_retried": self.include_retried,
         }
 
     @classmethod
@@ -391,6 +405,9 @@ class Analysis:
             notes=tuple(str(n) for n in data.get("notes") or ()),
             images={str(i): ImageAnalysis.from_dict(b, f"{at}: images[{i!r}]")
                     for i, b in images.items()},
+            n_retried=int(data.get("n_retried") or 0),
+            retried_by_arm={str(k): int(v) for k, v in (data.get("retried_by_arm") or {}).items()},
+            include_retried=bool(data.get("include_retried", False)),
         )
 
 
