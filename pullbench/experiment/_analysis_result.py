@@ -10,8 +10,8 @@ explains the verdicts). Every record is a frozen dataclass with ``to_dict()`` / 
 Schema changelog (``schema_version`` of ``analysis.json``):
 
 - 1: first version (the nested dict of earlier releases, read unchanged: the same keys).
-  Later added, optional (absent means 0 / {} / false): ``n_retried``, ``retried_by_arm``,
-  ``include_retried``.
+  Later added, optional and written only when not 0 / {} / false: ``n_retried``,
+  ``retried_by_arm``, ``include_retried``.
 """
 
 from __future__ import annotations
@@ -363,8 +363,10 @@ class Analysis:
             "failed_by_arm": dict(self.failed_by_arm),
             "failed_messages": list(self.failed_messages), "notes": list(self.notes),
             "images": {i: b.to_dict() for i, b in self.images.items()},
-            "n_retried": self.n_retried, "retried_by_arm": dict(self.retried_by_arm),
-            "include_retried": self.include_retried,
+            # only when they say something, so earlier analysis.json files read back unchanged
+            **({"n_retried": self.n_retried, "retried_by_arm": dict(self.retried_by_arm)}
+               if self.n_retried else {}),
+            **({"include_retried": True} if self.include_retried else {}),
         }
 
     @classmethod
