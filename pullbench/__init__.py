@@ -4,7 +4,7 @@ is faster.
 Public API by topic
 -------------------
 Errors
-    PullbenchError and its subclasses (see ``pullbench._errors``).
+    PullbenchError and its subclasses (see ``pullbench._errors``); ParameterWarning.
 Media types and digests
     OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST, ..., sha256_digest,
     is_valid_digest.
@@ -17,7 +17,8 @@ Puller and copy strategies
     low-speed limit), BODY_CAPS (what is read into memory at most).
 Decompress and unpack (the stages after the download)
     list_decompressors, get_decompressor, Decompressor, DecompressionLimits, open_layer,
-    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult.
+    LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult;
+    UnpackPlan (``pull(..., unpack=UnpackPlan(...))``: the stages inside a pull).
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -36,20 +37,29 @@ import typing as _typing
 
 # Cheap (standard library only): imported with the package.
 from ._errors import (
+    ArmError,
     AuthenticationError,
     BenchmarkError,
     BlobError,
     ClientConfigError,
+    ColdStateError,
+    CopyCancelled,
     CorruptLayerError,
+    DaemonDied,
+    DaemonError,
     DecompressionBomb,
     DecompressionError,
+    DegenerateSampleWarning,
     DiffIdMismatch,
     DigestMismatch,
+    ExperimentInterrupted,
     ImageBuildError,
     ImageNotFound,
     InvalidReference,
     LayerError,
     ManifestError,
+    NetworkProfileError,
+    ParameterWarning,
     ProgramBuildError,
     PullbenchError,
     RegistryError,
@@ -59,6 +69,7 @@ from ._errors import (
     ServerError,
     SizeMismatch,
     StatsInputError,
+    StatsWarning,
     StrategyError,
     UnsafeLayerError,
 )
@@ -140,7 +151,6 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         resolve_results_path,
     )
     from .experiment._runner import (
-        ExperimentInterrupted,
         ExperimentResult,
         ImageInfo,
         drop_page_cache,
@@ -199,6 +209,9 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .puller._probes import (
         Meter,
     )
+    from .puller._stages import (
+        UnpackPlan,
+    )
     from .puller._transport import (
         BODY_CAPS,
         RetryPolicy,
@@ -230,9 +243,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         DEFAULT_POWER,
     )
     from .stats._diagnostics import (
-        DegenerateSampleWarning,
         Diagnostic,
-        StatsWarning,
         diagnose,
         diagnose_pair,
     )
@@ -268,7 +279,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
 
 #: submodule (relative to this package) -> the public names it provides
 _LAZY_MODULES: dict[str, tuple[str, ...]] = {
-    # images (issue 2)
+    # images
     ".images._cache": (
         "default_cache_dir",
     ),
@@ -279,7 +290,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".images._oci": (
         "ImageLayout", "LayoutDescriptor", "import_image", "push_image",
     ),
-    # puller (issue 3)
+    # puller
     ".puller._client": (
         "Descriptor", "FetchedManifest", "Manifest", "Platform", "RegistryClient",
     ),
@@ -299,6 +310,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "DecompressionLimits", "Decompressor", "LayerReader", "get_decompressor",
         "list_decompressors", "open_layer",
     ),
+    ".puller._stages": (
+        "UnpackPlan",
+    ),
     ".puller._unpack": (
         "LayerUnpackResult", "RootfsUnpacker", "UnpackResult", "image_layers", "unpack_image",
     ),
@@ -309,9 +323,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "CopyStats", "CopyStrategy", "StrategyInfo", "get_strategy", "list_strategies",
         "register_strategy",
     ),
-    # stats (issue 4)
+    # stats
     ".stats._diagnostics": (
-        "DegenerateSampleWarning", "Diagnostic", "StatsWarning", "diagnose", "diagnose_pair",
+        "Diagnostic", "diagnose", "diagnose_pair",
     ),
     ".experiment._hyperfine": (
         "read_hyperfine_json", "write_hyperfine_json",
@@ -332,7 +346,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "compare_batch", "compare_from_summary", "compare_samples", "decide_verdict",
         "factorial_anova",
     ),
-    # experiments (issue 5)
+    # experiments
     ".experiment._env": (
         "capture_environment",
     ),
@@ -351,7 +365,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "load_results", "resolve_results_path",
     ),
     ".experiment._runner": (
-        "ExperimentInterrupted", "ExperimentResult", "ImageInfo", "drop_page_cache",
+        "ExperimentResult", "ImageInfo", "drop_page_cache",
         "run_experiment",
     ),
     ".experiment._endpoints": (
@@ -362,7 +376,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._spec": (
         "ArmSpec", "ExperimentSpec", "PlannedRun", "design", "load_spec",
     ),
-    # remote (issue 6)
+    # remote
     ".servers._proxy": (
         "NetworkProfile", "get_profile", "profile_names",
     ),
@@ -373,41 +387,42 @@ _LAZY: dict[str, str] = {
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSpec", "ArmSummary", "AuthenticationError",
-    "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError", "CatalogEntry",
-    "ClientConfigError", "Comparison", "CopyStats", "CopyStrategy", "CorruptLayerError",
-    "DEFAULT_ALPHA", "DEFAULT_MARGIN", "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP",
-    "DOCKER_MANIFEST", "DOCKER_MANIFEST_LIST", "DecompressionBomb", "DecompressionError",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmError", "ArmSpec", "ArmSummary",
+    "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError",
+    "CatalogEntry", "ClientConfigError", "ColdStateError", "Comparison", "CopyCancelled",
+    "CopyStats", "CopyStrategy", "CorruptLayerError", "DEFAULT_ALPHA", "DEFAULT_MARGIN",
+    "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST", "DaemonDied", "DaemonError", "DecompressionBomb", "DecompressionError",
     "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
     "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted",
     "ExperimentResult", "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult",
     "ImageAnalysis", "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound",
     "ImageReference", "InvalidReference", "LayerError", "LayerReader", "LayerResult",
     "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError",
-    "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile", "OCI_CONFIG",
-    "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest",
-    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult",
-    "PullbenchError",
-    "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
-    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
-    "ResultsStore", "RetryPolicy", "RootfsUnpacker", "ServerError", "SizeMismatch",
-    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
-    "SyntheticImageSpec", "TostTest", "TransferCounters", "UnpackResult", "UnsafeLayerError",
-    "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues", "analyze_folder", "analyze_grid",
-    "analyze_results", "bca_interval", "build_image", "capture_environment", "catalog",
-    "compare_all_pairs", "compare_batch", "compare_from_summary", "compare_samples",
-    "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
-    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
-    "factorial_anova", "format_analysis", "format_verdict_table", "get_decompressor",
-    "get_profile", "get_strategy", "image_from_directory", "image_from_pip", "image_layers",
-    "import_image", "is_valid_digest", "list_catalog", "list_decompressors", "list_strategies",
-    "load_analysis", "load_environment", "load_results", "load_spec", "minimum_detectable_effect",
-    "mirror_image", "network_profiles", "open_layer", "parse_reference", "plan_from_pilot",
-    "power_at_n", "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu",
-    "push_image", "read_hyperfine_json", "register_network_profile", "register_runner_layers",
-    "register_strategy", "register_tls_layer", "remote_registry_factory", "render_report",
-    "resolve_results_path", "run_experiment", "runs_needed", "save_analysis", "servers",
-    "sha256_digest", "tar_directory", "unpack_image", "verdict_table", "write_hyperfine_json",
+    "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile",
+    "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
+    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "ParameterWarning", "PlannedRun", "Platform",
+    "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION",
+    "RatioEstimates", "RegistryClient", "RegistryError", "RegistryFactory", "RegistryUnavailable",
+    "ResponseTooLarge", "ResultSchemaError", "ResultsStore", "RetryPolicy", "RootfsUnpacker",
+    "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",
+    "StrategyInfo", "SummaryComparison", "SyntheticImageSpec", "TostTest", "TransferCounters",
+    "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
+    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
+    "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
+    "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
+    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
+    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_analysis",
+    "format_verdict_table", "get_decompressor", "get_profile", "get_strategy",
+    "image_from_directory", "image_from_pip", "image_layers", "import_image", "is_valid_digest",
+    "list_catalog", "list_decompressors", "list_strategies", "load_analysis", "load_environment",
+    "load_results", "load_spec", "minimum_detectable_effect", "mirror_image", "network_profiles",
+    "open_layer", "parse_reference", "plan_from_pilot", "power_at_n", "profile_names",
+    "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
+    "register_network_profile", "register_runner_layers", "register_strategy",
+    "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
+    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "tar_directory",
+    "unpack_image", "verdict_table", "write_hyperfine_json",
 ]
 
 

@@ -3,7 +3,7 @@
 ::
 
     PullbenchError
-    ├── ReferenceError_ (InvalidReference, also ValueError)
+    ├── InvalidReference               (an image reference that does not parse; also ValueError)
     ├── RegistryError                  (context: registry, image_ref)
     │   ├── RegistryUnavailable        (cannot connect / 5xx)
     │   ├── AuthenticationError        (401/403 without usable credentials; names the realm)
@@ -15,14 +15,21 @@
     │   └── BlobError
     │       ├── DigestMismatch         (bytes do not hash to the descriptor's digest)
     │       └── SizeMismatch           (short or long body vs the descriptor's size)
+    │           └── CopyCancelled      (a copy stopped on purpose: the pull was cancelled)
     ├── StrategyError                  (unknown strategy or parameter; also ValueError)
     ├── ImageBuildError                (fixture images: unknown catalog entry, missing tool,
     │                                   no root)
     ├── ServerError                    (a server pullbench starts could not start; names the fix)
+    │   └── DaemonError                (a daemon started for an arm failed; context: kind, log)
+    │       ├── DaemonDied             (it exited while an experiment still needed it)
+    │       └── ColdStateError         (an arm's state was not cold before a run)
     ├── ProgramBuildError              (a program pullbench builds — a dockerd variant, the Go
     │                                   copy harness — cannot be built: missing toolchain or
     │                                   source, unknown variant or parameter, failed compile)
     ├── BenchmarkError                 (experiment spec / runner problems)
+    │   ├── ArmError                   (an external arm's kind or parameters; also ValueError)
+    │   ├── NetworkProfileError        (unknown or invalid network profile; also ValueError)
+    │   └── ExperimentInterrupted      (Ctrl-C; context: the result so far, for --resume)
     ├── ResultSchemaError              (results files; also ValueError)
     ├── StatsInputError                (degenerate statistical input; also ValueError)
     └── LayerError                     (context: layer digest, member, media type)
@@ -35,27 +42,48 @@
                                         names, symlinked parents, hard links or whiteouts
                                         that leave the root)
 
+Warnings (``warnings.warn``, not errors: the run goes ahead)::
+
+    RuntimeWarning
+    └── StatsWarning                   (the statistics' warnings)
+        └── DegenerateSampleWarning    (e.g. a constant sample; the analysis still runs)
+
+    UserWarning
+    └── ParameterWarning               (a strategy parameter cannot take effect given the others;
+                                        an arm-less --param went to several arms)
+
 Every error carries its context as attributes and a message that says what, where, and how to
 fix it. No error message ever contains a credential.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "ArmError",
     "AuthenticationError",
     "BenchmarkError",
     "BlobError",
     "ClientConfigError",
+    "ColdStateError",
+    "CopyCancelled",
     "CorruptLayerError",
+    "DaemonDied",
+    "DaemonError",
     "DecompressionBomb",
     "DecompressionError",
+    "DegenerateSampleWarning",
     "DiffIdMismatch",
     "DigestMismatch",
+    "ExperimentInterrupted",
     "ImageBuildError",
     "ImageNotFound",
     "InvalidReference",
     "LayerError",
     "ManifestError",
+    "NetworkProfileError",
+    "ParameterWarning",
     "ProgramBuildError",
     "PullbenchError",
     "RegistryError",
@@ -65,6 +93,7 @@ __all__ = [
     "ServerError",
     "SizeMismatch",
     "StatsInputError",
+    "StatsWarning",
     "StrategyError",
     "UnsafeLayerError",
 ]
@@ -154,6 +183,10 @@ class SizeMismatch(BlobError):
         self.actual = actual
 
 
+class CopyCancelled(SizeMismatch):
+    """A copy was stopped on purpose (the pull was cancelled, e.g. by Ctrl-C)."""
+
+
 class StrategyError(PullbenchError, ValueError):
     """Unknown copy strategy, or a parameter it does not take or cannot accept."""
 
@@ -164,6 +197,31 @@ class ImageBuildError(PullbenchError):
 
 class ServerError(PullbenchError):
     """A server pullbench starts (embedded registry, Distribution, proxy, token server) failed."""
+
+
+class DaemonError(ServerError):
+    """A daemon pullbench starts for an arm (containerd, dockerd) could not start or failed.
+
+    Attributes
+    ----------
+    kind : str
+        ``containerd`` or ``dockerd``.
+    log_tail : str
+        The end of the daemon's log.
+    """
+
+    def __init__(self, message: str, *, kind: str = "", log_tail: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.log_tail = log_tail
+
+
+class DaemonDied(DaemonError):
+    """A daemon exited while an experiment still needed it."""
+
+
+class ColdStateError(DaemonError):
+    """An arm's state was not cold before a run (something the last run stored is still there)."""
 
 
 class ProgramBuildError(PullbenchError):
@@ -184,6 +242,28 @@ class ProgramBuildError(PullbenchError):
 
 class BenchmarkError(PullbenchError):
     """An experiment spec is invalid or an experiment cannot run."""
+
+
+class ArmError(BenchmarkError, ValueError):
+    """An external arm's kind or parameters are invalid (raised before any run)."""
+
+
+class NetworkProfileError(BenchmarkError, ValueError):
+    """An unknown network profile name or an invalid custom profile value."""
+
+
+class ExperimentInterrupted(BenchmarkError):
+    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``).
+
+    Attributes
+    ----------
+    result : ExperimentResult
+        What the experiment had done when it stopped (``pullbench.ExperimentResult``).
+    """
+
+    def __init__(self, message: str, *, result: Any) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class ResultSchemaError(PullbenchError, ValueError):
@@ -256,3 +336,17 @@ class CorruptLayerError(LayerError):
 
 class UnsafeLayerError(LayerError):
     """A layer member would create, link or delete something outside the root filesystem."""
+
+
+class StatsWarning(RuntimeWarning):
+    """Base class of the warnings pullbench's statistics emit."""
+
+
+class DegenerateSampleWarning(StatsWarning):
+    """A sample is degenerate (e.g. constant) but the analysis can still run; read the message."""
+
+
+class ParameterWarning(UserWarning):
+    """A strategy parameter the user set cannot take effect given the other parameters (e.g.
+    ``pr48602.write_size=64k`` with 512 KiB reads: Go's ``bufio.Writer`` passes larger writes
+    straight through), or a ``--param`` without an arm prefix was applied to several arms."""

@@ -18,7 +18,8 @@ def data_dirs() -> tuple[Path, Path]:
     Returns
     -------
     (Path, Path)
-        ``pullbench/data`` (package data of an installed wheel) and ``<repository root>/data``
-        (an editable install from the source tree).
+        ``pullbench/data`` (package data of an installed wheel; in the source tree a relative
+        symlink to the top-level ``data/``, which setuptools follows when it builds a wheel) and
+        ``<repository root>/data`` (a checkout whose symlink was not kept).
     """
     return PACKAGE_DIR / "data", SOURCE_ROOT / "data"

@@ -1,14 +1,18 @@
 """Plotting functions. Each returns a matplotlib ``Figure`` and never calls ``plt.show()``.
 
+Planning and verdicts: :func:`plot_power_curves`, :func:`plot_ratio_intervals`. Experiment rows
+(``pullbench.load_results``): :func:`plot_arm_distributions` (per-arm distributions with the
+verdict estimate), :func:`plot_write_size_histograms`, :func:`plot_throughput_vs_sizes` and
+:func:`plot_speed_vs_memory` (speed against the memory each arm holds in buffers).
+
 matplotlib (and seaborn, where used) are imported inside the functions so that
-``import pullbench`` and the CLI stay fast. Sections are owned by areas; add new plots inside
-your own section.
+``import pullbench`` and the CLI stay fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,10 +22,14 @@ from .stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_POWER
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["plot_power_curves", "plot_ratio_intervals"]
-
-
-# --- section: stats (issue 4) ---
+__all__ = [
+    "plot_arm_distributions",
+    "plot_power_curves",
+    "plot_ratio_intervals",
+    "plot_speed_vs_memory",
+    "plot_throughput_vs_sizes",
+    "plot_write_size_histograms",
+]
 
 
 def plot_power_curves(
@@ -135,24 +143,18 @@ def plot_ratio_intervals(
     return fig
 
 
-# --- end section: stats ---
 
 
 
-# --- section: experiment plots (issue 5) ---
-# Plots of experiment rows (``pullbench.load_results``): per-arm distributions with the verdict
-# estimate, write-size histograms, throughput against read/write sizes, speed against the memory
-# each arm holds in buffers. Each takes a DataFrame and returns a matplotlib Figure.
-from typing import Any  # noqa: E402
 
 
 def _bench_hist(value: Any) -> dict[int, int]:
     """A histogram cell (dict or JSON text) as {bucket upper bound in bytes: count}."""
-    import json as _json
+    import json
 
     if isinstance(value, str):
         try:
-            value = _json.loads(value)
+            value = json.loads(value)
         except ValueError:
             return {}
     if not isinstance(value, dict):
@@ -161,13 +163,11 @@ def _bench_hist(value: Any) -> dict[int, int]:
 
 
 def _bench_hist_median(hist: dict[int, int]) -> float:
-    import numpy as _np
-
     if not hist:
         return float("nan")
     keys = sorted(hist)
-    counts = _np.cumsum([hist[k] for k in keys])
-    return float(keys[int(_np.searchsorted(counts, counts[-1] / 2))])
+    counts = np.cumsum([hist[k] for k in keys])
+    return float(keys[int(np.searchsorted(counts, counts[-1] / 2))])
 
 
 def _bench_arm_order(df: Any, baseline: str | None = None) -> list[str]:
@@ -212,7 +212,6 @@ def plot_arm_distributions(df: Any, table: Any = None, *, metric: str = "duratio
     matplotlib.figure.Figure
     """
     import matplotlib.pyplot as _plt
-    import numpy as _np
 
     arms = _bench_arm_order(df, baseline)
     colors = _bench_colors(arms)
@@ -220,13 +219,13 @@ def plot_arm_distributions(df: Any, table: Any = None, *, metric: str = "duratio
     fig, axes = _plt.subplots(1, ncols, figsize=(6.5 * ncols, 0.45 * len(arms) + 2.2),
                               squeeze=False)
     ax = axes[0, 0]
-    rng = _np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     for i, arm in enumerate(arms):
         values = df.loc[df["arm"] == arm, metric].astype(float).to_numpy()
         y = i + rng.uniform(-0.18, 0.18, size=len(values))
         ax.scatter(values, y, s=14, alpha=0.7, color=colors[arm], edgecolor="none")
         if len(values):
-            ax.plot([_np.median(values)] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
+            ax.plot([np.median(values)] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
     ax.set_yticks(range(len(arms)), arms)
     ax.invert_yaxis()
     ax.set_xlabel(f"{metric} (every run; bar = median)")
@@ -241,11 +240,11 @@ def plot_arm_distributions(df: Any, table: Any = None, *, metric: str = "duratio
             rec = rows.get(arm)
             if rec is None:
                 continue
-            ratio, low, high = (float(rec.get(k) or _np.nan)
+            ratio, low, high = (float(rec.get(k) or np.nan)
                                 for k in ("ratio", "ratio_ci_low", "ratio_ci_high"))
             ax2.errorbar(ratio, i, xerr=[[max(ratio - low, 0)], [max(high - ratio, 0)]], fmt="o",
                          color=colors[arm], capsize=3)
-            ax2.annotate(str(rec.get("verdict", "")), (high if _np.isfinite(high) else ratio, i),
+            ax2.annotate(str(rec.get("verdict", "")), (high if np.isfinite(high) else ratio, i),
                          xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
         ax2.set_yticks(range(len(arms)), arms)
         ax2.set_ylim(axes[0, 0].get_ylim())
@@ -274,7 +273,6 @@ def plot_write_size_histograms(df: Any, *, column: str = "write_size_hist",
     matplotlib.figure.Figure
     """
     import matplotlib.pyplot as _plt
-    import numpy as _np
 
     arms = _bench_arm_order(df, baseline)
     colors = _bench_colors(arms)
@@ -288,9 +286,9 @@ def plot_write_size_histograms(df: Any, *, column: str = "write_size_hist",
     buckets = sorted({k for h in totals.values() for k in h}) or [1]
     fig, axes = _plt.subplots(len(arms), 1, figsize=(8, 1.1 * len(arms) + 1), sharex=True,
                               squeeze=False)
-    x = _np.arange(len(buckets))
+    x = np.arange(len(buckets))
     for ax, arm in zip(axes[:, 0], arms, strict=True):
-        counts = _np.array([totals[arm].get(b, 0) for b in buckets], dtype=float)
+        counts = np.array([totals[arm].get(b, 0) for b in buckets], dtype=float)
         share = counts / counts.sum() if counts.sum() else counts
         ax.bar(x, share, color=colors[arm])
         ax.set_ylabel(arm, rotation=0, ha="right", va="center", fontsize=8)
@@ -312,31 +310,33 @@ def _bench_size_label(n: float) -> str:
     return f"{n:g}"
 
 
-def _bench_per_arm(df: Any) -> Any:
-    import numpy as _np
-    import pandas as _pd
+def _bench_numeric(group: Any, column: str) -> Any:
+    """A column as numbers with NaN dropped; empty when the rows lack the column."""
+    if column not in group:
+        return pd.Series(dtype=float)
+    return pd.to_numeric(group[column], errors="coerce").dropna()
 
+
+def _bench_per_arm(df: Any) -> Any:
     rows = []
     for arm, group in df.groupby("arm", sort=False):
-        thr = _pd.to_numeric(group.get("throughput_mb_s"), errors="coerce").dropna()
+        thr = _bench_numeric(group, "throughput_mb_s")
         reads = [_bench_hist_median(_bench_hist(c)) for c in group.get("read_size_hist", [])]
         reads = [r for r in reads if r == r]  # not measured (probes off): NaN, left out
         params = group["params"].iloc[0] if "params" in group else {}
         eff = group["effective_params"].iloc[0] if "effective_params" in group else {}
         rows.append({
             "arm": arm,
-            "throughput_median": float(thr.median()) if len(thr) else _np.nan,
-            "throughput_q1": float(thr.quantile(0.25)) if len(thr) else _np.nan,
-            "throughput_q3": float(thr.quantile(0.75)) if len(thr) else _np.nan,
-            "read_bytes": float(_np.nanmedian(reads)) if reads else _np.nan,
-            "write_bytes": float(_pd.to_numeric(group.get("median_write_bytes"),
-                                                errors="coerce").median()),
-            "buffer_bytes": float(_pd.to_numeric(group.get("buffer_bytes"),
-                                                 errors="coerce").median()),
+            "throughput_median": float(thr.median()) if len(thr) else np.nan,
+            "throughput_q1": float(thr.quantile(0.25)) if len(thr) else np.nan,
+            "throughput_q3": float(thr.quantile(0.75)) if len(thr) else np.nan,
+            "read_bytes": float(np.nanmedian(reads)) if reads else np.nan,
+            "write_bytes": float(_bench_numeric(group, "median_write_bytes").median()),
+            "buffer_bytes": float(_bench_numeric(group, "buffer_bytes").median()),
             "params": params if isinstance(params, dict) else {},
             "effective_params": eff if isinstance(eff, dict) else {},
         })
-    return _pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
 
 def plot_throughput_vs_sizes(df: Any, *, baseline: str | None = None) -> Any:
@@ -399,11 +399,3 @@ def plot_speed_vs_memory(df: Any, *, baseline: str | None = None) -> Any:
     fig.tight_layout()
     return fig
 
-
-__all__ += [
-    "plot_arm_distributions",
-    "plot_speed_vs_memory",
-    "plot_throughput_vs_sizes",
-    "plot_write_size_histograms",
-]
-# --- end section: experiment plots ---

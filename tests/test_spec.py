@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pullbench._errors import BenchmarkError
+from pullbench._errors import BenchmarkError, ParameterWarning
 from pullbench.experiment._spec import (
     DEFAULT_ARMS,
     ArmSpec,
@@ -95,10 +95,11 @@ def test_param_values_and_overrides():
     assert parse_param_value("true") is True
     assert parse_param_value("4096") == 4096
     spec = ExperimentSpec(arms=("go-iocopy", "pr48602"))
-    changed = spec.with_params([("pr48602", "buffer_bytes", "64k")])
-    assert changed.arm_names == ("go-iocopy", "pr48602[buffer_bytes=65536]")
-    changed = spec.with_params([(None, "buffer_bytes", "64k")])
-    assert changed.baseline == "go-iocopy[buffer_bytes=65536]"
+    changed = spec.with_params([("pr48602", "write_size", "64k")])
+    assert changed.arm_names == ("go-iocopy", "pr48602[write_size=65536]")
+    with pytest.warns(ParameterWarning, match="went to every arm with write_size"):
+        changed = spec.with_params([(None, "write_size", "64k")])
+    assert changed.baseline == "go-iocopy[write_size=65536]"
     with pytest.raises(BenchmarkError, match="unknown arms"):
         spec.with_params([("nope", "x", 1)])
 

@@ -13,6 +13,10 @@ Kinds (``kind`` of an arm in a spec; ``params`` as listed by each class):
 ``go``          the Go copy harness with one Go idiom (:class:`GoArm`; ``go:<idiom>``)
 ==============  ================================================================================
 
+dockerd variants are built from source by :func:`build_dockerd` (``pullbench dockerd build``);
+the Go copy harness (:func:`go_copy`, :func:`go_pull`) copies registry blobs with the exact Go
+idioms of :data:`GO_IDIOMS`.
+
 Daemons (containerd, dockerd) are started once per experiment in private temporary folders,
 die with the process that started them (``setpriv --pdeathsig``), and leave no mounts, sockets
 or folders (:mod:`pullbench.arms._daemons`). Probes: :mod:`pullbench.arms._probes`; opt-in
@@ -30,10 +34,21 @@ from ._command import CommandArm
 from ._containerd import ContainerdDaemon, CtrArm
 from ._daemons import DaemonDied, DaemonError, ManagedDaemon
 from ._dockerd import DockerArm, DockerDaemon
+from ._dockerd_build import (
+    DockerdBuild,
+    DockerdVariant,
+    build_dockerd,
+    deb_src_entries,
+    dockerd_build_requirements,
+    dockerd_variants,
+    install_dockerd_build_requirements,
+)
+from ._goharness import GO_IDIOMS, GoBlobResult, GoCopyResult, GoIdiom, go_copy, go_pull
 from ._skopeo import SkopeoArm
 
 __all__ = [
     "ARM_KINDS",
+    "GO_IDIOMS",
     "ArmError",
     "ColdStateError",
     "CommandArm",
@@ -43,12 +58,24 @@ __all__ = [
     "DaemonError",
     "DockerArm",
     "DockerDaemon",
+    "DockerdBuild",
+    "DockerdVariant",
     "DockerdVariantArm",
     "ExternalArm",
     "GoArm",
+    "GoBlobResult",
+    "GoCopyResult",
+    "GoIdiom",
     "ManagedDaemon",
     "PullTarget",
     "SkopeoArm",
+    "build_dockerd",
+    "deb_src_entries",
+    "dockerd_build_requirements",
+    "dockerd_variants",
+    "go_copy",
+    "go_pull",
+    "install_dockerd_build_requirements",
     "make_arm",
     "shorthand_arm",
 ]

@@ -32,8 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._errors import BenchmarkError, PullbenchError
-from ._daemons import DaemonDied, DaemonError, ManagedDaemon
+from .._errors import (
+    ArmError,
+    BenchmarkError,
+    ColdStateError,
+    DaemonDied,
+    DaemonError,
+    PullbenchError,
+)
+from ._daemons import ManagedDaemon
 from ._probes import ClientResult, TreeProbe, TreeSample, run_client
 from ._trace import StraceSession, TraceResult
 
@@ -43,14 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: A daemon that dies is restarted this many times per experiment before the experiment stops.
 MAX_RESTARTS = 2
-
-
-class ArmError(BenchmarkError, ValueError):
-    """An external arm's kind or parameters are invalid (raised before any run)."""
-
-
-class ColdStateError(DaemonError):
-    """An arm's state was not cold before a run (something the last run stored is still there)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .._errors import ServerError
+from .._errors import DaemonDied, DaemonError, ServerError
 
 __all__ = [
     "DaemonDied",
@@ -45,27 +45,6 @@ logger = logging.getLogger(__name__)
 
 _OWNER_FILE = "owner"
 _LOG_TAIL_CHARS = 2000
-
-
-class DaemonError(ServerError):
-    """A daemon pullbench starts for an arm (containerd, dockerd) could not start or failed.
-
-    Attributes
-    ----------
-    kind : str
-        ``containerd`` or ``dockerd``.
-    log_tail : str
-        The end of the daemon's log.
-    """
-
-    def __init__(self, message: str, *, kind: str = "", log_tail: str = "") -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.log_tail = log_tail
-
-
-class DaemonDied(DaemonError):
-    """A daemon exited while an experiment still needed it."""
 
 
 def find_binary(binary: str, *, package: str, what: str) -> str:

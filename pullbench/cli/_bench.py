@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from .._errors import ParameterWarning
 from ..stats._defaults import DEFAULT_MARGIN
-from ._common import handle_errors
+from ._common import echo_warnings, handle_errors
+from ._gate import analysis_verdicts, check_gates, gate_options, parse_gates, require_gate_arms
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,14 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
     return (arm if dot else None), name, value
 
 
+def _tables_only_note() -> str:
+    """`` (tables only; <why, and the extra to install>)`` when reports cannot hold plots."""
+    from ..experiment._report import plots_unavailable
+
+    reason = plots_unavailable()
+    return f" (tables only; {reason})" if reason else ""
+
+
 @click.command("bench")
 @click.option("--spec", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Run a saved spec (YAML/TOML/JSON); other options override its keys.")
@@ -40,7 +50,9 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
 @click.option("--baseline", help="Arm to compare against (default: first arm).")
 @click.option("--param", "params", multiple=True,
               help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.write_size=64k). "
-                   "Repeatable.")
+                   "Without ARM. it goes to every arm whose strategy has KEY (a warning lists "
+                   "them). A parameter that cannot take effect given the others is warned "
+                   "about. Repeatable.")
 @click.option("--blocks", type=click.IntRange(min=1),
               help="Blocks, each running every arm once in random order (default 20).")
 @click.option("--warmup-blocks", type=click.IntRange(min=0),
@@ -81,18 +93,28 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
               help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
+<<<<<<< HEAD
 @click.option("--include-retried", is_flag=True,
               help="Analyse runs that needed retries or resumes too (default: they are left out "
                    "of the verdicts, counted and reported: they measured the faults as well as "
                    "the copy).")
+=======
+@gate_options
+>>>>>>> main
 @handle_errors
+@echo_warnings(ParameterWarning)
 def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           arms: str | None, baseline: str | None, params: tuple[str, ...], blocks: int | None,
           warmup_blocks: int | None, seed: int | None, margin: float | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
+<<<<<<< HEAD
           require_quiet: bool, no_report: bool, progress: bool, include_retried: bool) -> None:
+=======
+          require_quiet: bool, no_report: bool, progress: bool, fail_on: tuple[str, ...],
+          fail_if_not: tuple[str, ...]) -> None:
+>>>>>>> main
     """Run an experiment and print verdicts (the main job).
 
     Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
@@ -107,6 +129,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     from ..experiment._spec import ExperimentSpec, load_spec
 
     parsed_params = [_parse_param(p) for p in params]
+    gates = parse_gates(fail_on, fail_if_not)
     if resume_dir is not None:
         given = [n for n, v in (("--spec", spec_file), ("--image", images), ("--arms", arms),
                                 ("--param", params), ("--blocks", blocks), ("--quick", quick),
@@ -143,6 +166,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         if parsed_params:
             spec = spec.with_params(parsed_params)
         preflight(spec, check_registry=True)  # arms, profile, images, registry: before announcing
+        require_gate_arms(gates, ((a.name, a.strategy) for a in spec.arms), spec.baseline)
         click.echo(f"experiment {spec.name}: {len(spec.arms)} arms x {spec.blocks} blocks "
                    f"(+{spec.warmup_blocks} warm-up) x {len(spec.images)} image(s) = "
                    f"{spec.total_runs} runs on the {spec.registry} registry "
@@ -163,8 +187,9 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
-        click.echo(f"\nreport: {path}")
+        click.echo(f"\nreport: {path}{_tables_only_note()}")
     click.echo(f"results: {result.directory}")
+    check_gates(gates, analysis_verdicts(analysis, result.spec.metrics[0]))
 
 
 def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[str, Any]:
@@ -205,6 +230,7 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+<<<<<<< HEAD
 @click.option("--include-retried", is_flag=True,
               help="Analyse runs that needed retries or resumes too (default: they are left out "
                    "of the verdicts, counted and reported: they measured the faults as well as "
@@ -214,14 +240,34 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
             margin: float | None, alpha: float | None, include_retried: bool) -> None:
     """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
     resumes, excluded and counted)."""
+=======
+@click.option("--exclude-disturbed", is_flag=True,
+              help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
+                   "interference probes flag as disturbed.")
+@gate_options
+@handle_errors
+def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
+            margin: float | None, alpha: float | None, exclude_disturbed: bool,
+            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
+    """Re-run the statistics on a results folder (failed runs excluded and counted).
+
+    With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
+    else the first analysed metric), after analysis.json is written.
+    """
+>>>>>>> main
     from ..experiment._analysis import analyze_folder, save_analysis
     from ..experiment._report import format_analysis
     from ..experiment._results import consolidate_results
 
+    gates = parse_gates(fail_on, fail_if_not)
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
                               margin=margin, alpha=alpha, save=False,
+<<<<<<< HEAD
                               include_retried=include_retried)
+=======
+                              exclude_disturbed=exclude_disturbed)
+>>>>>>> main
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
@@ -230,6 +276,10 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
         click.echo(f"\nanalysis: {directory / 'analysis.json'}")
     else:
         click.echo(f"\nanalysis unchanged: {directory / 'analysis.json'} (not rewritten)")
+    if gates:
+        arms_seen = {(a.arm, a.strategy) for block in analysis.images.values() for a in block.arms}
+        require_gate_arms(gates, sorted(arms_seen), analysis.baseline)
+        check_gates(gates, analysis_verdicts(analysis, metrics[0] if metrics else None))
 
 
 @click.command("report")
@@ -243,6 +293,9 @@ def report(results: Path, output: Path | None) -> None:
 
     path = render_report(results, output)
     click.echo(str(path))
+    note = _tables_only_note()
+    if note:
+        click.echo(f"{path.name}{note}", err=True)
 
 
 COMMANDS: list[click.Command] = [bench, analyze, report]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -24,3 +26,30 @@ def handle_errors(func: F) -> F:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def echo_warnings(*categories: type[Warning]) -> Iterator[None]:
+    """Show warnings of ``categories`` as ``warning: <message>`` lines on stderr, each once.
+
+    Other warnings go to the usual display. Inside the block these categories are always shown
+    (never turned into errors by a warnings filter), so the command goes ahead.
+    """
+    seen: set[str] = set()
+    with warnings.catch_warnings():
+        for category in categories:
+            warnings.simplefilter("always", category)
+        show = warnings.showwarning
+
+        def echo(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+            if not issubclass(category, categories):
+                show(message, category, filename, lineno, file, line)
+                return
+            text = str(message)
+            if text not in seen:
+                seen.add(text)
+                click.echo(f"warning: {text}", err=True)
+
+        warnings.showwarning = echo
+        yield

@@ -33,7 +33,9 @@ from ._analysis_result import (
     Analysis,
     ArmSummary,
     ImageAnalysis,
+    InterferenceSummary,
     MetricAnalysis,
+    StabilityRow,
     VerdictRow,
 )
 from ._results import (
@@ -105,7 +107,11 @@ def analyze_results(
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
     n_resamples: int = 9999,
+<<<<<<< HEAD
     include_retried: bool = False,
+=======
+    exclude_disturbed: bool = False,
+>>>>>>> main
 ) -> Analysis:
     """Verdicts of every arm against ``baseline``, per image and metric.
 
@@ -126,9 +132,15 @@ def analyze_results(
         Seed of the bootstrap generator.
     n_resamples : int
         Bootstrap resamples.
+<<<<<<< HEAD
     include_retried : bool
         Analyse the runs that needed a retry or a resume too (default: leave them out and count
         them, per arm, in ``n_retried`` / ``retried_by_arm`` and a note).
+=======
+    exclude_disturbed : bool
+        Give the verdicts on the quiet blocks only (``pullbench analyze --exclude-disturbed``);
+        the stability records still compare all, quiet and disturbed blocks.
+>>>>>>> main
 
     Returns
     -------
@@ -136,6 +148,14 @@ def analyze_results(
         Per image (:attr:`Analysis.images`) the analysed metrics (:class:`MetricAnalysis`: the
         verdict rows, diagnostics, runs needed), the skipped metrics with their reason, and
         per-arm medians; ``to_dict()`` is what ``analysis.json`` holds.
+
+    When the rows carry the interference probes' ``interference_cores`` (runs made since they
+    exist), each image also gets an :class:`InterferenceSummary` (disturbed runs and blocks,
+    by the threshold of :func:`pullbench.stats._interference.disturbance_threshold` derived from
+    this experiment's quietest runs) and each metric a :class:`StabilityRow` per arm: the
+    verdict on the quiet and on the disturbed blocks alone, the regression of the per-block
+    log ratio on the block's interference, ``unstable`` with its reason, and the quiet blocks
+    that would settle an unstable or inconclusive verdict.
 
     A metric that was not measured is skipped, with its reason in ``skipped_metrics`` and
     ``notes``, never given a verdict: a probe metric (CPU time, CPU per byte, peak RSS, counters;
@@ -178,6 +198,11 @@ def analyze_results(
             )
         per_metric: dict[str, MetricAnalysis] = {}
         skipped: dict[str, str] = {}
+        interference = _interference_summary(sub)
+        if interference is not None and interference.busy_machine:
+            notes.append(f"{image}: the machine was busy for the whole experiment (quiet level "
+                         f"{interference.quiet_level_cores:.2f} cores of other work even in "
+                         "the quietest runs): every verdict is marked unstable")
         for metric in metrics:
             if metric not in sub.columns:
                 raise StatsInputError(
@@ -194,11 +219,29 @@ def analyze_results(
             data[metric] = pd.to_numeric(data[metric], errors="coerce")
             data = data.dropna().astype({metric: float})
             data, dropped = _complete_blocks(data)
-            grid = analyze_grid(
-                data, metric=metric, arm="arm", baseline=baseline, block="block",
-                margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
-                n_resamples=n_resamples, lower_is_better=lower_is_better(metric),
-            )
+
+            def grid_of(frame: pd.DataFrame, resamples: int, metric: str = metric) -> Any:
+                return analyze_grid(
+                    frame, metric=metric, arm="arm", baseline=baseline, block="block",
+                    margin=margin, alpha=alpha, rng=np.random.default_rng(seed),
+                    n_resamples=resamples, lower_is_better=lower_is_better(metric),
+                )
+
+            grid = grid_of(data, n_resamples)
+            stability: tuple[StabilityRow, ...] = ()
+            if interference is not None:
+                stability, quiet_grid = _stability(
+                    data, grid, interference, metric=metric, baseline=baseline, margin=margin,
+                    alpha=alpha, grid_of=lambda f: grid_of(f, min(n_resamples, 1999)))
+                if exclude_disturbed:
+                    if quiet_grid is None:
+                        raise StatsInputError(
+                            f"{image}: --exclude-disturbed leaves fewer than 2 quiet blocks "
+                            f"({len(interference.disturbed_blocks)} of "
+                            f"{data['block'].nunique()} are disturbed); analyse all blocks or "
+                            "re-run on a quieter machine")
+                    grid = grid_of(data[~data["block"].isin(interference.disturbed_blocks)],
+                                   n_resamples)
             per_metric[metric] = MetricAnalysis(
                 # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
                 table=tuple(VerdictRow.from_dict(rec)
@@ -208,9 +251,11 @@ def analyze_results(
                 incomplete_blocks_dropped=tuple(dropped),
                 diagnostics=_diagnostics(grid, baseline),
                 runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
+                stability=stability,
             )
         per_image[str(image)] = ImageAnalysis(metrics=per_metric, skipped_metrics=skipped,
-                                              arms=_arm_descriptives(sub, metrics))
+                                              arms=_arm_descriptives(sub, metrics),
+                                              interference=interference)
     return Analysis(
         schema_version=ANALYSIS_SCHEMA_VERSION,
         analyzed_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -222,10 +267,136 @@ def analyze_results(
                                       .dropna()})[:10]),
         notes=tuple(notes),
         images=per_image,
+<<<<<<< HEAD
         n_retried=len(retried),
         retried_by_arm=retried_by_arm,
         include_retried=bool(include_retried),
+=======
+        exclude_disturbed=exclude_disturbed,
+>>>>>>> main
     )
+
+
+#: The row column that scores a run's interference (see pullbench.experiment._interference).
+INTERFERENCE_SCORE = "interference_cores"
+
+
+def _interference_summary(sub: pd.DataFrame) -> InterferenceSummary | None:
+    """Disturbed runs and blocks of one image's analysed runs (None: no interference columns)."""
+    from ..stats._interference import disturbance_threshold
+
+    if INTERFERENCE_SCORE not in sub.columns:
+        return None
+    scores = pd.to_numeric(sub[INTERFERENCE_SCORE], errors="coerce")
+    valid = scores.notna() & np.isfinite(scores)
+    if not valid.any():
+        return None
+    cpus = pd.to_numeric(sub.get("cpus_online", pd.Series(dtype=float)), errors="coerce")
+    threshold = disturbance_threshold(
+        scores[valid].to_numpy(),
+        cpu_count=int(cpus.max()) if len(cpus) and cpus.notna().any() else None)
+    disturbed = valid & (scores > threshold.threshold_cores)
+    blocks = sub["block"].astype(int)
+    block_mean = scores[valid].groupby(blocks[valid]).mean()
+    return InterferenceSummary(
+        score=INTERFERENCE_SCORE, quiet_level_cores=threshold.quiet_level_cores,
+        spread_cores=threshold.spread_cores, threshold_cores=threshold.threshold_cores,
+        busy_machine=threshold.busy_machine, rule=threshold.rule, n_runs=int(valid.sum()),
+        n_disturbed_runs=int(disturbed.sum()),
+        disturbed_blocks=tuple(sorted({int(b) for b in blocks[disturbed]})),
+        block_interference={int(b): float(v) for b, v in block_mean.items()},
+        disturbed_runs=tuple(str(r) for r in sub.loc[disturbed, "run_id"])
+        if "run_id" in sub.columns else (),
+    )
+
+
+def _block_log_ratios(data: pd.DataFrame, metric: str, arm: str, baseline: str) -> pd.Series:
+    """``log(arm / baseline)`` per block (blocks holding both arms)."""
+    wide = data.pivot_table(index="block", columns="arm", values=metric, aggfunc="first")
+    if arm not in wide.columns or baseline not in wide.columns:
+        return pd.Series(dtype=float)
+    both = wide[[arm, baseline]].dropna()
+    both = both[(both[arm] > 0) & (both[baseline] > 0)]
+    return pd.Series(np.log(both[arm].to_numpy()) - np.log(both[baseline].to_numpy()),
+                     index=both.index.astype(int))
+
+
+def _stability(data: pd.DataFrame, grid: Any, interference: InterferenceSummary, *,
+               metric: str, baseline: str, margin: float, alpha: float,
+               grid_of: Any) -> tuple[tuple[StabilityRow, ...], Any]:
+    """Each arm's verdict on all, quiet and disturbed blocks; dependence; unstable; advice."""
+    from ..stats._interference import blocks_to_settle, interference_dependence, unstable_reason
+
+    disturbed = set(interference.disturbed_blocks)
+    in_dist = data["block"].astype(int).isin(disturbed)
+    quiet_data, dist_data = data[~in_dist], data[in_dist]
+
+    def subset_grid(frame: pd.DataFrame) -> Any:
+        if frame["block"].nunique() < 2:
+            return None
+        try:
+            return grid_of(frame)
+        except StatsInputError:
+            return None
+
+    quiet_grid, dist_grid = subset_grid(quiet_data), subset_grid(dist_data)
+
+    def row_of(g: Any, arm: str) -> dict[str, Any] | None:
+        if g is None:
+            return None
+        rows = g.table[g.table["arm"] == arm]
+        return rows.iloc[0].to_dict() if len(rows) else None
+
+    lower = lower_is_better(metric)
+    out = []
+    for rec in grid.table.to_dict(orient="records"):
+        arm = str(rec["arm"])
+        q, d = row_of(quiet_grid, arm), row_of(dist_grid, arm)
+        ratios = _block_log_ratios(data, metric, arm, baseline)
+        x = [interference.block_interference.get(int(b), math.nan) for b in ratios.index]
+        keep = [i for i, v in enumerate(x) if np.isfinite(v)]
+        dep = (interference_dependence(ratios.to_numpy()[keep], np.asarray(x)[keep],
+                                       alpha=alpha) if keep else None)
+        ratio_q = _opt(q, "ratio")
+        ratio_d = _opt(d, "ratio")
+        reason = unstable_reason(
+            verdict_all=str(rec["verdict"]), verdict_quiet=None if q is None else str(q["verdict"]),
+            ratio_quiet=ratio_q, verdict_disturbed=None if d is None else str(d["verdict"]),
+            ratio_disturbed=ratio_d, dependence=dep, lower_is_better=lower,
+            busy_level_cores=interference.quiet_level_cores if interference.busy_machine
+            else None)
+        settle = None
+        if reason is not None or str(rec["verdict"]) == "inconclusive":
+            quiet_ratios = ratios[~ratios.index.isin(disturbed)]
+            settle = blocks_to_settle(quiet_ratios.to_numpy(), margin=margin, alpha=alpha)
+        out.append(StabilityRow(
+            arm=arm, verdict_all=str(rec["verdict"]),
+            n_quiet=int(quiet_data["block"].nunique()),
+            n_disturbed=int(dist_data["block"].nunique()),
+            verdict_quiet=None if q is None else str(q["verdict"]), ratio_quiet=ratio_q,
+            ratio_quiet_ci_low=_opt(q, "ratio_ci_low"),
+            ratio_quiet_ci_high=_opt(q, "ratio_ci_high"),
+            verdict_disturbed=None if d is None else str(d["verdict"]), ratio_disturbed=ratio_d,
+            slope=None if dep is None else dep.slope,
+            slope_ci_low=None if dep is None else dep.slope_ci_low,
+            slope_ci_high=None if dep is None else dep.slope_ci_high,
+            slope_p=None if dep is None else dep.p,
+            unstable=reason is not None, reason=reason,
+            settle_blocks=None if settle is None else settle.blocks,
+            settle_goal=None if settle is None else settle.goal,
+            points=tuple((int(b), float(interference.block_interference.get(int(b), math.nan)),
+                          float(v), int(b) in disturbed) for b, v in ratios.items()),
+        ))
+    return tuple(out), quiet_grid
+
+
+def _opt(rec: Mapping[str, Any] | None, key: str) -> float | None:
+    if rec is None:
+        return None
+    value = rec.get(key)
+    if value is None or not isinstance(value, (int, float)) or not np.isfinite(value):
+        return None
+    return float(value)
 
 
 def _spec_defaults() -> dict[str, Any]:
@@ -246,7 +417,11 @@ def analyze_folder(
     seed: int | None = None,
     n_resamples: int = 9999,
     save: bool = True,
+<<<<<<< HEAD
     include_retried: bool = False,
+=======
+    exclude_disturbed: bool = False,
+>>>>>>> main
 ) -> Analysis:
     """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
 
@@ -265,8 +440,13 @@ def analyze_folder(
     save : bool
         Write ``analysis.json`` with :func:`save_analysis` (left untouched when only the time
         stamp would change).
+<<<<<<< HEAD
     include_retried : bool
         Analyse runs that needed a retry or a resume too (see :func:`analyze_results`).
+=======
+    exclude_disturbed : bool
+        Verdicts on the quiet blocks only (see :func:`analyze_results`).
+>>>>>>> main
 
     Returns
     -------
@@ -297,7 +477,11 @@ def analyze_folder(
         alpha=float(alpha if alpha is not None else defaults["alpha"]),
         seed=int(seed if seed is not None else defaults["seed"]),
         n_resamples=n_resamples,
+<<<<<<< HEAD
         include_retried=include_retried,
+=======
+        exclude_disturbed=exclude_disturbed,
+>>>>>>> main
     )
     if save:
         save_analysis(store.directory, analysis)
@@ -431,7 +615,10 @@ def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = No
     pandas.DataFrame
         One row per arm, the baseline first (verdict ``baseline``, ratio 1): the
         :class:`VerdictRow` columns, then strategy and the per-arm medians (median_write_bytes,
-        throughput_mb_s, buffer_bytes, peak_rss_bytes, those present).
+        throughput_mb_s, buffer_bytes, peak_rss_bytes, those present); with interference data
+        also unstable, unstable_reason, verdict_quiet, ratio_quiet, verdict_disturbed,
+        ratio_disturbed, interference_slope, interference_slope_p and settle_blocks
+        (:class:`StabilityRow`).
 
     Raises
     ------
@@ -453,4 +640,13 @@ def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = No
         table = pd.concat([head, table], ignore_index=True) if len(table) else head
     dropped = ["n"] if metric in EXPLAIN_COLUMNS else ["n", metric]
     arms = arms.drop(columns=dropped, errors="ignore")
-    return table.merge(arms, on="arm", how="left")
+    table = table.merge(arms, on="arm", how="left")
+    if result.stability:
+        stab = pd.DataFrame([{
+            "arm": r.arm, "unstable": r.unstable, "unstable_reason": r.reason,
+            "verdict_quiet": r.verdict_quiet, "ratio_quiet": r.ratio_quiet,
+            "verdict_disturbed": r.verdict_disturbed, "ratio_disturbed": r.ratio_disturbed,
+            "interference_slope": r.slope, "interference_slope_p": r.slope_p,
+            "settle_blocks": r.settle_blocks} for r in result.stability])
+        table = table.merge(stab, on="arm", how="left")
+    return table

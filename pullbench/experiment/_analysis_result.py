@@ -10,12 +10,21 @@ explains the verdicts). Every record is a frozen dataclass with ``to_dict()`` / 
 Schema changelog (``schema_version`` of ``analysis.json``):
 
 - 1: first version (the nested dict of earlier releases, read unchanged: the same keys).
+<<<<<<< HEAD
   Later added, optional and written only when not 0 / {} / false: ``n_retried``,
   ``retried_by_arm``, ``include_retried``.
+=======
+- 2: ``interference`` per image (the disturbed-run threshold, disturbed blocks) and
+  ``stability`` per metric (each verdict with and without the disturbed blocks, the dependence
+  of the per-block ratio on interference, ``unstable`` with its reason, the quiet blocks that
+  would settle it); ``exclude_disturbed``. Both keys are absent when the rows carry no
+  interference columns (results of earlier releases); files of version 1 read unchanged.
+>>>>>>> main
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,13 +39,15 @@ __all__ = [
     "Analysis",
     "ArmSummary",
     "ImageAnalysis",
+    "InterferenceSummary",
     "MetricAnalysis",
+    "StabilityRow",
     "VerdictRow",
     "load_analysis",
 ]
 
 #: Version of ``analysis.json``; bump with a changelog line in this module's docstring.
-ANALYSIS_SCHEMA_VERSION = 1
+ANALYSIS_SCHEMA_VERSION = 2
 
 _FIX = "re-create it with `pullbench analyze DIR` (DIR: the results folder)"
 
@@ -174,6 +185,156 @@ class ArmSummary:
                    n=_field(data, "n", where, int), medians=medians)
 
 
+@dataclass(frozen=True, slots=True)
+class StabilityRow:
+    """Does one arm's verdict depend on the machine's load? (see stats._interference)
+
+    Attributes
+    ----------
+    arm : str
+    verdict_all : str
+        The verdict on every (complete) block.
+    n_quiet, n_disturbed : int
+        Blocks without and with a disturbed run.
+    verdict_quiet, verdict_disturbed : str or None
+        Verdicts on the quiet and on the disturbed blocks alone (None: fewer than 2 such blocks).
+    ratio_quiet, ratio_quiet_ci_low, ratio_quiet_ci_high, ratio_disturbed : float or None
+        Ratios (candidate / baseline) of those subsets; the quiet one with its CI.
+    slope, slope_ci_low, slope_ci_high, slope_p : float or None
+        Fit of the per-block log ratio on the block's interference (cores); None with fewer than
+        4 blocks or constant interference.
+    unstable : bool
+        The verdict depends on the load.
+    reason : str or None
+        Why (one sentence per reason).
+    settle_blocks : int or None
+        Quiet blocks that would settle the verdict (unstable or inconclusive ones; the power
+        planner on the quiet blocks' log ratios).
+    settle_goal : str or None
+        ``detect`` or ``equivalence``.
+    points : tuple of (int, float, float, bool)
+        Per block: block, interference (cores), log ratio, disturbed -- for the scatter.
+    """
+
+    arm: str
+    verdict_all: str
+    n_quiet: int
+    n_disturbed: int
+    verdict_quiet: str | None = None
+    ratio_quiet: float | None = None
+    ratio_quiet_ci_low: float | None = None
+    ratio_quiet_ci_high: float | None = None
+    verdict_disturbed: str | None = None
+    ratio_disturbed: float | None = None
+    slope: float | None = None
+    slope_ci_low: float | None = None
+    slope_ci_high: float | None = None
+    slope_p: float | None = None
+    unstable: bool = False
+    reason: str | None = None
+    settle_blocks: int | None = None
+    settle_goal: str | None = None
+    points: tuple[tuple[int, float, float, bool], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (``points`` as lists)."""
+        out: dict[str, Any] = _jsonable({f.name: getattr(self, f.name) for f in fields(self)
+                                         if f.name != "points"})
+        out["points"] = [[int(b), _jsonable(x), _jsonable(y), bool(d)]
+                         for b, x, y, d in self.points]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "stability") -> StabilityRow:
+        """Build from :meth:`to_dict`'s output."""
+        strs = ("verdict_quiet", "verdict_disturbed", "reason", "settle_goal")
+        floats = ("ratio_quiet", "ratio_quiet_ci_low", "ratio_quiet_ci_high", "ratio_disturbed",
+                  "slope", "slope_ci_low", "slope_ci_high", "slope_p")
+        kw: dict[str, Any] = {
+            "arm": _field(data, "arm", where, str),
+            "verdict_all": _field(data, "verdict_all", where, str),
+            "n_quiet": _field(data, "n_quiet", where, int),
+            "n_disturbed": _field(data, "n_disturbed", where, int),
+            "unstable": bool(data.get("unstable", False)),
+            "settle_blocks": _opt_int(data.get("settle_blocks")),
+        }
+        kw.update({k: None if data.get(k) is None else str(data[k]) for k in strs})
+        kw.update({k: _opt_float(data.get(k)) for k in floats})
+        kw["points"] = tuple((int(b), float(x) if x is not None else math.nan,
+                              float(y) if y is not None else math.nan, bool(d))
+                             for b, x, y, d in data.get("points") or ())
+        return cls(**kw)
+
+
+@dataclass(frozen=True, slots=True)
+class InterferenceSummary:
+    """Which runs and blocks of one image were disturbed, and by which rule.
+
+    Attributes
+    ----------
+    score : str
+        The row column scored (``interference_cores``).
+    quiet_level_cores, spread_cores, threshold_cores : float
+        See :class:`pullbench.stats._interference.DisturbanceThreshold`.
+    busy_machine : bool
+        The quiet level itself was above a quiet machine's (busy throughout).
+    rule : str
+        The threshold rule in words.
+    n_runs, n_disturbed_runs : int
+    disturbed_blocks : tuple of int
+    block_interference : dict of int to float
+        Mean score of each block's runs.
+    disturbed_runs : tuple of str
+        ``run_id`` of each disturbed run.
+    """
+
+    score: str
+    quiet_level_cores: float
+    spread_cores: float
+    threshold_cores: float
+    busy_machine: bool
+    rule: str
+    n_runs: int
+    n_disturbed_runs: int
+    disturbed_blocks: tuple[int, ...]
+    block_interference: Mapping[int, float]
+    disturbed_runs: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (block keys as strings)."""
+        out: dict[str, Any] = _jsonable({
+            "score": self.score, "quiet_level_cores": self.quiet_level_cores,
+            "spread_cores": self.spread_cores, "threshold_cores": self.threshold_cores,
+            "busy_machine": self.busy_machine, "rule": self.rule, "n_runs": self.n_runs,
+            "n_disturbed_runs": self.n_disturbed_runs,
+            "disturbed_blocks": list(self.disturbed_blocks),
+            "block_interference": {str(b): v for b, v in self.block_interference.items()},
+            "disturbed_runs": list(self.disturbed_runs),
+        })
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any],
+                  where: str = "interference") -> InterferenceSummary:
+        """Build from :meth:`to_dict`'s output."""
+        return cls(
+            score=_field(data, "score", where, str),
+            quiet_level_cores=_field(data, "quiet_level_cores", where, float),
+            spread_cores=_field(data, "spread_cores", where, float),
+            threshold_cores=_field(data, "threshold_cores", where, float),
+            busy_machine=_field(data, "busy_machine", where, bool),
+            rule=_field(data, "rule", where, str),
+            n_runs=_field(data, "n_runs", where, int),
+            n_disturbed_runs=_field(data, "n_disturbed_runs", where, int),
+            disturbed_blocks=_field(data, "disturbed_blocks", where,
+                                    lambda v: tuple(int(b) for b in v)),
+            block_interference=_field(
+                data, "block_interference", where,
+                lambda v: {int(b): float(x) for b, x in v.items() if x is not None}),
+            disturbed_runs=tuple(str(r) for r in data.get("disturbed_runs") or ()),
+        )
+
+
 def _diagnostic(data: Mapping[str, Any]) -> Diagnostic:
     return Diagnostic(kind=str(data["kind"]), severity=str(data["severity"]),
                       message=str(data["message"]),
@@ -207,6 +368,14 @@ class MetricAnalysis:
     incomplete_blocks_dropped: tuple[int, ...]
     diagnostics: tuple[Diagnostic, ...]
     runs_needed: Mapping[str, int | None]
+    stability: tuple[StabilityRow, ...] = ()
+
+    def stability_of(self, arm: str) -> StabilityRow | None:
+        """The stability record of ``arm`` (None without interference data)."""
+        for row in self.stability:
+            if row.arm == arm:
+                return row
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``metrics`` entries of ``analysis.json``)."""
@@ -218,6 +387,8 @@ class MetricAnalysis:
             "diagnostics": [_jsonable(d.to_dict()) for d in self.diagnostics],
             "runs_needed": dict(self.runs_needed),
         }
+        if self.stability:
+            out["stability"] = [row.to_dict() for row in self.stability]
         return out
 
     @classmethod
@@ -234,6 +405,8 @@ class MetricAnalysis:
                                lambda v: tuple(_diagnostic(d) for d in v)),
             runs_needed=_field(data, "runs_needed", where,
                                lambda v: {str(a): _opt_int(n) for a, n in v.items()}),
+            stability=tuple(StabilityRow.from_dict(r, f"{where}.stability[{i}]")
+                            for i, r in enumerate(data.get("stability") or ())),
         )
 
 
@@ -254,12 +427,16 @@ class ImageAnalysis:
     metrics: Mapping[str, MetricAnalysis]
     skipped_metrics: Mapping[str, str]
     arms: tuple[ArmSummary, ...]
+    interference: InterferenceSummary | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``images`` entries of ``analysis.json``)."""
-        return {"metrics": {m: r.to_dict() for m, r in self.metrics.items()},
-                "skipped_metrics": dict(self.skipped_metrics),
-                "arms": [a.to_dict() for a in self.arms]}
+        out: dict[str, Any] = {"metrics": {m: r.to_dict() for m, r in self.metrics.items()},
+                               "skipped_metrics": dict(self.skipped_metrics),
+                               "arms": [a.to_dict() for a in self.arms]}
+        if self.interference is not None:
+            out["interference"] = self.interference.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "image") -> ImageAnalysis:
@@ -272,6 +449,9 @@ class ImageAnalysis:
             skipped_metrics={str(k): str(v)
                              for k, v in (data.get("skipped_metrics") or {}).items()},
             arms=tuple(ArmSummary.from_dict(a, f"{where}.arms[{i}]") for i, a in enumerate(arms)),
+            interference=(InterferenceSummary.from_dict(data["interference"],
+                                                        f"{where}.interference")
+                          if data.get("interference") else None),
         )
 
 
@@ -298,6 +478,7 @@ class Analysis:
     notes : tuple of str
         What was skipped and why.
     images : dict of str to ImageAnalysis
+<<<<<<< HEAD
     n_retried : int
         Successful runs that needed a retry or a resume (``retries`` or ``resumes`` > 0): they
         measured a fault as well as the copy, and are left out of the verdicts unless
@@ -305,6 +486,11 @@ class Analysis:
     retried_by_arm : dict of str to int
     include_retried : bool
         Whether those runs were analysed.
+=======
+    exclude_disturbed : bool
+        The verdict tables leave out the disturbed blocks (``pullbench analyze
+        --exclude-disturbed``).
+>>>>>>> main
     """
 
     schema_version: int
@@ -319,9 +505,13 @@ class Analysis:
     failed_messages: tuple[str, ...]
     notes: tuple[str, ...]
     images: Mapping[str, ImageAnalysis]
+<<<<<<< HEAD
     n_retried: int = 0
     retried_by_arm: Mapping[str, int] = field(default_factory=dict)
     include_retried: bool = False
+=======
+    exclude_disturbed: bool = False
+>>>>>>> main
 
     def image(self, image: str | None = None) -> ImageAnalysis:
         """The analysis of ``image`` (default: the first image).
@@ -363,10 +553,14 @@ class Analysis:
             "failed_by_arm": dict(self.failed_by_arm),
             "failed_messages": list(self.failed_messages), "notes": list(self.notes),
             "images": {i: b.to_dict() for i, b in self.images.items()},
+<<<<<<< HEAD
             # only when they say something, so earlier analysis.json files read back unchanged
             **({"n_retried": self.n_retried, "retried_by_arm": dict(self.retried_by_arm)}
                if self.n_retried else {}),
             **({"include_retried": True} if self.include_retried else {}),
+=======
+            **({"exclude_disturbed": True} if self.exclude_disturbed else {}),
+>>>>>>> main
         }
 
     @classmethod
@@ -407,9 +601,13 @@ class Analysis:
             notes=tuple(str(n) for n in data.get("notes") or ()),
             images={str(i): ImageAnalysis.from_dict(b, f"{at}: images[{i!r}]")
                     for i, b in images.items()},
+<<<<<<< HEAD
             n_retried=int(data.get("n_retried") or 0),
             retried_by_arm={str(k): int(v) for k, v in (data.get("retried_by_arm") or {}).items()},
             include_retried=bool(data.get("include_retried", False)),
+=======
+            exclude_disturbed=bool(data.get("exclude_disturbed", False)),
+>>>>>>> main
         )
 
 

@@ -54,6 +54,8 @@ and adds these columns to its row:
     exits between two samples loses at most one interval), and that wait as a share of the
     threads' runnable time (wait / (wait + on-CPU)). Includes waits for the puller's own threads
     when they outnumber its CPUs.
+``cpus_online``
+    CPUs of the machine (``os.cpu_count()``): the scale of the ``*_cores`` columns.
 ``probe_overhead_s``
     Wall time the probe itself spent reading counters at the start and the end (not the sampler).
 
@@ -87,7 +89,7 @@ INTERFERENCE_COLUMNS = (
     "other_cpu_s", "other_cpu_cores", "other_cpu_puller_cpus_s", "measured_cpu_s", "irq_cpu_s",
     "steal_cpu_s", "interference_cores", "procs_running_mean", "procs_running_max",
     "procs_running_samples", "cpu_pressure_some", "cpu_mhz", "worker_nivcsw", "servers_nivcsw",
-    "worker_run_delay_s", "worker_wait_share", "probe_overhead_s",
+    "worker_run_delay_s", "worker_wait_share", "cpus_online", "probe_overhead_s",
 )
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -462,6 +464,7 @@ class InterferenceProbe:
                 if a.others_nivcsw.get(p) is not None and b.others_nivcsw.get(p) is not None)
             if any(switches) else None
         )
+        out["cpus_online"] = os.cpu_count()
         out["probe_overhead_s"] = self._overhead_s
         return out
 

@@ -1,8 +1,9 @@
 """Published figures the statistics are checked against (moby/moby#48602, moby/moby#48605).
 
-The data live in ``data/published/`` at the repository root (found through the package, so
-notebooks run by papermill from any working directory see them) or, in a wheel, in
-``pullbench/data/published/``.
+The data live in ``data/published/`` at the repository root, the one source of truth.
+``pullbench/data`` is a relative symlink to ``data/``, so setuptools copies the files into every
+sdist and wheel as package data (``[tool.setuptools.package-data]`` in pyproject.toml) and an
+installed pullbench finds them as ``pullbench/data/published/`` from any working directory.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def data_path(*parts: str) -> Path:
             return c
     raise FileNotFoundError(
         f"pullbench data {'/'.join(parts)!r} not found in {[str(c) for c in candidates]}; "
-        "install pullbench from its repository (pip install -e .)"
+        "reinstall pullbench (its wheel carries data/ as package data)"
     )
 
 

@@ -30,8 +30,8 @@ from ._analysis import (
 from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["PLOT_ERROR_CLASS", "format_analysis", "format_diagnostics", "format_verdict_table",
-           "render_report"]
+__all__ = ["PLOT_ERROR_CLASS", "format_analysis", "format_diagnostics", "format_stability",
+           "format_verdict_table", "plots_unavailable", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         verdict = str(rec.get("verdict") or "-")
         if rec.get("significant_but_small") in (True, 1):
             verdict += " (significant but < margin)"
+        if rec.get("unstable") in (True, 1):
+            verdict += " UNSTABLE"
         lines.append([
             str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
             _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
@@ -200,8 +202,67 @@ def _verdict_text(analysis: Analysis, image: str | None,
                         + ", ".join(f"{a} {v}" for a, v in needed.items()))
         text.append(caution)
         notes.append(caution)
+    stability = format_stability(analysis, image, metric)
+    text += stability
+    notes += stability
     text += format_diagnostics(result, [str(a) for a in table["arm"]])
     return "\n".join(text), notes
+
+
+def _ratio_text(verdict: str | None, ratio: float | None, n: int) -> str:
+    if verdict is None:
+        return f"too few blocks ({n})"
+    return f"{verdict} {_fmt(ratio, '.3f')} ({n} blocks)"
+
+
+def format_stability(analysis: Analysis | Mapping[str, Any], image: str | None = None,
+                     metric: str = "duration_s") -> list[str]:
+    """Lines on the machine's interference and on verdicts that depend on it.
+
+    The disturbed runs and blocks with the threshold's rule; per arm its verdict on the quiet
+    and on the disturbed blocks alone; one ``UNSTABLE`` line per unstable verdict with its
+    reason; a re-run advice line per unstable or inconclusive verdict (the quiet blocks that
+    would settle it). Empty when the rows carry no interference columns.
+
+    Parameters
+    ----------
+    analysis : Analysis or mapping
+    image : str, optional
+        Default: the first image.
+    metric : str
+        An analysed metric.
+    """
+    analysis = _as_analysis(analysis)
+    block = analysis.image(image)
+    result = analysis.metric(image, metric)
+    intf = block.interference
+    if intf is None or not result.stability:
+        return []
+    blocks = ", ".join(str(b) for b in intf.disturbed_blocks) or "none"
+    lines = [f"interference: {intf.n_disturbed_runs} of {intf.n_runs} runs disturbed (blocks: "
+             f"{blocks}; threshold {intf.threshold_cores:.2f} cores of other work, quiet level "
+             f"{intf.quiet_level_cores:.2f}; rule in analysis.json)"]
+    if intf.busy_machine:
+        lines.append("interference: the machine was busy for the whole experiment: run on a quiet "
+                     "machine (pullbench system check; bench --wait-quiet --require-quiet)")
+    which = "quiet blocks only" if analysis.exclude_disturbed else "all blocks"
+    for row in result.stability:
+        lines.append(f"  {row.arm}: {which}: {row.verdict_all}; without disturbed blocks: "
+                     f"{_ratio_text(row.verdict_quiet, row.ratio_quiet, row.n_quiet)}; "
+                     f"disturbed blocks: "
+                     f"{_ratio_text(row.verdict_disturbed, row.ratio_disturbed, row.n_disturbed)}")
+    for row in result.stability:
+        if row.unstable:
+            lines.append(f"UNSTABLE {row.arm}: {row.reason}")
+    for row in result.stability:
+        if row.settle_blocks is None or not (row.unstable or row.verdict_all == "inconclusive"):
+            continue
+        goal = ("to call the observed effect" if row.settle_goal == "detect"
+                else f"to show equivalence within ±{analysis.margin:.0%}")
+        lines.append(f"re-run advice: {row.arm}: about {row.settle_blocks} quiet blocks would "
+                     f"settle it ({goal}, 80% power, from the quiet blocks' spread): pullbench "
+                     f"bench --wait-quiet --require-quiet --blocks {row.settle_blocks}")
+    return lines
 
 
 def format_analysis(analysis: Analysis) -> str:
@@ -235,6 +296,29 @@ def _retried_note(analysis: Analysis) -> str:
 
 
 # -- HTML ------------------------------------------------------------------------------------------
+#: How to get the plotting libraries (the report's tables need only the core dependencies).
+NOTEBOOKS_EXTRA = "pip install 'pullbench[notebooks]'"
+
+
+def plots_unavailable() -> str | None:
+    """Why reports cannot hold plots on this installation, or None when they can.
+
+    The HTML report's tables, verdicts and diagnostics need only pullbench's core dependencies;
+    its plots need matplotlib, which comes with the ``notebooks`` extra.
+
+    Returns
+    -------
+    str or None
+        A one-line reason naming the extra to install (``pip install 'pullbench[notebooks]'``),
+        or None when matplotlib imports.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return f"plots need matplotlib, which is not installed: {NOTEBOOKS_EXTRA}"
+    return None
+
+
 def _figure_to_img(fig: Any, alt: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -325,6 +409,11 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     ------
     ResultSchemaError
         Not a results folder.
+
+    Notes
+    -----
+    Without matplotlib (the ``notebooks`` extra) the report holds the tables, verdicts and
+    diagnostics and one line saying how to get the plots (:func:`plots_unavailable`).
     """
     store = ResultsStore(Path(directory))
     df = load_results(store.directory, include_warmup=True)
@@ -332,6 +421,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
                 else analyze_folder(store.directory))
     ok, _, _ = _analysis_frame(df, analysis.include_retried)
+    no_plots = plots_unavailable()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>pullbench report: {html.escape(store.directory.name)}</title>",
@@ -368,7 +458,10 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))}</h3>")
             parts.append(f"<p>Not analysed: {html.escape(why)}.</p>")
         parts.append("<h3>Plots</h3>")
-        parts.extend(_report_figures(ok, analysis, image))
+        if no_plots is None:
+            parts.extend(_report_figures(ok, analysis, image))
+        else:
+            parts.append(f"<p class='note'>No plots: {html.escape(no_plots)}.</p>")
     parts.append("<h2>Environment</h2>")
     parts.append(f"<pre>{html.escape(json.dumps(_env_summary(env), indent=2))}</pre>")
     parts.append("</body></html>")

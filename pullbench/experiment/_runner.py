@@ -32,12 +32,20 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import BenchmarkError, ImageNotFound, RegistryUnavailable, StrategyError
+from .._errors import (
+    BenchmarkError,
+    ExperimentInterrupted,
+    ImageNotFound,
+    ParameterWarning,
+    RegistryUnavailable,
+    StrategyError,
+)
 from ._endpoints import (
     Endpoint,
     RegistryFactory,
@@ -76,14 +84,6 @@ PREFLIGHT_WINDOW_S = 0.25
 DEFAULT_RUN_TIMEOUT_S = 900.0
 _DISK_HEADROOM = 1.10
 _DISK_SLACK_BYTES = 64 * 1024 * 1024
-
-
-class ExperimentInterrupted(BenchmarkError):
-    """Ctrl-C stopped an experiment; every finished row was kept (continue with ``--resume``)."""
-
-    def __init__(self, message: str, *, result: ExperimentResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +204,25 @@ def _validate_strategies(spec: ExperimentSpec) -> None:
                 f"{', '.join(names)} (see `pullbench strategies`)"
             )
         try:
-            get_strategy(arm.strategy, **arm.params_dict)
+            strategy = get_strategy(arm.strategy, **arm.params_dict)
         except (StrategyError, TypeError) as exc:
             raise StrategyError(f"arm {arm.name!r}: {exc}") from exc
+        _warn_ineffective(arm.name, arm.params_dict, strategy.ineffective_params(),
+                          get_strategy(arm.strategy).ineffective_params(), strategy.params)
+
+
+def _warn_ineffective(arm: str, given: Mapping[str, Any], ineffective: Mapping[str, str],
+                      preset: Mapping[str, str], params: Mapping[str, Any]) -> None:
+    """Warn about parameters that cannot take effect because of what the user set.
+
+    A parameter counts when the user set it, or when it worked in the preset and the user's
+    overrides disabled it (e.g. ``write_mode=per-read`` on ``pr48602`` makes ``write_size``
+    idle); a preset's own idle parameter (``go-iocopy``'s ``write_size``) is not the user's doing.
+    """
+    for key, why in ineffective.items():
+        if key in given or key not in preset:
+            warnings.warn(f"arm {arm}: {key}={params.get(key)!r} cannot take effect: {why}",
+                          ParameterWarning, stacklevel=4)
 
 
 def _check_writable(directory: Path, what: str) -> None:
@@ -306,6 +322,10 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     }
     if task.get("ca_bundle"):
         kwargs["ca_bundle"] = task["ca_bundle"]
+    if task.get("unpack"):  # the arm's decompress/unpack stage (an UnpackPlan's tokens)
+        from ..puller._stages import UnpackPlan
+
+        kwargs["unpack"] = UnpackPlan.from_tokens(task["unpack"])
     dest = Path(task["dest"])
     proxy_pid = task.get("proxy_pid")
     puller_cpus = task.get("puller_cpus")
@@ -568,6 +588,7 @@ def run_experiment(
     notes: Mapping[str, Any] | None = None,
     max_runs: int | None = None,
     system_check: Any = None,
+    before_run: Callable[[PlannedRun], None] | None = None,
 ) -> ExperimentResult:
     """Run (or continue) an experiment and write its results folder.
 
@@ -603,6 +624,9 @@ def run_experiment(
         The preflight check of the machine (``pullbench bench`` makes one before announcing the
         experiment), recorded in ``environment.json`` under ``preflight``. None: a short check
         (:data:`PREFLIGHT_WINDOW_S`) is made here, before the registry starts.
+    before_run : callable, optional
+        Called with each :class:`PlannedRun` just before it runs, in this process (e.g. to
+        switch injected load on and off per block, as the interference tests do).
 
     Every row also carries the interference columns of
     :mod:`pullbench.experiment._interference` (CPU used by other processes during the pull,
@@ -650,7 +674,8 @@ def run_experiment(
                              factory=registry_factory, pull_function=pull_function,
                              image_cache_dir=image_cache_dir, run_timeout_s=run_timeout_s,
                              notes=notes, max_runs=max_runs,
-                             preflight_check=_check_record(system_check))
+                             preflight_check=_check_record(system_check),
+                             before_run=before_run)
     except BaseException:
         # nothing half-written: a folder this call created and never wrote a row to goes away
         if created_here and not store.rows_path.exists():
@@ -662,13 +687,14 @@ def _run_prepared(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, pr
                   factory: RegistryFactory, pull_function: str,
                   image_cache_dir: str | Path | None, run_timeout_s: float,
                   notes: Mapping[str, Any] | None, max_runs: int | None,
-                  preflight_check: dict[str, Any] | None) -> ExperimentResult:
+                  preflight_check: dict[str, Any] | None,
+                  before_run: Callable[[PlannedRun], None] | None) -> ExperimentResult:
     store.create()
     with _exclusive(store):
         return _run_locked(spec, store, resume=resume, progress=progress, factory=factory,
                            pull_function=pull_function, image_cache_dir=image_cache_dir,
                            run_timeout_s=run_timeout_s, notes=notes, max_runs=max_runs,
-                           preflight_check=preflight_check)
+                           preflight_check=preflight_check, before_run=before_run)
 
 
 @contextlib.contextmanager
@@ -694,7 +720,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                 factory: RegistryFactory, pull_function: str,
                 image_cache_dir: str | Path | None, run_timeout_s: float,
                 notes: Mapping[str, Any] | None, max_runs: int | None,
-                preflight_check: dict[str, Any] | None) -> ExperimentResult:
+                preflight_check: dict[str, Any] | None,
+                before_run: Callable[[PlannedRun], None] | None) -> ExperimentResult:
     store_root = Path(spec.dest_dir) if spec.dest_dir else store.directory / "store"
     _check_writable(store_root, "destination folder")
     rows = store.read_rows(repair=True)
@@ -764,6 +791,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     if max_runs is not None and new >= max_runs:
                         break
                     bar.set_postfix_str(f"block {planned.block} {planned.arm}", refresh=False)
+                    if before_run is not None:
+                        before_run(planned)
                     row = _one_run(spec, planned, by_name[planned.image], endpoint, store_root,
                                    cache_state, pull_function, run_timeout_s, run_context)
                     store.append(row)
@@ -882,7 +911,7 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "run_index": planned.run_index, "pull_function": pull_function,
         "reference": image.reference, "strategy": arm.strategy, "params": arm.params_dict,
         "dest": str(dest), "concurrency": spec.concurrency, "plain_http": endpoint.plain_http,
-        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes,
+        "ca_bundle": endpoint.ca_bundle, "probes": spec.probes, "unpack": list(arm.unpack),
         "proxy_pid": endpoint.details.get("network", {}).get("proxy_pid"),
         **run_context,
     }

@@ -30,6 +30,7 @@ import json
 import logging
 import re
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from .._errors import BenchmarkError
+from .._errors import BenchmarkError, ParameterWarning, StrategyError
 from .._sizes import looks_like_size, parse_size
 from ..stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN
 
@@ -139,11 +140,16 @@ class ArmSpec:
         Strategy preset name, as listed by ``pullbench.list_strategies()``.
     params : tuple of (str, scalar)
         Parameter overrides, sorted by name.
+    unpack : tuple of str
+        Unpack-stage tokens (:meth:`pullbench.UnpackPlan.from_tokens`: a decompressor, a
+        schedule, an order, ``dcN``); empty: the pull stores blobs only. Written after the
+        strategy with ``+``: ``go-iocopy+zlib+after``, ``containerd-1m+isal+stream``.
     """
 
     name: str
     strategy: str
     params: tuple[tuple[str, Any], ...] = ()
+    unpack: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
@@ -152,6 +158,13 @@ class ArmSpec:
             raise BenchmarkError(
                 f"arm name {self.name!r} is not usable: use letters, digits and . _ - + = , [ ]"
             )
+        if self.unpack:
+            from ..puller._stages import UnpackPlan
+
+            try:
+                UnpackPlan.from_tokens(self.unpack)
+            except StrategyError as exc:
+                raise BenchmarkError(f"arm {self.name!r}: {exc}") from None
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -160,16 +173,24 @@ class ArmSpec:
 
     @classmethod
     def make(cls, strategy: str, params: Mapping[str, Any] | None = None,
-             name: str | None = None) -> ArmSpec:
-        """Build an arm, naming it after the strategy and its overrides unless ``name`` is given."""
+             name: str | None = None, unpack: Sequence[str] | str = ()) -> ArmSpec:
+        """Build an arm, naming it after the strategy, its overrides and its unpack tokens
+        (``go-iocopy[buffer_bytes=65536]+zlib+after``) unless ``name`` is given."""
         frozen = _freeze_params(params)
+        tokens = tuple(t for t in (unpack.split("+") if isinstance(unpack, str) else unpack) if t)
         if name is None:
             name = strategy if not frozen else f"{strategy}[{_params_label(frozen)}]"
-        return cls(name=name, strategy=strategy, params=frozen)
+            if tokens:
+                name += "+" + "+".join(tokens)
+        return cls(name=name, strategy=strategy, params=frozen, unpack=tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain mapping (``name``, ``strategy``, ``params``) for JSON/YAML."""
-        return {"name": self.name, "strategy": self.strategy, "params": dict(self.params)}
+        """Plain mapping (``name``, ``strategy``, ``params``, ``unpack`` if any) for JSON/YAML."""
+        out: dict[str, Any] = {"name": self.name, "strategy": self.strategy,
+                               "params": dict(self.params)}
+        if self.unpack:
+            out["unpack"] = "+".join(self.unpack)
+        return out
 
 
 def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
@@ -177,7 +198,8 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
     if isinstance(entry, ArmSpec):
         return [entry]
     if isinstance(entry, str):
-        text = entry.strip()
+        text, *tokens = entry.strip().split("+")
+        text = text.strip()
         if ":" in text:
             strategy, _, rest = text.partition(":")
             params: dict[str, Any] = {}
@@ -188,21 +210,22 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
                         f"arm {entry!r}: expected 'strategy:param=value,...', got {item!r}"
                     )
                 params[key.strip()] = parse_param_value(value.strip())
-            return [ArmSpec.make(strategy.strip(), params)]
-        return [ArmSpec.make(text)]
+            return [ArmSpec.make(strategy.strip(), params, unpack=tokens)]
+        return [ArmSpec.make(text, unpack=tokens)]
     if isinstance(entry, Mapping):
-        unknown = set(entry) - {"strategy", "params", "name", "grid"}
+        unknown = set(entry) - {"strategy", "params", "name", "grid", "unpack"}
         if unknown:
             raise BenchmarkError(
                 f"arm {dict(entry)!r}: unknown keys {sorted(unknown)} "
-                "(allowed: strategy, params, name, grid)"
+                "(allowed: strategy, params, name, grid, unpack)"
             )
+        unpack = entry.get("unpack") or ()
         if "strategy" not in entry:
             raise BenchmarkError(f"arm {dict(entry)!r} has no 'strategy'")
         base = dict(entry.get("params") or {})
         grid = entry.get("grid")
         if not grid:
-            return [ArmSpec.make(entry["strategy"], base, entry.get("name"))]
+            return [ArmSpec.make(entry["strategy"], base, entry.get("name"), unpack=unpack)]
         if not isinstance(grid, Mapping) or not all(
             isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0 for v in grid.values()
         ):
@@ -213,7 +236,7 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
         arms = []
         for combo in itertools.product(*(grid[k] for k in keys)):
             params = {**base, **dict(zip(keys, combo, strict=True))}
-            arms.append(ArmSpec.make(entry["strategy"], params))
+            arms.append(ArmSpec.make(entry["strategy"], params, unpack=unpack))
         return arms
     raise BenchmarkError(f"arm {entry!r}: expected a strategy name or a mapping")
 
@@ -423,10 +446,21 @@ class ExperimentSpec:
         return ExperimentSpec.from_mapping(data)
 
     def with_params(self, overrides: Iterable[tuple[str | None, str, Any]]) -> ExperimentSpec:
-        """Apply parameter overrides ``(arm or None for all, key, value)`` to the arms.
+        """Apply parameter overrides ``(arm or None, key, value)`` to the arms.
+
+        An override naming an arm (or a strategy) changes that arm. One naming none goes to every
+        arm whose strategy has the parameter ``key``, and a :class:`~pullbench.ParameterWarning`
+        says which arms those were (and which were renamed, the baseline included), so that
+        ``--param write_size=64k`` never silently changes the baseline.
 
         Overridden arms keep their name only when it was given explicitly; default names are
-        regenerated (``pr48602[buffer_bytes=65536]``). The baseline follows its arm.
+        regenerated (``pr48602[write_size=65536]``). The baseline follows its arm.
+
+        Raises
+        ------
+        BenchmarkError
+            An override names an arm that does not exist, or no arm's strategy has the
+            parameter of an arm-less override.
         """
         overrides = list(overrides)
         targets = {a for a, _, _ in overrides if a is not None}
@@ -435,23 +469,66 @@ class ExperimentSpec:
             raise BenchmarkError(
                 f"--param names unknown arms {missing}; arms are {list(self.arm_names)}"
             )
+        known = _strategy_parameters()
+        takers: dict[int, list[str]] = {}
+        for i, (target, key, value) in enumerate(overrides):
+            if target is not None:
+                continue
+            takers[i] = [arm.name for arm in self.arms if key in known.get(arm.strategy, ())]
+            if not takers[i] and all(arm.strategy in known for arm in self.arms):
+                raise BenchmarkError(
+                    f"--param {key}={value}: no arm's strategy has a parameter {key!r} (arms: "
+                    + ", ".join(f"{a.name} ({', '.join(sorted(known[a.strategy])) or 'none'})"
+                                for a in self.arms) + ")"
+                )
         new_arms = []
+        renamed: dict[str, str] = {}
         baseline = self.baseline
         for arm in self.arms:
             params = arm.params_dict
-            for target, key, value in overrides:
-                if target is None or target in (arm.name, arm.strategy):
+            for i, (target, key, value) in enumerate(overrides):
+                if (target in (arm.name, arm.strategy) if target is not None
+                        else arm.name in takers[i]):
                     params[key] = parse_param_value(value)
             if params == arm.params_dict:
                 new_arms.append(arm)
                 continue
-            default_name = ArmSpec.make(arm.strategy, arm.params_dict).name
+            default_name = ArmSpec.make(arm.strategy, arm.params_dict, unpack=arm.unpack).name
             name = None if arm.name == default_name else arm.name
-            new = ArmSpec.make(arm.strategy, params, name)
+            new = ArmSpec.make(arm.strategy, params, name, unpack=arm.unpack)
             if arm.name == self.baseline:
                 baseline = new.name
+            if new.name != arm.name:
+                renamed[arm.name] = new.name
             new_arms.append(new)
+        for i, names in takers.items():
+            _, key, value = overrides[i]
+            _warn_unprefixed(key, value, names, [a.name for a in self.arms if a.name not in names],
+                             renamed, self.baseline)
         return replace_spec(self, arms=tuple(new_arms), baseline=baseline)
+
+
+def _strategy_parameters() -> dict[str, frozenset[str]]:
+    """Registered strategy name -> the names of its parameters."""
+    from ..puller.strategies import list_strategies
+
+    return {info.name: frozenset(info.params) for info in list_strategies()}
+
+
+def _warn_unprefixed(key: str, value: Any, names: Sequence[str], others: Sequence[str],
+                     renamed: Mapping[str, str], baseline: str | None) -> None:
+    """Say where an arm-less ``--param KEY=VALUE`` went (a :class:`ParameterWarning`)."""
+    went = ", ".join(
+        f"{n} (now {renamed[n]}{', the baseline' if n == baseline else ''})" if n in renamed
+        else f"{n}{' (the baseline)' if n == baseline else ''} (unchanged: already {value})"
+        for n in names
+    )
+    text = f"--param {key}={value} names no arm, so it went to every arm with {key}: {went}"
+    if others:
+        text += f"; not to {', '.join(others)} (no parameter {key})"
+    if names:
+        text += f". To change one arm only, prefix it: --param {names[-1]}.{key}={value}"
+    warnings.warn(text, ParameterWarning, stacklevel=3)
 
 
 def replace_spec(spec: ExperimentSpec, **changes: Any) -> ExperimentSpec:

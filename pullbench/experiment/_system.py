@@ -33,6 +33,7 @@ __all__ = [
     "BusyProcess",
     "QuietWait",
     "SystemCheck",
+    "cpu_settings",
     "system_check",
     "wait_quiet",
 ]
@@ -267,6 +268,30 @@ def _boost() -> bool | None:
     return None
 
 
+def cpu_settings() -> dict[str, Any]:
+    """How the CPUs are set up for timing, as pyperf records it
+    (psf/pyperf:pyperf/_collect_metadata.py, ``cpu_config``).
+
+    Returns
+    -------
+    dict
+        ``frequency_driver`` (``scaling_driver`` of cpu0, e.g. ``intel_pstate``), ``governors``
+        (governor -> CPU list), ``boost`` (turbo boost on/off, None unknown), ``smt``
+        (``/sys/devices/system/cpu/smt/control``: ``on``, ``off``, ``notsupported``...),
+        ``isolated_cpus`` (``isolcpus=``; ``""`` none) and ``nohz_full`` (tickless CPUs; ``""``
+        none). None where the kernel exposes nothing (no cpufreq in a VM or container).
+    """
+    driver = _read(_CPU_SYS / "cpu0" / "cpufreq" / "scaling_driver")
+    return {
+        "frequency_driver": driver,
+        "governors": _governors(),
+        "boost": _boost(),
+        "smt": _read(_CPU_SYS / "smt" / "control"),
+        "isolated_cpus": _read(_CPU_SYS / "isolated"),
+        "nohz_full": _read(_CPU_SYS / "nohz_full"),
+    }
+
+
 def _mean_mhz() -> float | None:
     values = []
     for path in _CPU_SYS.glob("cpu[0-9]*/cpufreq/scaling_cur_freq"):
@@ -349,10 +374,9 @@ def system_check(window_s: float = 1.0, *, exclude_pids: Iterable[int] = (),
         load: tuple[float, float, float] | None = os.getloadavg()
     except OSError:
         load = None
-    governors = _governors()
-    boost = _boost()
-    smt = _read(_CPU_SYS / "smt" / "control")
-    isolated = _read(_CPU_SYS / "isolated") or ""
+    cpus = cpu_settings()
+    governors, boost, smt = cpus["governors"], cpus["boost"], cpus["smt"]
+    isolated = cpus["isolated_cpus"] or ""
 
     problems: list[str] = []
     notes: list[str] = []

@@ -18,6 +18,9 @@ strategies/
 _decompress
     Decompressor strategies (zlib, isal, zlib-ng, unpigz; zstd via zstandard) behind
     :func:`open_layer`: media type → codec, diff_id hashing, bomb caps, truncation checks.
+_stages
+    The unpack stage inside a pull (:class:`UnpackPlan`: decompressor, schedule after/stream/
+    end, order in-order/serial, decompression concurrency) and its coordinator thread.
 _unpack
     Layer tar → root filesystem with OCI semantics (whiteouts, opaque dirs, links, modes),
     refusing hostile layers (:class:`RootfsUnpacker`, :func:`unpack_image`).

@@ -17,9 +17,13 @@ the next pull into the same store; Ctrl-C (``KeyboardInterrupt``) cuts every blo
 once, removes their temp files and stops the worker threads before it propagates. The retries,
 resumes and seconds of backoff a pull needed are in its :class:`PullResult`.
 
-Decompression and extraction are not done here. The seam for them is the ``unpack`` argument:
-a callable ``unpack(descriptor, path)`` called for each layer once it is verified and stored (from
-the worker thread that fetched it); its time is included in the layer's ``duration_s``.
+Decompression and extraction are the ``unpack`` argument: an :class:`~pullbench.UnpackPlan`
+builds a root filesystem (``dest/rootfs`` by default) with a chosen decompressor, schedule
+(after each download, streamed while downloading, or after all) and order (concurrent downloads
+applied in order, or fully serial), and the pull's result gains the decompress and unpack stage
+probes (see :mod:`pullbench.puller._stages`). A plain callable ``unpack(descriptor, path)`` is
+still accepted: called for each layer once it is verified and stored (from the worker thread
+that fetched it); its time is included in the layer's ``duration_s``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from ._probes import (
     power_of_two_histogram,
     process_rusage,
 )
+from ._stages import StageTimes, UnpackCoordinator, UnpackPlan
 from ._transport import RetryPolicy
 from .strategies import CopyStats, CopyStrategy, get_strategy
 from .strategies._base import CopyCancelled
@@ -88,6 +93,16 @@ class LayerResult:
         ``/proc/thread-self/io`` deltas of those threads.
     resumes : int
         Range requests that continued this blob after its body was cut.
+    uncompressed_bytes : int or None
+        With an :class:`~pullbench.UnpackPlan`, for layers: the uncompressed tar's size; the
+        stage probes below are None without a plan (and for the config).
+    decompress_s, decompress_cpu_s, unpack_s, unpack_cpu_s : float or None
+        Wall time and CPU in the decompressor and in the tar/file-system work of this layer
+        (:class:`~pullbench.LayerUnpackResult`).
+    files : int or None
+        Regular files this layer wrote.
+    streamed : bool or None
+        The layer was decompressed while it downloaded (``schedule="stream"``).
 
     Fields marked "or None" are None when the pull ran with ``probes=False`` (not measured).
     """
@@ -110,6 +125,13 @@ class LayerResult:
     rchar: int | None
     wchar: int | None
     resumes: int = 0
+    uncompressed_bytes: int | None = None
+    decompress_s: float | None = None
+    decompress_cpu_s: float | None = None
+    unpack_s: float | None = None
+    unpack_cpu_s: float | None = None
+    files: int | None = None
+    streamed: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +194,33 @@ class PullResult:
         Seconds the pull spent waiting before retries and resumes. A run with any of these
         three non-zero measured a fault as well as a copy (experiments leave it out of verdicts
         by default).
+    decompressor, unpack_schedule, unpack_order : str or None
+        The :class:`~pullbench.UnpackPlan` of the pull (None: blobs were only stored).
+    decompress_concurrency : int or None
+    rootfs : str or None
+        The root filesystem directory built.
+    uncompressed_bytes : int or None
+        Sum of the layers' uncompressed tar sizes.
+    decompress_s, decompress_cpu_s : float or None
+        Sum over layers of the wall time and CPU spent in the decompressor (an external
+        ``unpigz``'s CPU is its own process's).
+    diff_hash_s : float or None
+        Sum of the time hashing uncompressed bytes (the diff_id check).
+    unpack_s, unpack_cpu_s : float or None
+        Sum over layers of the tar parsing and file-system work (wall, CPU).
+    unpack_wall_s : float or None
+        From the first layer's apply start to the last layer's end (what the stage spans;
+        with ``stream`` it overlaps the transfer).
+    unpack_tail_s : float or None
+        From the last blob stored to the root filesystem done: what unpacking adds to the
+        pull beyond the transfer.
+    files, file_bytes, dirs_created, fsyncs : int or None
+        Regular files and their bytes, directories created, fsync calls (all layers).
+    layers_streamed : int or None
+        Layers decompressed while they downloaded.
+
+    With an :class:`~pullbench.UnpackPlan`, ``duration_s`` runs until the root filesystem is
+    complete and ``transfer_s`` ends at the last blob stored.
 
     Fields marked "or None" are None when the pull ran with ``probes=False``: not measured
     (never 0, which would look like data).
@@ -211,6 +260,24 @@ class PullResult:
     retries: int = 0
     resumes: int = 0
     backoff_s: float = 0.0
+    decompressor: str | None = None
+    unpack_schedule: str | None = None
+    unpack_order: str | None = None
+    decompress_concurrency: int | None = None
+    rootfs: str | None = None
+    uncompressed_bytes: int | None = None
+    decompress_s: float | None = None
+    decompress_cpu_s: float | None = None
+    diff_hash_s: float | None = None
+    unpack_s: float | None = None
+    unpack_cpu_s: float | None = None
+    unpack_wall_s: float | None = None
+    unpack_tail_s: float | None = None
+    files: int | None = None
+    file_bytes: int | None = None
+    dirs_created: int | None = None
+    fsyncs: int | None = None
+    layers_streamed: int | None = None
 
     def to_row(self) -> dict[str, Any]:
         """A flat row for results tables.
@@ -243,6 +310,7 @@ class _BlobOutcome:
     stats: CopyStats
     started_ns: int
     headers_ns: int
+    ended_ns: int = 0
 
 
 def _store_path(dest: Path, digest: str) -> Path:
@@ -263,7 +331,11 @@ def _fetch_blob(
     unpack: UnpackHook | None,
     cancel: threading.Event,
     probes: bool,
+    coord: UnpackCoordinator | None = None,
+    layer_index: int | None = None,
 ) -> _BlobOutcome:
+    if coord is not None and layer_index is not None:
+        coord.before_download(layer_index)
     if cancel.is_set():
         raise _Cancelled()
     probe = ThreadProbe() if probes else None
@@ -278,21 +350,37 @@ def _fetch_blob(
             headers_at.append(time.perf_counter_ns())
         return opened
 
-    meter = Meter() if probes else NullMeter()
+    if coord is not None and layer_index is not None:
+        meter = coord.meter_for(layer_index, probes)
+    else:
+        meter = Meter() if probes else NullMeter()
     path = _store_path(dest, desc.digest)
     try:
-        stats = strategy.copy(
-            None, path, expected_size=desc.size_bytes, expected_digest=desc.digest, probe=meter,
-            reopen=reopen, policy=client.retry, cancel=cancel,
-        )
-    except CopyCancelled:
-        raise _Cancelled() from None
-    except PullbenchError as exc:
-        if getattr(exc, "registry", None) is None and hasattr(exc, "registry"):
-            exc.registry = client.registry
-        if getattr(exc, "image_ref", None) is None and hasattr(exc, "image_ref"):
-            exc.image_ref = f"{client.registry}/{repository}@{desc.digest}"
+        try:
+            stats = strategy.copy(
+                None, path, expected_size=desc.size_bytes, expected_digest=desc.digest,
+                probe=meter, reopen=reopen, policy=client.retry, cancel=cancel,
+            )
+        except CopyCancelled:
+            raise _Cancelled() from None
+        except PullbenchError as exc:
+            if getattr(exc, "registry", None) is None and hasattr(exc, "registry"):
+                exc.registry = client.registry
+            if getattr(exc, "image_ref", None) is None and hasattr(exc, "image_ref"):
+                exc.image_ref = f"{client.registry}/{repository}@{desc.digest}"
+            raise
+    except BaseException:
+        if coord is not None:  # the unpack stage must not wait for this blob
+            if layer_index is None:
+                coord.config_stored(None)
+            else:
+                coord.failed(layer_index)
         raise
+    if coord is not None:
+        if layer_index is None:
+            coord.config_stored(path)
+        else:
+            coord.stored(layer_index, path)
     if unpack is not None:
         unpack(desc, path)
     # the layer's wall time is this thread's span only (a hashing thread runs inside it)
@@ -323,7 +411,7 @@ def _fetch_blob(
         wchar=sample.io.wchar if sample is not None else None,
         resumes=stats.resumes,
     )
-    return _BlobOutcome(layer, sample, stats, started, headers)
+    return _BlobOutcome(layer, sample, stats, started, headers, ended)
 
 
 class _Cancelled(Exception):
@@ -344,7 +432,7 @@ def pull(
     token: str | None = None,
     probes: bool = True,
     params: Mapping[str, Any] | None = None,
-    unpack: UnpackHook | None = None,
+    unpack: UnpackPlan | UnpackHook | None = None,
     client: RegistryClient | None = None,
     retry: RetryPolicy | None = None,
 ) -> PullResult:
@@ -383,9 +471,12 @@ def pull(
         checked exactly as with probes on.
     params : mapping, optional
         Strategy parameter overrides when ``strategy`` is a name.
-    unpack : callable, optional
-        The decompression/extraction seam: ``unpack(descriptor, stored_path)`` per layer (not the
-        config), called after the layer is verified and stored. None (default) stores only.
+    unpack : UnpackPlan or callable, optional
+        The decompression/extraction seam. An :class:`~pullbench.UnpackPlan` unpacks the image
+        into a root filesystem (decompressor, schedule, order; its stage probes fill the
+        ``unpack_*``/``decompress_*`` fields). A callable ``unpack(descriptor, stored_path)`` is
+        called per layer (not the config) after the layer is verified and stored. None
+        (default) stores only.
     client : RegistryClient, optional
         Use this client instead of building one (its settings win over the arguments above).
     retry : RetryPolicy, optional
@@ -408,6 +499,10 @@ def pull(
         stored stay (they are verified content); ``index.json`` is not written.
     KeyboardInterrupt
         Propagated after every transfer was cut and its temp file removed.
+    LayerError, DecompressionError, DecompressionBomb, DiffIdMismatch, UnsafeLayerError,
+    CorruptLayerError
+        With an :class:`~pullbench.UnpackPlan`: a layer could not be unpacked; the partial root
+        is removed unless the plan keeps it.
     """
     ref = reference if isinstance(reference, ImageReference) else parse_reference(reference)
     if isinstance(strategy, str):
@@ -443,17 +538,34 @@ def pull(
             retry=retry,
         )
     counters0 = client.counters.snapshot()
+    plan = unpack if isinstance(unpack, UnpackPlan) else None
+    hook = None if isinstance(unpack, UnpackPlan) else unpack
     proc0 = process_rusage() if probes else None
     t0 = time.perf_counter_ns()
     main_probe = ThreadProbe() if probes else None
+    stage: StageTimes | None = None
     try:
         manifest = client.get_manifest(ref.repository, ref.ref, platform)
         resolve_ns = time.perf_counter_ns()
         clean_stale_partials(dest, keep=[partial_name(_store_path(dest, d.digest))
                                          for d in manifest.blobs])
         _store_manifests(dest, manifest)
-        outcomes = _fetch_all(client, ref, manifest, strat, dest, concurrency, unpack, probes)
+        cancel = threading.Event()
+        coord = None
+        if plan is not None:
+            coord = UnpackCoordinator(
+                plan, dest, [(d.media_type, d.digest, d.size_bytes) for d in manifest.layers],
+                cancel)
+        try:
+            outcomes = _fetch_all(client, ref, manifest, strat, dest, concurrency, hook, probes,
+                                  cancel=cancel, coord=coord)
+        except BaseException:
+            if coord is not None:
+                coord.abort()
+            raise
         _write_index(dest, manifest, ref)
+        if coord is not None:
+            stage = coord.finish()
     finally:
         if own_session and session is not None:
             session.close()
@@ -466,7 +578,8 @@ def pull(
     duration_s = (end_ns - t0) / 1e9
     first_start = min((o.started_ns for o in outcomes), default=resolve_ns)
     first_headers = min((o.headers_ns for o in outcomes), default=resolve_ns)
-    transfer_s = (end_ns - first_start) / 1e9
+    transfer_end = max((o.ended_ns for o in outcomes), default=end_ns) if plan else end_ns
+    transfer_s = (transfer_end - first_start) / 1e9
     reads = writes = None
     if sample is not None:  # probes on
         for o in outcomes:
@@ -476,6 +589,8 @@ def pull(
         writes = merge_counts(o.stats.write_sizes or {} for o in outcomes)
     retries1, resumes1, backoff1 = client.counters.snapshot()
     resumes = sum(o.stats.resumes for o in outcomes)
+    if stage is not None:
+        layers = _with_stage(layers, stage)
     parallel = min(concurrency, len(outcomes)) if outcomes else 0
     per_copy = max((o.stats.buffer_bytes for o in outcomes), default=0)
     return PullResult(
@@ -513,7 +628,45 @@ def pull(
         retries=retries1 - counters0[0],
         resumes=resumes + resumes1 - counters0[1],
         backoff_s=backoff1 - counters0[2] + sum(o.stats.backoff_s for o in outcomes),
+        **(_stage_fields(plan, stage, transfer_end) if plan and stage else {}),
     )
+
+
+def _with_stage(layers: tuple[LayerResult, ...], stage: StageTimes) -> tuple[LayerResult, ...]:
+    """The layers (config first) with the unpack stage's per-layer probes filled in."""
+    import dataclasses
+
+    out = [layers[0]]
+    for layer, done, streamed in zip(layers[1:], stage.layers, stage.streamed, strict=True):
+        out.append(dataclasses.replace(
+            layer, uncompressed_bytes=done.uncompressed_bytes, decompress_s=done.decompress_s,
+            decompress_cpu_s=done.decompress_cpu_s, unpack_s=done.unpack_s,
+            unpack_cpu_s=done.unpack_cpu_s, files=done.files, streamed=streamed))
+    return tuple(out)
+
+
+def _stage_fields(plan: UnpackPlan, stage: StageTimes, transfer_end_ns: int) -> dict[str, Any]:
+    done = stage.layers
+    first = min(stage.starts_ns, default=transfer_end_ns)
+    last = max(stage.ends_ns, default=transfer_end_ns)
+    return {
+        "decompressor": plan.decompressor, "unpack_schedule": plan.schedule,
+        "unpack_order": plan.order, "decompress_concurrency": plan.decompress_concurrency,
+        "rootfs": stage.root,
+        "uncompressed_bytes": sum(x.uncompressed_bytes for x in done),
+        "decompress_s": sum(x.decompress_s for x in done),
+        "decompress_cpu_s": sum(x.decompress_cpu_s for x in done),
+        "diff_hash_s": sum(x.diff_hash_s for x in done),
+        "unpack_s": sum(x.unpack_s for x in done),
+        "unpack_cpu_s": sum(x.unpack_cpu_s for x in done),
+        "unpack_wall_s": (last - first) / 1e9,
+        "unpack_tail_s": max(last - transfer_end_ns, 0) / 1e9,
+        "files": sum(x.files for x in done),
+        "file_bytes": sum(x.file_bytes for x in done),
+        "dirs_created": sum(x.dirs_created for x in done),
+        "fsyncs": sum(x.fsyncs for x in done),
+        "layers_streamed": sum(stage.streamed),
+    }
 
 
 def _store_manifests(dest: Path, manifest: Manifest) -> None:
@@ -566,9 +719,12 @@ def _fetch_all(
     concurrency: int,
     unpack: UnpackHook | None,
     probes: bool = True,
+    *,
+    cancel: threading.Event | None = None,
+    coord: UnpackCoordinator | None = None,
 ) -> list[_BlobOutcome]:
     blobs = list(manifest.blobs)
-    cancel = threading.Event()
+    cancel = cancel if cancel is not None else threading.Event()
     config_digest = manifest.config.digest
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="pullbench-blob") as pool:
         futures = [
@@ -582,8 +738,10 @@ def _fetch_all(
                 None if desc.digest == config_digest and desc is manifest.config else unpack,
                 cancel,
                 probes,
+                coord,
+                None if index == 0 else index - 1,  # blobs are the config, then the layers
             )
-            for desc in blobs
+            for index, desc in enumerate(blobs)
         ]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
@@ -610,6 +768,8 @@ def _fetch_all(
                 and f.exception() is not None
                 and not isinstance(f.exception(), _Cancelled)
             ]
+            if not errors and coord is not None and coord.error is not None:
+                raise coord.error  # the unpack stage failed and cancelled the downloads
             raise errors[0]  # type: ignore[misc]
         return [f.result() for f in futures]
 

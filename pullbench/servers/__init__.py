@@ -17,14 +17,14 @@ from ._hostile import SeenRequest as SeenRequest
 
 # isort: split
 
-# --- section: registries (issue 2) ---
+# --- section: registries ---
 from ._distribution import DistributionRegistry as DistributionRegistry
 from ._embedded import EmbeddedRegistry as EmbeddedRegistry
 
 # --- end section: registries ---
 # isort: split
 
-# --- section: remote (issue 6) ---
+# --- section: remote ---
 from ._blobhost import BlobHost as BlobHost
 from ._htpasswd import htpasswd_config as htpasswd_config
 from ._htpasswd import write_htpasswd as write_htpasswd

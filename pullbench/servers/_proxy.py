@@ -51,13 +51,10 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from .._errors import BenchmarkError, RegistryUnavailable, ServerError
+    from .._errors import NetworkProfileError, RegistryUnavailable, ServerError
 else:  # the proxy child runs this file as a bare script: no package import, starts in ~50 ms
-
-    class BenchmarkError(Exception):  # type: ignore[no-redef]
-        """Stand-in (child process only)."""
-
-    RegistryUnavailable = ServerError = BenchmarkError  # type: ignore[misc,assignment]
+    # stand-ins (child process only); the parent raises the real ones
+    NetworkProfileError = RegistryUnavailable = ServerError = RuntimeError  # type: ignore[misc,assignment]
 
 __all__ = [
     "PROFILES",
@@ -76,10 +73,6 @@ logger = logging.getLogger(__name__)
 _RECV_BYTES = 256 * 1024
 _MIN_QUEUE_BYTES = 4 * 1024 * 1024
 _MIN_SHAPED_QUEUE_BYTES = 256 * 1024
-
-
-class NetworkProfileError(BenchmarkError, ValueError):
-    """An unknown network profile name or an invalid custom profile value."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from .._errors import StatsInputError
+from .._errors import DegenerateSampleWarning, StatsInputError, StatsWarning
 
 __all__ = [
     "DegenerateSampleWarning",
@@ -47,14 +47,6 @@ DRIFT_P_THRESHOLD = 0.01
 BIMODALITY_THRESHOLD = 0.555
 MIN_RUNS_BOOTSTRAP = 10
 MIN_RUNS_RANK = 6
-
-
-class StatsWarning(RuntimeWarning):
-    """Base class of the warnings pullbench's statistics emit."""
-
-
-class DegenerateSampleWarning(StatsWarning):
-    """A sample is degenerate (e.g. constant) but the analysis can still run; read the message."""
 
 
 @dataclass(frozen=True, slots=True)

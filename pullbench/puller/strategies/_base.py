@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import requests
 import urllib3
 
-from ..._errors import BlobError, DigestMismatch, SizeMismatch, StrategyError
+from ..._errors import BlobError, CopyCancelled, DigestMismatch, SizeMismatch, StrategyError
 from ..._sizes import SIZE_FORMATS
 from .._probes import Meter, ProbeSample, ThreadProbe, median_of_counts, power_of_two_histogram
 from .._transport import RetryPolicy
@@ -55,11 +55,6 @@ _INTERRUPTIONS = (
 #: ``reopen(offset) -> (response, start)``: the blob again from byte ``offset`` (``start`` is
 #: ``offset`` for a 206, 0 when the server sent the whole blob).
 Reopen = Callable[[int], "tuple[requests.Response, int]"]
-
-
-class CopyCancelled(SizeMismatch):
-    """A copy was stopped on purpose (the pull was cancelled, e.g. by Ctrl-C)."""
-
 
 
 # ----------------------------------------------------------------------------- records
@@ -189,6 +184,18 @@ class CopyStrategy:
     def buffer_bytes(self) -> int:
         """Nominal bytes of buffers this strategy holds during one copy."""
         return 0
+
+    def ineffective_params(self) -> dict[str, str]:
+        """Parameters that cannot change what this strategy does, given the other parameters.
+
+        Returns
+        -------
+        dict of str to str
+            Parameter name -> why it has no effect (one sentence that names the parameters it
+            depends on and what would make it count). Empty by default. The experiment runner
+            warns (:class:`~pullbench.ParameterWarning`) about those a user set.
+        """
+        return {}
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any

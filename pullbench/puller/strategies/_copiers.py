@@ -41,6 +41,14 @@ logger = logging.getLogger(__name__)
 
 
 
+def _kib(n: int) -> str:
+    """A byte size as ``--param`` takes it: ``64k``, ``1m``, or plain bytes."""
+    for unit, factor in (("m", MiB), ("k", KiB)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
 # ----------------------------------------------------------------------------- strategies
 
 
@@ -88,6 +96,32 @@ class SocketCopy(CopyStrategy):
             return int(per) * (_HASH_SLOTS if p["hash_mode"] == "thread" else 1)
         per = r * (_HASH_SLOTS if p["hash_mode"] == "thread" else 1)
         return int(per) + (int(w) if mode == "bufio" else 0)
+
+    def ineffective_params(self) -> dict[str, str]:
+        """``write_size`` with per-read writes or bufio below ``read_size``; ``read_size`` above a
+        fill buffer; ``hash_mode=on-read`` outside fill mode (see the class docstring)."""
+        p = self.params
+        mode, r, w = p["write_mode"], p["read_size"], p["write_size"]
+        out: dict[str, str] = {}
+        if mode == "per-read":
+            out["write_size"] = ("write_mode=per-read writes exactly what each read returned; "
+                                 "write_size is used only by write_mode=bufio or fill")
+        elif mode == "bufio" and w < r:
+            out["write_size"] = (
+                f"write_size {_kib(w)} < read_size {_kib(r)} with write_mode=bufio: a read "
+                "longer than the free buffer space goes straight to write() once the buffer is "
+                "empty (Go's bufio.Writer.Write, golang/go:src/bufio/bufio.go), so the writes "
+                f"follow the read sizes and only reads shorter than {_kib(w)} are coalesced; "
+                f"set read_size <= write_size (e.g. read_size={_kib(w)}) for {_kib(w)} writes")
+        elif mode == "fill" and r > w:
+            out["read_size"] = (
+                f"read_size {_kib(r)} > write_size {_kib(w)} with write_mode=fill: reads fill a "
+                f"write_size buffer, so none is longer than {_kib(w)} (containerd's "
+                "io.ReadAtLeast into its buffer); raise write_size instead")
+        if p["hash_mode"] == "on-read" and mode != "fill":
+            out["hash_mode"] = ("hash_mode=on-read hashes each read, which without "
+                                "write_mode=fill is each write: the same as inline")
+        return out
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any
@@ -263,6 +297,13 @@ class IterContentCopy(CopyStrategy):
     def buffer_bytes(self) -> int:
         slots = _HASH_SLOTS if self.params["hash_mode"] == "thread" else 1
         return int(self.params["chunk_size"]) * slots
+
+    def ineffective_params(self) -> dict[str, str]:
+        """``hash_mode=on-read``: each chunk is one write, so it is the same as inline."""
+        if self.params["hash_mode"] == "on-read":
+            return {"hash_mode": "hash_mode=on-read is the same as inline here: every chunk is "
+                                 "read, hashed and written once"}
+        return {}
 
     def transfer(
         self, response: requests.Response, fd: int, meter: Meter, *, limit: int, hasher: Any

@@ -1,0 +1,178 @@
+"""The pull pipeline with its unpack stage: every schedule and order builds the same root
+filesystem as unpacking the stored image, the stage probes are filled in, streaming really
+overlaps the download, and failures (a corrupt blob, a hostile layer) leave no root behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_unpack import GZ, TAR, ZST, E, make_tar, tree, write_layout
+
+from pullbench import ImageLayout, pull, push_image
+from pullbench._errors import BenchmarkError, DigestMismatch, StrategyError, UnsafeLayerError
+from pullbench.puller._stages import UnpackPlan
+from pullbench.puller._unpack import unpack_image
+from pullbench.servers import EmbeddedRegistry, Misbehavior
+
+MiB = 1 << 20
+
+
+def _text(n: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    words = np.array([b"layer", b"digest", b"def", b"return", b"self", b"manifest", b"\n"])
+    return b" ".join(words[rng.integers(0, len(words), n // 5)])[:n]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """A 3-layer image (gzip text + files, zstd whiteouts, plain tar of many small files) in
+    a layout, with the root filesystem unpacking it directly gives."""
+    base = tmp_path_factory.mktemp("pull-unpack")
+    layers = [
+        (GZ, make_tar(E("usr/share/big.txt", "f", _text(6 * MiB, 1)),
+                      E("usr/lib/random.so", "f", np.random.default_rng(3).bytes(4 * MiB)),
+                      E("usr/share/doc", "d"), E("etc/gone", "f", b"x"),
+                      E("bin", "s", link="usr/bin"), E("usr/bin/tool", "f", b"t", mode=0o755),
+                      E("opt/old/a", "f", b"a"))),
+        (ZST, make_tar(E("etc/.wh.gone", "f"), E("opt/old/.wh..wh..opq", "f"),
+                       E("opt/old/b", "f", _text(2 * MiB, 2)), E("usr/bin/link", "h",
+                                                                     link="usr/bin/tool"))),
+        (TAR, make_tar(*[E(f"srv/many/f{i:04d}", "f", b"%d" % i) for i in range(400)])),
+    ]
+    layout = write_layout(base / "layout", layers)
+    reference = tree(Path(unpack_image(layout, base / "reference", privileged=False).root))
+    return ImageLayout(layout), reference
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, image):
+    with EmbeddedRegistry(tmp_path_factory.mktemp("registry")) as reg:
+        push_image(image[0], f"{reg.host}/unpack/img:v1")
+        yield reg
+
+
+PLANS = [
+    UnpackPlan(privileged=False),
+    UnpackPlan(schedule="stream", privileged=False),
+    UnpackPlan(schedule="end", privileged=False),
+    UnpackPlan(order="serial", privileged=False),
+    UnpackPlan(order="serial", schedule="stream", decompressor="isal", privileged=False),
+    UnpackPlan(schedule="stream", decompressor="unpigz", privileged=False),
+    UnpackPlan(decompressor="zlib-ng", decompress_concurrency=2, privileged=False),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=[p.label for p in PLANS])
+@pytest.mark.parametrize("strategy", ["go-iocopy", "containerd-1m"])
+def test_every_plan_builds_the_same_root_filesystem(registry, image, tmp_path, plan, strategy):
+    result = pull(f"{registry.host}/unpack/img:v1", strategy, tmp_path / "store",
+                  plain_http=True, unpack=plan, concurrency=2)
+    assert result.rootfs == str(tmp_path / "store" / "rootfs")
+    assert tree(Path(result.rootfs)) == image[1]
+    assert (result.decompressor, result.unpack_schedule, result.unpack_order) == (
+        plan.decompressor, plan.schedule, plan.order)
+    assert result.files == 5 + 1 + 400  # big, random, gone, tool, a; b; many
+    assert result.uncompressed_bytes > result.total_bytes  # text compresses
+    assert 0 < result.transfer_s <= result.duration_s
+    assert result.unpack_wall_s > 0
+    assert result.unpack_s > 0
+    assert result.decompress_s > 0
+    layers = result.layers[1:]
+    assert [x.files for x in layers] == [5, 1, 400]
+    assert all(x.uncompressed_bytes for x in layers)
+    row = result.to_row()
+    for column in ("decompressor", "unpack_schedule", "decompress_s", "decompress_cpu_s",
+                   "unpack_s", "unpack_cpu_s", "unpack_tail_s", "uncompressed_bytes", "files",
+                   "dirs_created", "fsyncs"):
+        assert row[column] is not None, column
+
+
+def test_without_a_plan_nothing_is_unpacked(registry, tmp_path):
+    result = pull(f"{registry.host}/unpack/img:v1", "go-iocopy", tmp_path / "store",
+                  plain_http=True)
+    assert result.rootfs is None
+    assert result.files is None
+    assert not (tmp_path / "store" / "rootfs").exists()
+
+
+def test_streaming_decompresses_while_the_layer_downloads(registry, image, tmp_path):
+    from pullbench.servers import ShapingProxy
+
+    with ShapingProxy(registry.host, "wan-200m") as proxy:  # ~25 MB/s: downloads take a while
+        result = pull(f"{proxy.address}/unpack/img:v1", "go-iocopy", tmp_path / "store",
+                      plain_http=True, unpack=UnpackPlan(schedule="stream", order="serial",
+                                                         privileged=False))
+    assert tree(Path(result.rootfs)) == image[1]
+    # serial + stream: each layer's download starts when the previous one is applied, so the
+    # applier is waiting when its bytes arrive (go-iocopy writes every 32 KiB read at once)
+    assert result.layers_streamed == 3
+    assert all(x.streamed for x in result.layers[1:])
+    # the stage overlapped the transfer: little is left after the last blob arrived
+    assert result.unpack_tail_s < result.unpack_wall_s
+
+
+def test_a_corrupt_blob_while_streaming_removes_the_root(tmp_path, image):
+    with EmbeddedRegistry(tmp_path / "reg") as reg:
+        push_image(image[0], f"{reg.host}/unpack/img:v1")
+        reg.misbehavior = Misbehavior(corrupt_blobs=True)
+        with pytest.raises(DigestMismatch):
+            pull(f"{reg.host}/unpack/img:v1", "go-iocopy", tmp_path / "store", plain_http=True,
+                 unpack=UnpackPlan(schedule="stream", privileged=False))
+    assert not (tmp_path / "store" / "rootfs").exists()
+
+
+def test_a_hostile_layer_in_a_pull_is_refused_and_the_root_removed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    layout = write_layout(tmp_path / "layout", [
+        (GZ, make_tar(E("ok", "f", b"fine"))),
+        (GZ, make_tar(E("esc", "s", link=str(outside)), E("esc/planted", "f", b"evil"))),
+    ])
+    with EmbeddedRegistry(tmp_path / "reg") as reg:
+        push_image(ImageLayout(layout), f"{reg.host}/unpack/hostile:v1")
+        for schedule in ("after", "stream"):
+            dest = tmp_path / f"store-{schedule}"
+            with pytest.raises(UnsafeLayerError, match="member 'esc/planted' goes through a "
+                               "symlink"):
+                pull(f"{reg.host}/unpack/hostile:v1", "go-iocopy", dest, plain_http=True,
+                     unpack=UnpackPlan(schedule=schedule, privileged=False))
+            assert not (dest / "rootfs").exists()
+    assert list(outside.iterdir()) == []
+
+
+def test_plan_tokens_and_validation():
+    plan = UnpackPlan.from_tokens(["isal", "stream", "serial", "dc3"])
+    assert (plan.decompressor, plan.schedule, plan.order, plan.decompress_concurrency) == (
+        "isal", "stream", "serial", 3)
+    assert plan.label == "isal+stream+serial+dc3"
+    assert UnpackPlan.from_tokens(["after"]).label == "zlib+after"
+    with pytest.raises(StrategyError, match=r"unpack token 'gunzip' is not a decompressor"):
+        UnpackPlan.from_tokens(["gunzip"])
+    with pytest.raises(StrategyError, match="schedule"):
+        UnpackPlan(schedule="later")
+    with pytest.raises(StrategyError, match="decompress_concurrency"):
+        UnpackPlan(decompress_concurrency=0)
+
+
+def test_arms_combine_a_copy_strategy_with_an_unpack_plan(tmp_path):
+    from pullbench.experiment._results import load_results
+    from pullbench.experiment._runner import run_experiment
+    from pullbench.experiment._spec import ExperimentSpec
+
+    spec = ExperimentSpec(name="t-unpack", isolation="inprocess", images=("synthetic-small",),
+                          arms=("go-iocopy+zlib+after", "containerd-1m+isal+stream"),
+                          blocks=1, warmup_blocks=0, seed=3)
+    assert [a.unpack for a in spec.arms] == [("zlib", "after"), ("isal", "stream")]
+    assert ExperimentSpec.from_mapping(spec.to_dict()).arms == spec.arms
+    result = run_experiment(spec, tmp_path / "res", progress=False)
+    assert result.ok_runs == 2
+    df = load_results(tmp_path / "res").set_index("arm")
+    assert df.loc["go-iocopy+zlib+after", "decompressor"] == "zlib"
+    assert df.loc["containerd-1m+isal+stream", "unpack_schedule"] == "stream"
+    assert (df["uncompressed_bytes"] > 3_000_000).all()
+    assert (df["decompress_s"] > 0).all()
+    assert (df["files"] > 0).all()
+    with pytest.raises(BenchmarkError, match="unpack token 'gunzip'"):
+        ExperimentSpec(name="bad", arms=("go-iocopy+gunzip",))
