@@ -93,14 +93,11 @@ def _tables_only_note() -> str:
               help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
-<<<<<<< HEAD
 @click.option("--include-retried", is_flag=True,
               help="Analyse runs that needed retries or resumes too (default: they are left out "
                    "of the verdicts, counted and reported: they measured the faults as well as "
                    "the copy).")
-=======
 @gate_options
->>>>>>> main
 @handle_errors
 @echo_warnings(ParameterWarning)
 def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
@@ -109,12 +106,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
-<<<<<<< HEAD
-          require_quiet: bool, no_report: bool, progress: bool, include_retried: bool) -> None:
-=======
-          require_quiet: bool, no_report: bool, progress: bool, fail_on: tuple[str, ...],
-          fail_if_not: tuple[str, ...]) -> None:
->>>>>>> main
+          require_quiet: bool, no_report: bool, progress: bool, include_retried: bool,
+          fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
     """Run an experiment and print verdicts (the main job).
 
     Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
@@ -230,31 +223,25 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
-<<<<<<< HEAD
 @click.option("--include-retried", is_flag=True,
               help="Analyse runs that needed retries or resumes too (default: they are left out "
                    "of the verdicts, counted and reported: they measured the faults as well as "
                    "the copy).")
-@handle_errors
-def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None, include_retried: bool) -> None:
-    """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
-    resumes, excluded and counted)."""
-=======
 @click.option("--exclude-disturbed", is_flag=True,
               help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
                    "interference probes flag as disturbed.")
 @gate_options
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None, exclude_disturbed: bool,
-            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
-    """Re-run the statistics on a results folder (failed runs excluded and counted).
+            margin: float | None, alpha: float | None, include_retried: bool,
+            exclude_disturbed: bool, fail_on: tuple[str, ...],
+            fail_if_not: tuple[str, ...]) -> None:
+    """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
+    resumes, excluded and counted).
 
     With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
     else the first analysed metric), after analysis.json is written.
     """
->>>>>>> main
     from ..experiment._analysis import analyze_folder, save_analysis
     from ..experiment._report import format_analysis
     from ..experiment._results import consolidate_results
@@ -263,11 +250,8 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
                               margin=margin, alpha=alpha, save=False,
-<<<<<<< HEAD
+                              exclude_disturbed=exclude_disturbed,
                               include_retried=include_retried)
-=======
-                              exclude_disturbed=exclude_disturbed)
->>>>>>> main
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)

@@ -107,11 +107,8 @@ def analyze_results(
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
     n_resamples: int = 9999,
-<<<<<<< HEAD
     include_retried: bool = False,
-=======
     exclude_disturbed: bool = False,
->>>>>>> main
 ) -> Analysis:
     """Verdicts of every arm against ``baseline``, per image and metric.
 
@@ -132,15 +129,12 @@ def analyze_results(
         Seed of the bootstrap generator.
     n_resamples : int
         Bootstrap resamples.
-<<<<<<< HEAD
     include_retried : bool
         Analyse the runs that needed a retry or a resume too (default: leave them out and count
         them, per arm, in ``n_retried`` / ``retried_by_arm`` and a note).
-=======
     exclude_disturbed : bool
         Give the verdicts on the quiet blocks only (``pullbench analyze --exclude-disturbed``);
         the stability records still compare all, quiet and disturbed blocks.
->>>>>>> main
 
     Returns
     -------
@@ -267,13 +261,10 @@ def analyze_results(
                                       .dropna()})[:10]),
         notes=tuple(notes),
         images=per_image,
-<<<<<<< HEAD
         n_retried=len(retried),
         retried_by_arm=retried_by_arm,
         include_retried=bool(include_retried),
-=======
         exclude_disturbed=exclude_disturbed,
->>>>>>> main
     )
 
 
@@ -417,11 +408,8 @@ def analyze_folder(
     seed: int | None = None,
     n_resamples: int = 9999,
     save: bool = True,
-<<<<<<< HEAD
     include_retried: bool = False,
-=======
     exclude_disturbed: bool = False,
->>>>>>> main
 ) -> Analysis:
     """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
 
@@ -440,13 +428,10 @@ def analyze_folder(
     save : bool
         Write ``analysis.json`` with :func:`save_analysis` (left untouched when only the time
         stamp would change).
-<<<<<<< HEAD
     include_retried : bool
         Analyse runs that needed a retry or a resume too (see :func:`analyze_results`).
-=======
     exclude_disturbed : bool
         Verdicts on the quiet blocks only (see :func:`analyze_results`).
->>>>>>> main
 
     Returns
     -------
@@ -477,11 +462,8 @@ def analyze_folder(
         alpha=float(alpha if alpha is not None else defaults["alpha"]),
         seed=int(seed if seed is not None else defaults["seed"]),
         n_resamples=n_resamples,
-<<<<<<< HEAD
         include_retried=include_retried,
-=======
         exclude_disturbed=exclude_disturbed,
->>>>>>> main
     )
     if save:
         save_analysis(store.directory, analysis)
