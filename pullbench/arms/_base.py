@@ -328,8 +328,10 @@ class ExternalArm:
                 if self.trace_client:
                     argv = tracer.wrap(argv)
             probe.start()
-            client = run_client(argv, env=self.client_env(), timeout_s=timeout_s)
-            tree = probe.stop()
+            try:
+                client = run_client(argv, env=self.client_env(), timeout_s=timeout_s)
+            finally:  # Ctrl-C included: the sampling thread ends with the run
+                tree = probe.stop()
             trace = tracer.stop() if tracer is not None else None
         finally:
             if tracer is not None:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import string
+import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,6 +61,30 @@ def expand_placeholders(template: str, target: PullTarget, dest: Path) -> str:
         "url": target.url, "ca": target.ca_bundle or "",
     }
     return template.format_map({k: shlex.quote(v) if v else "''" for k, v in values.items()})
+
+
+def _program_of(command: str, shell: str) -> tuple[str, str]:
+    """``(path, version line)`` of the program a command line starts with (best effort).
+
+    The first word that is not a variable assignment, looked up on ``PATH``; its version is
+    the first line ``PROGRAM --version`` prints within 5 s. The shell and ``unknown`` when the
+    program cannot be told (a compound command, a shell builtin).
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = []
+    words = [w for w in words if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", w)]
+    path = shutil.which(words[0]) if words and "{" not in words[0] else None
+    if path is None:
+        return shell, "unknown"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5,
+                             check=False, stdin=subprocess.DEVNULL)
+        line = (out.stdout or out.stderr).strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        line = []
+    return path, line[0][:200] if line else "unknown"
 
 
 class CommandArm(ExternalArm):
@@ -101,8 +127,7 @@ class CommandArm(ExternalArm):
     def start(self, targets: list[PullTarget]) -> None:
         super().start(targets)
         self.shell = find_binary(self.params["shell"], package="dash", what="shell")
-        self.client_binary = self.shell
-        self.client_version = f"{self.params['command']}"
+        self.client_binary, self.client_version = _program_of(self.params["command"], self.shell)
         for target in targets:
             if self.params["setup"]:
                 self._run("setup", target, self.work / "setup")

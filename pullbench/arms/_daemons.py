@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .._errors import DaemonDied, DaemonError, ServerError
+from .._process import stop_process
 
 __all__ = [
     "DaemonDied",
@@ -234,8 +235,8 @@ class ManagedDaemon:
     def prepare_workdir(self, workdir: Path) -> None:
         """Write configuration files into a fresh ``workdir`` (before the first start)."""
 
-    def failure_hint(self) -> str:
-        """A hint appended to the start-failure message (what to change)."""
+    def failure_hint(self, log_tail: str) -> str:
+        """A hint appended to the start-failure message (what to change), given the log."""
         return ""
 
     def version_command(self) -> list[str]:
@@ -294,7 +295,7 @@ class ManagedDaemon:
                        else f"did not answer within {self.start_timeout_s:.0f} s")
                 self.close()
                 cause = _failure_lines(tail)
-                hint = self.failure_hint()
+                hint = self.failure_hint(tail)
                 raise DaemonError(
                     f"{self.kind} ({self.binary}) {how}"
                     + (f": {cause}" if cause else "") + (f" {hint}" if hint else "")
@@ -346,15 +347,7 @@ class ManagedDaemon:
         if proc is None:
             return
         tree = process_tree(proc.pid) if proc.poll() is None else []
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.kind,
-                               proc.pid, timeout_s)
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, timeout_s=timeout_s, what=self.kind)
         # children it started (dockerd's containerd) normally exit with it; make sure, by PID
         deadline = time.monotonic() + 10
         for pid in tree[1:]:

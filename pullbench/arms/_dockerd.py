@@ -140,7 +140,9 @@ class DockerDaemon(ManagedDaemon):
                 "--storage-driver", self.storage_driver, "--iptables=false",
                 "--ip6tables=false", "--bridge=none"]
 
-    def failure_hint(self) -> str:
+    def failure_hint(self, log_tail: str) -> str:
+        if "graphdriver" not in log_tail and "storage driver" not in log_tail:
+            return ""
         return (f"(storage driver {self.storage_driver!r}: overlay2 and vfs work on ext4 and "
                 "xfs; pick another with storage_driver=...)")
 

@@ -29,6 +29,35 @@ def _parse_param(text: str) -> tuple[str | None, str, str]:
     return (arm if dot else None), name, value
 
 
+def _named_commands(option: str, texts: tuple[str, ...]) -> dict[str, str]:
+    """``NAME=COMMAND`` (repeatable option) -> ``{NAME: COMMAND}``."""
+    out: dict[str, str] = {}
+    for text in texts:
+        name, sep, command = text.partition("=")
+        if not sep or not name.strip() or not command.strip():
+            raise click.BadParameter(f"{text!r}: expected NAME='shell command', e.g. "
+                                     "curl='curl -sfo {dest}/m {url}/v2/{repo}/manifests/{tag}'",
+                                     param_hint=option)
+        out[name.strip()] = command
+    return out
+
+
+def _command_arms(commands: tuple[str, ...], setups: tuple[str, ...], prepares: tuple[str, ...],
+                  cleanups: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The ``command`` arms of ``--command NAME=...`` with their --setup/--prepare/--cleanup."""
+    arms = _named_commands("--command", commands)
+    extra = {key: _named_commands(f"--{key}", texts)
+             for key, texts in (("setup", setups), ("prepare", prepares), ("cleanup", cleanups))}
+    for key, by_name in extra.items():
+        unknown = sorted(set(by_name) - set(arms))
+        if unknown:
+            raise click.BadParameter(f"no --command arm named {', '.join(unknown)}",
+                                     param_hint=f"--{key}")
+    return [{"kind": "command", "name": name,
+             "params": {"command": command, **{k: v[name] for k, v in extra.items() if name in v}}}
+            for name, command in arms.items()]
+
+
 def _tables_only_note() -> str:
     """`` (tables only; <why, and the extra to install>)`` when reports cannot hold plots."""
     from ..experiment._report import plots_unavailable
@@ -44,9 +73,22 @@ def _tables_only_note() -> str:
               help="Fixture image (catalog name) or, with a URL registry, repo:tag. Repeatable. "
                    "Default synthetic-256m.")
 @click.option("--registry", help="embedded (default), distribution, or a URL http://host:port.")
-@click.option("--arms", help="Comma-separated strategy presets; the first is the baseline unless "
-                             "--baseline. Default: go-iocopy,pr48602,pools-bufio32k,containerd-1m,"
+@click.option("--arms", help="Comma-separated strategy presets and real pullers (docker, ctr-pull, "
+                             "ctr-fetch, skopeo); the first is the baseline unless --baseline. "
+                             "Default: go-iocopy,pr48602,pools-bufio32k,containerd-1m,"
                              "requests-iter-content,splice.")
+@click.option("--command", "commands", multiple=True,
+              help="An arm running a shell command, NAME='COMMAND' (placeholders {ref} {registry} "
+                   "{repo} {tag} {digest} {dest} {url} {ca}); only COMMAND is timed. Repeatable.")
+@click.option("--setup", "setups", multiple=True,
+              help="NAME='COMMAND' run once before the runs of command arm NAME.")
+@click.option("--prepare", "prepares", multiple=True,
+              help="NAME='COMMAND' run (untimed) before every run of command arm NAME.")
+@click.option("--cleanup", "cleanups", multiple=True,
+              help="NAME='COMMAND' run (untimed) after every run of command arm NAME.")
+@click.option("--trace", is_flag=True,
+              help="Trace the real pullers with strace (write/read-size histograms of the layer "
+                   "files); traced arms are named ARM[trace=True], never pooled with untraced.")
 @click.option("--baseline", help="Arm to compare against (default: first arm).")
 @click.option("--param", "params", multiple=True,
               help="Strategy parameter override [ARM.]KEY=VALUE (e.g. pr48602.write_size=64k). "
@@ -107,7 +149,9 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
           require_quiet: bool, no_report: bool, progress: bool, include_retried: bool,
-          fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
+          fail_on: tuple[str, ...], fail_if_not: tuple[str, ...], commands: tuple[str, ...] = (),
+          setups: tuple[str, ...] = (), prepares: tuple[str, ...] = (),
+          cleanups: tuple[str, ...] = (), trace: bool = False) -> None:
     """Run an experiment and print verdicts (the main job).
 
     Without options: starts the embedded registry, builds and pushes synthetic-256m if it is not
@@ -126,7 +170,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
     if resume_dir is not None:
         given = [n for n, v in (("--spec", spec_file), ("--image", images), ("--arms", arms),
                                 ("--param", params), ("--blocks", blocks), ("--quick", quick),
-                                ("--out", out)) if v]
+                                ("--out", out), ("--command", commands),
+                                ("--trace", trace)) if v]
         if given:
             raise click.UsageError(f"--resume continues the saved spec; drop {', '.join(given)}")
         spec = None
@@ -145,6 +190,10 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
                 overrides["name"] = "quick"
         if arms:
             overrides["arms"] = tuple(a.strip() for a in arms.split(",") if a.strip())
+        command_arms = _command_arms(commands, setups, prepares, cleanups)
+        if command_arms:
+            overrides["arms"] = (*(overrides.get("arms") or [a.to_dict() for a in spec.arms]),
+                                 *command_arms)
         if drop_caches:
             overrides["cache_policy"] = "drop"
         if in_process:
@@ -158,6 +207,11 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         spec = spec.with_overrides(**overrides)
         if parsed_params:
             spec = spec.with_params(parsed_params)
+        if trace:
+            if not any(a.external for a in spec.arms):
+                raise click.UsageError("--trace traces the real pullers (docker, ctr-pull, "
+                                       "ctr-fetch, skopeo, --command); no arm is one")
+            spec = spec.with_params([(a.name, "trace", True) for a in spec.arms if a.external])
         preflight(spec, check_registry=True)  # arms, profile, images, registry: before announcing
         require_gate_arms(gates, ((a.name, a.strategy) for a in spec.arms), spec.baseline)
         click.echo(f"experiment {spec.name}: {len(spec.arms)} arms x {spec.blocks} blocks "

@@ -46,6 +46,7 @@ from .._errors import (
     RegistryUnavailable,
     StrategyError,
 )
+from ..arms._daemons import DaemonDied
 from ._endpoints import (
     Endpoint,
     RegistryFactory,
@@ -195,9 +196,13 @@ def _resolve_digest(reference: str, endpoint: Endpoint) -> str | None:
 
 def _validate_strategies(spec: ExperimentSpec) -> None:
     from ..puller.strategies import get_strategy, list_strategies
+    from ._arms import check_external_arms
 
+    check_external_arms(spec)  # kinds and parameters of the arms pullbench does not own
     names = [info.name for info in list_strategies()]
     for arm in spec.arms:
+        if arm.external:
+            continue
         if arm.strategy not in names:
             raise StrategyError(
                 f"arm {arm.name!r}: unknown strategy {arm.strategy!r}; choose one of: "
@@ -751,9 +756,10 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
     err = len(rows) - ok
     new = 0
     interrupted = False
+    stopped: BaseException | None = None  # a daemon of an external arm died for good
     try:
         threads_before = thread_ids()
-        with _endpoint_for(spec, factory, work_dir) as endpoint:
+        with _endpoint_for(spec, factory, work_dir) as endpoint, contextlib.ExitStack() as arms:
             server_threads = thread_ids() - threads_before  # an in-process registry's
             pids = endpoint_pids(endpoint.details, registry_in_process=bool(server_threads))
             isolation = {"cpus": cpu_plan.to_dict(), "describe": cpu_plan.describe(),
@@ -768,6 +774,9 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
             }
             images = _prepare_images(spec, endpoint,
                                      Path(image_cache_dir) if image_cache_dir else None)
+            from ._arms import describe_external, external_arms
+
+            external = arms.enter_context(external_arms(spec, endpoint, images))
             _check_disk(store_root, [i.size_bytes or 0 for i in images],
                         work_dir if spec.registry in ("embedded", "distribution") else None,
                         exact=True)
@@ -780,7 +789,9 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     spec=spec.to_dict(), registry=endpoint.describe(),
                     images=[i.describe() for i in images], dest_dir=store_root,
                     extra={"cache_policy": spec.cache_policy, "isolation": spec.isolation,
-                           "pull_function": pull_function, **(notes or {})},
+                           "pull_function": pull_function,
+                           **({"external_arms": describe_external(external)} if external else {}),
+                           **(notes or {})},
                     preflight=preflight_check, cpu_isolation=isolation,
                 ))
             else:
@@ -794,7 +805,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     if before_run is not None:
                         before_run(planned)
                     row = _one_run(spec, planned, by_name[planned.image], endpoint, store_root,
-                                   cache_state, pull_function, run_timeout_s, run_context)
+                                   cache_state, pull_function, run_timeout_s, run_context,
+                                   external)
                     store.append(row)
                     new += 1
                     if row["status"] == "ok":
@@ -806,6 +818,8 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
                     bar.update(1)
             except KeyboardInterrupt:
                 interrupted = True
+            except DaemonDied as exc:
+                stopped = exc
             finally:
                 bar.close()
     finally:
@@ -815,6 +829,11 @@ def _run_locked(spec: ExperimentSpec, store: ResultsStore, *, resume: bool, prog
     if store.rows_path.exists():
         consolidate_results(store.directory)
         _record_end(store, new, interrupted)
+    if stopped is not None:
+        raise BenchmarkError(
+            f"experiment stopped: {stopped}\n{len(rows) + new} of {len(plan)} runs kept in "
+            f"{store.directory}; continue with: pullbench bench --resume {store.directory}"
+        ) from stopped
     result = ExperimentResult(
         directory=store.directory, spec=spec, planned_runs=len(plan),
         completed_runs=len(rows) + new, ok_runs=ok, error_runs=err,
@@ -873,7 +892,8 @@ def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoint: Endpoint,
              store_root: Path, cache_state: str, pull_function: str,
-             run_timeout_s: float, run_context: Mapping[str, Any]) -> dict[str, Any]:
+             run_timeout_s: float, run_context: Mapping[str, Any],
+             external: Mapping[str, Any] | None = None) -> dict[str, Any]:
     arm = spec.arm(planned.arm)
     dest = store_root / f"run-{planned.run_index:05d}"
     if store_root.exists():  # the store is always emptied between runs (also after a crash)
@@ -907,6 +927,22 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
         "status": "ok",
         "error": None,
     }
+    if external and arm.name in external:  # a puller pullbench does not own (pullbench.arms)
+        from ._arms import run_external
+
+        if spec.cache_policy == "drop":
+            drop_page_cache()
+        try:
+            started = time.perf_counter()
+            status, payload = run_external(external[arm.name], image, endpoint, dest,
+                                           run_timeout_s, run_context.get("puller_cpus"))
+            base["harness_wall_s"] = time.perf_counter() - started
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
+        return {**base, **payload, "status": status}
+    from ._arms import strategy_arm_columns
+
+    base.update(strategy_arm_columns())
     task = {
         "run_index": planned.run_index, "pull_function": pull_function,
         "reference": image.reference, "strategy": arm.strategy, "params": arm.params_dict,

@@ -72,7 +72,16 @@ REGISTRY_KINDS = ("embedded", "distribution")
 CACHE_POLICIES = ("warm", "drop")
 ISOLATIONS = ("process", "inprocess")
 
-_ARM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,\[\]-]*$")
+_ARM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,/\[\]-]*$")
+#: ``kind`` of an arm that is one of pullbench's copy strategies.
+STRATEGY_KIND = "strategy"
+
+
+def _external_kinds() -> tuple[str, ...]:
+    """Kinds of the arms pullbench does not own (``pullbench.arms.ARM_KINDS``)."""
+    from ..arms import ARM_KINDS
+
+    return tuple(ARM_KINDS)
 
 
 def parse_param_value(text: Any) -> Any:
@@ -129,7 +138,7 @@ def _params_label(params: tuple[tuple[str, Any], ...]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ArmSpec:
-    """One arm: a copy-strategy preset, with optional parameter overrides.
+    """One arm: a copy-strategy preset, or a puller pullbench does not own, with parameters.
 
     Attributes
     ----------
@@ -137,9 +146,13 @@ class ArmSpec:
         Label used in results and tables (unique within a spec). Defaults to the strategy name,
         with overrides appended in brackets: ``go-iocopy[buffer_bytes=65536]``.
     strategy : str
-        Strategy preset name, as listed by ``pullbench.list_strategies()``.
+        Strategy preset name, as listed by ``pullbench.list_strategies()``; for an external
+        arm, its kind.
     params : tuple of (str, scalar)
         Parameter overrides, sorted by name.
+    kind : str
+        ``strategy`` (default), or an external arm's kind: ``command``, ``skopeo``,
+        ``ctr-fetch``, ``ctr-pull``, ``docker`` (:data:`pullbench.arms.ARM_KINDS`).
     unpack : tuple of str
         Unpack-stage tokens (:meth:`pullbench.UnpackPlan.from_tokens`: a decompressor, a
         schedule, an order, ``dcN``); empty: the pull stores blobs only. Written after the
@@ -150,13 +163,15 @@ class ArmSpec:
     strategy: str
     params: tuple[tuple[str, Any], ...] = ()
     unpack: tuple[str, ...] = ()
+    kind: str = STRATEGY_KIND
 
     def __post_init__(self) -> None:
         if not isinstance(self.strategy, str) or not self.strategy:
             raise BenchmarkError(f"arm {self.name!r}: strategy must be a non-empty string")
         if not _ARM_NAME_RE.match(self.name):
             raise BenchmarkError(
-                f"arm name {self.name!r} is not usable: use letters, digits and . _ - + = , [ ]"
+                f"arm name {self.name!r} is not usable: use letters, digits and . _ - + = , / [ ] "
+                "(give the arm a 'name')"
             )
         if self.unpack:
             from ..puller._stages import UnpackPlan
@@ -165,6 +180,20 @@ class ArmSpec:
                 UnpackPlan.from_tokens(self.unpack)
             except StrategyError as exc:
                 raise BenchmarkError(f"arm {self.name!r}: {exc}") from None
+        if self.kind != STRATEGY_KIND:
+            kinds = _external_kinds()
+            if self.kind not in kinds:
+                raise BenchmarkError(f"arm {self.name!r}: unknown kind {self.kind!r}; choose "
+                                     f"{STRATEGY_KIND} or one of {', '.join(kinds)}")
+            if self.unpack:
+                raise BenchmarkError(f"arm {self.name!r}: unpack tokens are for strategies; a "
+                                     f"{self.kind} arm unpacks (or not) as that puller does")
+            object.__setattr__(self, "strategy", self.kind)
+
+    @property
+    def external(self) -> bool:
+        """True for a puller pullbench does not own (``kind`` is not ``strategy``)."""
+        return self.kind != STRATEGY_KIND
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -173,23 +202,33 @@ class ArmSpec:
 
     @classmethod
     def make(cls, strategy: str, params: Mapping[str, Any] | None = None,
-             name: str | None = None, unpack: Sequence[str] | str = ()) -> ArmSpec:
+             name: str | None = None, unpack: Sequence[str] | str = (),
+             kind: str = STRATEGY_KIND) -> ArmSpec:
         """Build an arm, naming it after the strategy, its overrides and its unpack tokens
-        (``go-iocopy[buffer_bytes=65536]+zlib+after``) unless ``name`` is given."""
+        (``go-iocopy[buffer_bytes=65536]+zlib+after``) unless ``name`` is given.
+
+        An external arm (``kind`` not ``strategy``) takes its kind as ``strategy``; a
+        ``command`` arm is named ``command`` by default (its command line makes a poor name).
+        """
         frozen = _freeze_params(params)
         tokens = tuple(t for t in (unpack.split("+") if isinstance(unpack, str) else unpack) if t)
+        if kind != STRATEGY_KIND:
+            strategy = kind
         if name is None:
-            name = strategy if not frozen else f"{strategy}[{_params_label(frozen)}]"
+            shown = () if kind == "command" else frozen
+            name = strategy if not shown else f"{strategy}[{_params_label(shown)}]"
             if tokens:
                 name += "+" + "+".join(tokens)
-        return cls(name=name, strategy=strategy, params=frozen, unpack=tokens)
+        return cls(name=name, strategy=strategy, params=frozen, unpack=tokens, kind=kind)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain mapping (``name``, ``strategy``, ``params``, ``unpack`` if any) for JSON/YAML."""
+        """Plain mapping (``name``, ``strategy``, ``params``; ``unpack``, ``kind`` if any)."""
         out: dict[str, Any] = {"name": self.name, "strategy": self.strategy,
                                "params": dict(self.params)}
         if self.unpack:
             out["unpack"] = "+".join(self.unpack)
+        if self.external:
+            out["kind"] = self.kind
         return out
 
 
@@ -200,6 +239,8 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
     if isinstance(entry, str):
         text, *tokens = entry.strip().split("+")
         text = text.strip()
+        head = text.partition(":")[0].strip()
+        kind = head if head in _external_kinds() else STRATEGY_KIND
         if ":" in text:
             strategy, _, rest = text.partition(":")
             params: dict[str, Any] = {}
@@ -210,22 +251,24 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
                         f"arm {entry!r}: expected 'strategy:param=value,...', got {item!r}"
                     )
                 params[key.strip()] = parse_param_value(value.strip())
-            return [ArmSpec.make(strategy.strip(), params, unpack=tokens)]
-        return [ArmSpec.make(text, unpack=tokens)]
+            return [ArmSpec.make(strategy.strip(), params, unpack=tokens, kind=kind)]
+        return [ArmSpec.make(text, unpack=tokens, kind=kind)]
     if isinstance(entry, Mapping):
-        unknown = set(entry) - {"strategy", "params", "name", "grid", "unpack"}
+        unknown = set(entry) - {"strategy", "params", "name", "grid", "unpack", "kind"}
         if unknown:
             raise BenchmarkError(
                 f"arm {dict(entry)!r}: unknown keys {sorted(unknown)} "
-                "(allowed: strategy, params, name, grid, unpack)"
+                "(allowed: strategy, kind, params, name, grid, unpack)"
             )
         unpack = entry.get("unpack") or ()
-        if "strategy" not in entry:
-            raise BenchmarkError(f"arm {dict(entry)!r} has no 'strategy'")
+        kind = str(entry.get("kind") or STRATEGY_KIND)
+        if kind == STRATEGY_KIND and "strategy" not in entry:
+            raise BenchmarkError(f"arm {dict(entry)!r} has no 'strategy' (or 'kind')")
+        strategy = str(entry.get("strategy") or kind)
         base = dict(entry.get("params") or {})
         grid = entry.get("grid")
         if not grid:
-            return [ArmSpec.make(entry["strategy"], base, entry.get("name"), unpack=unpack)]
+            return [ArmSpec.make(strategy, base, entry.get("name"), unpack=unpack, kind=kind)]
         if not isinstance(grid, Mapping) or not all(
             isinstance(v, Sequence) and not isinstance(v, str) and len(v) > 0 for v in grid.values()
         ):
@@ -236,7 +279,7 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
         arms = []
         for combo in itertools.product(*(grid[k] for k in keys)):
             params = {**base, **dict(zip(keys, combo, strict=True))}
-            arms.append(ArmSpec.make(entry["strategy"], params, unpack=unpack))
+            arms.append(ArmSpec.make(strategy, params, unpack=unpack, kind=kind))
         return arms
     raise BenchmarkError(f"arm {entry!r}: expected a strategy name or a mapping")
 
@@ -493,9 +536,10 @@ class ExperimentSpec:
             if params == arm.params_dict:
                 new_arms.append(arm)
                 continue
-            default_name = ArmSpec.make(arm.strategy, arm.params_dict, unpack=arm.unpack).name
+            default_name = ArmSpec.make(arm.strategy, arm.params_dict, unpack=arm.unpack,
+                                        kind=arm.kind).name
             name = None if arm.name == default_name else arm.name
-            new = ArmSpec.make(arm.strategy, params, name, unpack=arm.unpack)
+            new = ArmSpec.make(arm.strategy, params, name, unpack=arm.unpack, kind=arm.kind)
             if arm.name == self.baseline:
                 baseline = new.name
             if new.name != arm.name:

@@ -47,7 +47,7 @@ from .._media import (
     OCI_MANIFEST,
 )
 from ._cache import default_cache_dir
-from ._oci import ImageLayout, LayoutDescriptor, _put_blob, write_layout
+from ._oci import ImageLayout, LayoutDescriptor, _gzip_file, _put_blob, write_layout
 
 if TYPE_CHECKING:  # numpy is imported when an image is built, not with pullbench
     import numpy as np
@@ -423,16 +423,7 @@ def _compress_file(src: Path, dst: Path, compression: str) -> None:
         with src.open("rb") as fin, dst.open("wb") as fout:
             zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(fin, fout)
         return
-    pigz = shutil.which("pigz")
-    if pigz:
-        with src.open("rb") as fin, dst.open("wb") as fout:
-            subprocess.run([pigz, "-6", "-n", "-c"], stdin=fin, stdout=fout, check=True)
-        return
-    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        while chunk := fin.read(MiB):
-            fout.write(comp.compress(chunk))
-        fout.write(comp.flush())
+    _gzip_file(src, dst)
 
 
 def image_from_directory(directory: Path, layout_dir: Path, *, compression: str = "gzip",
