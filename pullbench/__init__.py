@@ -174,6 +174,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         image_from_directory,
         image_from_pip,
         list_catalog,
+        recompress_image,
         tar_directory,
     )
     from .images._mirror import (
@@ -285,7 +286,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ),
     ".images._catalog": (
         "CatalogEntry", "SyntheticImageSpec", "build_image", "catalog",
-        "image_from_directory", "image_from_pip", "list_catalog", "tar_directory",
+        "image_from_directory", "image_from_pip", "list_catalog", "recompress_image",
+        "tar_directory",
     ),
     ".images._oci": (
         "ImageLayout", "LayoutDescriptor", "import_image", "push_image",
@@ -419,7 +421,7 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "load_results", "load_spec", "minimum_detectable_effect", "mirror_image", "network_profiles",
     "open_layer", "parse_reference", "plan_from_pilot", "power_at_n", "profile_names",
     "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
-    "register_network_profile", "register_runner_layers", "register_strategy",
+    "recompress_image", "register_network_profile", "register_runner_layers", "register_strategy",
     "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
     "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "tar_directory",
     "unpack_image", "verdict_table", "write_hyperfine_json",

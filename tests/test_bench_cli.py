@@ -45,8 +45,9 @@ def test_bench_analyze_report(tmp_path):
     assert table[0]["verdict"] in {"faster", "slower", "equivalent", "inconclusive"}
     html = (out / "report.html").read_text()
     assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
-    # 2 metrics -> 2 distributions, + write sizes, throughput vs sizes, speed vs memory
-    assert html.count("data:image/png;base64,") == 5
+    # 2 metrics -> 2 distributions, + write sizes, throughput vs sizes, speed vs memory,
+    # + a ratio-vs-interference scatter per metric
+    assert html.count("data:image/png;base64,") == 7
     assert "containerd-1m" in html
 
     result = runner.invoke(main, ["analyze", str(out), "--metric", "throughput_mb_s",

@@ -143,6 +143,10 @@ def analyze_results(
         verdict rows, diagnostics, runs needed), the skipped metrics with their reason, and
         per-arm medians; ``to_dict()`` is what ``analysis.json`` holds.
 
+    When the runs unpacked (arms with an unpack plan), each stage of :data:`STAGE_METRICS`
+    (resolve, transfer, decompress, unpack, and the unpack tail after the last blob) gets a
+    verdict of its own too.
+
     When the rows carry the interference probes' ``interference_cores`` (runs made since they
     exist), each image also gets an :class:`InterferenceSummary` (disturbed runs and blocks,
     by the threshold of :func:`pullbench.stats._interference.disturbance_threshold` derived from
@@ -183,6 +187,7 @@ def analyze_results(
                "left out of the verdicts: they measured the faults as well as the copy "
                "(--include-retried keeps them)"))
     per_image: dict[str, ImageAnalysis] = {}
+    metrics = [*metrics, *_stage_metrics(ok, metrics)]
     for image in images:
         sub = ok[ok["image"] == image]
         if baseline not in set(sub["arm"]):
@@ -298,6 +303,8 @@ def _interference_summary(sub: pd.DataFrame) -> InterferenceSummary | None:
         block_interference={int(b): float(v) for b, v in block_mean.items()},
         disturbed_runs=tuple(str(r) for r in sub.loc[disturbed, "run_id"])
         if "run_id" in sub.columns else (),
+        disturbed_by_arm={str(a): int(v) for a, v in disturbed.groupby(sub["arm"]).sum().items()},
+        runs_by_arm={str(a): int(v) for a, v in valid.groupby(sub["arm"]).sum().items()},
     )
 
 
@@ -525,6 +532,17 @@ def _diagnostics(grid: Any, baseline: str) -> tuple[Diagnostic, ...]:
         out.append(Diagnostic(kind=diag.kind, severity=diag.severity, message=diag.message,
                               arm=arm, details=_jsonable(diag.details)))
     return tuple(out)
+
+
+#: Per-stage metrics given a verdict of their own when the runs unpacked (an arm with an
+#: UnpackPlan: ``decompressor`` is set), besides the requested metrics on the total.
+STAGE_METRICS = ("resolve_s", "transfer_s", "decompress_s", "unpack_s", "unpack_tail_s")
+
+
+def _stage_metrics(ok: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    if "decompressor" not in ok.columns or not ok["decompressor"].notna().any():
+        return []
+    return [m for m in STAGE_METRICS if m in ok.columns and m not in metrics]
 
 
 def _unmeasured(sub: pd.DataFrame, metric: str, baseline: str) -> str | None:

@@ -283,6 +283,8 @@ class InterferenceSummary:
         Mean score of each block's runs.
     disturbed_runs : tuple of str
         ``run_id`` of each disturbed run.
+    disturbed_by_arm, runs_by_arm : dict of str to int
+        Disturbed runs and runs scored, per arm.
     """
 
     score: str
@@ -296,6 +298,8 @@ class InterferenceSummary:
     disturbed_blocks: tuple[int, ...]
     block_interference: Mapping[int, float]
     disturbed_runs: tuple[str, ...] = ()
+    disturbed_by_arm: Mapping[str, int] = field(default_factory=dict)
+    runs_by_arm: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (block keys as strings)."""
@@ -307,6 +311,8 @@ class InterferenceSummary:
             "disturbed_blocks": list(self.disturbed_blocks),
             "block_interference": {str(b): v for b, v in self.block_interference.items()},
             "disturbed_runs": list(self.disturbed_runs),
+            "disturbed_by_arm": dict(self.disturbed_by_arm),
+            "runs_by_arm": dict(self.runs_by_arm),
         })
         return out
 
@@ -329,6 +335,9 @@ class InterferenceSummary:
                 data, "block_interference", where,
                 lambda v: {int(b): float(x) for b, x in v.items() if x is not None}),
             disturbed_runs=tuple(str(r) for r in data.get("disturbed_runs") or ()),
+            disturbed_by_arm={str(k): int(v)
+                              for k, v in (data.get("disturbed_by_arm") or {}).items()},
+            runs_by_arm={str(k): int(v) for k, v in (data.get("runs_by_arm") or {}).items()},
         )
 
 

@@ -30,8 +30,9 @@ from ._analysis import (
 from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["PLOT_ERROR_CLASS", "format_analysis", "format_diagnostics", "format_stability",
-           "format_verdict_table", "plots_unavailable", "render_report"]
+__all__ = ["DIAGNOSTIC_RANK", "PLOT_ERROR_CLASS", "format_analysis", "format_diagnostic_details",
+           "format_diagnostics", "format_stability", "format_verdict_table", "plots_unavailable",
+           "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,39 +83,94 @@ def _analysed_n(table: pd.DataFrame) -> int | None:
     return min(values) if values else None
 
 
-def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = ()) -> list[str]:
-    """One line per diagnostic of an analysed metric, grouped by arm (``arms`` order first).
+#: Order in which diagnostics are shown: what invalidates a comparison first.
+DIAGNOSTIC_RANK = ("disturbance", "drift", "outliers", "bimodality", "too_few_runs",
+                   "constant_sample", "unbounded_ratio_ci", "blocks_incomplete", "rows_dropped")
+
+
+def _short(d: Diagnostic) -> str:
+    """A diagnostic in a few words (the full message stays in analysis.json and the report)."""
+    det = d.details or {}
+    if d.kind == "drift":
+        tau = det.get("kendall_tau", 0) or 0
+        return (f"drift: later runs {'slower' if tau > 0 else 'faster'} "
+                f"(Mann–Kendall p={_fmt_p(det.get('mann_kendall_p'))})")
+    if d.kind == "outliers":
+        text = f"{det.get('count')} outlier run(s) (z up to {_fmt(det.get('max_abs_z'), '.1f')}"
+        if det.get("first_run_slow"):
+            text += f"; the first run {_fmt(det.get('first_run_ratio'), '.2f')}x the median"
+        return text + ")"
+    if d.kind == "bimodality":
+        return f"bimodal (coefficient {_fmt(det.get('bimodality_coefficient'), '.2f')})"
+    if d.kind == "too_few_runs":
+        return f"only {det.get('n')} runs"
+    return d.kind.replace("_", " ")
+
+
+def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = (),
+                       interference: Any = None) -> list[str]:
+    """The warnings of an analysed metric, ranked: one line per arm, details behind it.
+
+    Disturbance (runs the interference probes flagged, from ``interference``) and drift come
+    first, then outliers, bimodality and the rest (:data:`DIAGNOSTIC_RANK`); arms with a
+    disturbance or drift come first, then ``arms`` order, grid-level warnings last.
+    Informational diagnostics (severity ``info``) are counted, not spelled out; the full
+    messages are in ``analysis.json`` and in the report (:func:`format_diagnostic_details`).
 
     Parameters
     ----------
     result : MetricAnalysis
         ``analysis.metric(image, metric)`` of an :class:`~pullbench.Analysis`.
     arms : sequence of str
-        Arm order to group by (arms not listed, and grid-level diagnostics, come last).
+        Arm order.
+    interference : InterferenceSummary, optional
+        ``analysis.image(image).interference``: its ``disturbed_by_arm`` become the first item.
 
     Returns
     -------
     list of str
-        Lines such as ``"  splice     warning  bimodality: bimodality coefficient 0.56 ..."``;
-        empty when there are no diagnostics.
+        ``["diagnostics (ranked; details in the report):", "  go-iocopy: 2 of 10 runs
+        disturbed; drift: later runs slower (Mann–Kendall p=0.003)", ...]``; empty when there
+        is nothing to say.
     """
-    diags = list(result.diagnostics)
-    if not diags:
+    per_arm: dict[str, list[tuple[int, str]]] = {}
+    infos = 0
+    rank = {k: i for i, k in enumerate(DIAGNOSTIC_RANK)}
+    for d in result.diagnostics:
+        if d.severity == "info":
+            infos += 1
+            continue
+        arm = (d.arm or "(all arms)").split(" vs ", 1)[0]
+        per_arm.setdefault(arm, []).append((rank.get(d.kind, len(rank)), _short(d)))
+    by_arm = dict(getattr(interference, "disturbed_by_arm", None) or {})
+    runs = getattr(interference, "runs_by_arm", None) or {}
+    for arm, count in by_arm.items():
+        if count:
+            per_arm.setdefault(arm, []).append(
+                (0, f"{count} of {runs.get(arm, '?')} runs disturbed (other load)"))
+    if not per_arm and not infos:
         return []
     order = {a: i for i, a in enumerate(arms)}
 
-    def rank(d: Diagnostic) -> tuple[bool, int, str]:
-        arm = d.arm or ""
-        own = arm.split(" vs ", 1)[0]  # "ARM vs BASELINE": a comparison's, next to ARM's
-        return d.arm is None, order.get(own, len(order)), arm
+    def arm_rank(arm: str) -> tuple[int, int, int, str]:
+        urgent = min(r for r, _ in per_arm[arm]) <= rank["drift"]
+        return (arm == "(all arms)", not urgent, order.get(arm, len(order)), arm)
 
-    diags.sort(key=rank)
-    width = max(len(d.arm or "(all arms)") for d in diags)
-    lines = ["diagnostics (by arm):"]
-    for d in diags:
-        lines.append(f"  {(d.arm or '(all arms)').ljust(width)}  {d.severity.ljust(7)}  "
-                     f"{d.kind}: {d.message}")
+    lines = ["diagnostics (ranked; details in the report and analysis.json):"]
+    for arm in sorted(per_arm, key=arm_rank):
+        items = [text for _, text in sorted(per_arm[arm])]
+        lines.append(f"  {arm}: " + "; ".join(items))
+    if infos:
+        lines.append(f"  (+{infos} informational note(s), in the report)")
     return lines
+
+
+def format_diagnostic_details(result: MetricAnalysis) -> list[str]:
+    """Every diagnostic of an analysed metric in full (severity, kind, message), ranked."""
+    rank = {k: i for i, k in enumerate(DIAGNOSTIC_RANK)}
+    diags = sorted(result.diagnostics,
+                   key=lambda d: (d.severity == "info", rank.get(d.kind, len(rank)), d.arm or ""))
+    return [f"{d.arm or '(all arms)'}  {d.severity}  {d.kind}: {d.message}" for d in diags]
 
 
 def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -148,7 +204,8 @@ def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | No
     A title, a legend saying what ``ratio`` is (paired: geometric mean of per-block ratios), the
     compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
     MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
-    when known), then the diagnostics grouped by arm (:func:`format_diagnostics`).
+    when known), the interference and stability lines (:func:`format_stability`), then the
+    diagnostics ranked, one line per arm (:func:`format_diagnostics`).
 
     Parameters
     ----------
@@ -205,7 +262,8 @@ def _verdict_text(analysis: Analysis, image: str | None,
     stability = format_stability(analysis, image, metric)
     text += stability
     notes += stability
-    text += format_diagnostics(result, [str(a) for a in table["arm"]])
+    text += format_diagnostics(result, [str(a) for a in table["arm"]],
+                               analysis.image(image).interference)
     return "\n".join(text), notes
 
 
@@ -356,6 +414,12 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
              baseline=analysis.baseline))
         for metric in analysis.images[image].metrics
     ]
+    draw += [
+        (f"{metric} ratio vs interference per block",
+         lambda result=result, metric=metric: plots.plot_effect_vs_interference(
+             result.stability, metric=metric, baseline=analysis.baseline))
+        for metric, result in analysis.images[image].metrics.items() if result.stability
+    ]
     draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
              for name, func in (("write sizes", plots.plot_write_size_histograms),
                                 ("throughput vs buffer sizes", plots.plot_throughput_vs_sizes),
@@ -437,6 +501,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
         f"alpha {analysis.alpha}.</p>",
         *([f"<p>{html.escape(_retried_note(analysis))}.</p>"] if analysis.n_retried else []),
+        *_preflight_html(env),
     ]
     for image, block in analysis.images.items():
         parts.append(f"<h2>Image {html.escape(image)}</h2>")
@@ -446,9 +511,13 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(_compact_table_html(full))  # the table the CLI prints, first
             _, notes = _verdict_text(analysis, image, metric)
             parts.extend(f"<p>{html.escape(line)}</p>" for line in notes)
-            diags = format_diagnostics(result, [str(a) for a in full["arm"]])
+            diags = format_diagnostics(result, [str(a) for a in full["arm"]],
+                                       block.interference)
             if diags:
                 parts.append(f"<pre>{html.escape(chr(10).join(diags))}</pre>")
+                details = format_diagnostic_details(result)
+                parts.append("<details><summary>diagnostics in full</summary><pre>"
+                             f"{html.escape(chr(10).join(details))}</pre></details>")
             parts.append(f"<details><summary>full table ({len(full.columns)} columns) and "
                          "method</summary>")
             parts.append(_table_html(full))
@@ -471,6 +540,26 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     return path
 
 
+def _preflight_html(env: Mapping[str, Any]) -> list[str]:
+    """The machine check before the first run and the CPU plan, as paragraphs."""
+    pre = env.get("preflight") or {}
+    iso = env.get("cpu_isolation") or {}
+    out = []
+    if pre:
+        state = "quiet" if pre.get("quiet") else "NOT quiet"
+        other = pre.get("other_cpu_cores")
+        load = pre.get("loadavg_1_5_15") or [None]
+        text = (f"Machine before the first run: {state} (other processes "
+                f"{_fmt(other, '.2f')} cores, load {_fmt(load[0], '.2f')}).")
+        problems = pre.get("problems") or []
+        if problems:
+            text += " To fix: " + " ".join(str(p) for p in problems)
+        out.append(f"<p>{html.escape(text)}</p>")
+    if iso.get("describe"):
+        out.append(f"<p>CPU affinity: {html.escape(str(iso['describe']))}.</p>")
+    return out
+
+
 def _failed_note(analysis: Analysis) -> str:
     if not analysis.n_failed:
         return ""
@@ -480,5 +569,5 @@ def _failed_note(analysis: Analysis) -> str:
 
 def _env_summary(env: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("captured_at", "host", "python", "pullbench", "destination", "registry", "images",
-            "network_profile", "seed", "extra")
+            "network_profile", "seed", "preflight", "cpu_isolation", "extra")
     return {k: env.get(k) for k in keys if k in env}
