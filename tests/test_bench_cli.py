@@ -59,7 +59,8 @@ def test_bench_analyze_report(tmp_path):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
     assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
-    assert html.count("data:image/png;base64,") == 4  # 1 metric (throughput_mb_s) + 3
+    # 1 metric (throughput_mb_s) + 3, + its ratio-vs-interference scatter
+    assert html.count("data:image/png;base64,") == 5
 
 
 def test_bench_no_probes_skips_cpu_metrics_with_a_note(tmp_path):

@@ -136,6 +136,10 @@ def _tables_only_note() -> str:
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
 @export_options
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @gate_options
 @handle_errors
 @echo_warnings(ParameterWarning)
@@ -145,9 +149,9 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
-          require_quiet: bool, no_report: bool, progress: bool, fail_on: tuple[str, ...],
-          fail_if_not: tuple[str, ...], export_json: Path | None, export_csv: Path | None,
-          export_markdown: Path | None, commands: tuple[str, ...] = (),
+          require_quiet: bool, no_report: bool, progress: bool, include_retried: bool,
+          fail_on: tuple[str, ...], fail_if_not: tuple[str, ...], export_json: Path | None,
+          export_csv: Path | None, export_markdown: Path | None, commands: tuple[str, ...] = (),
           setups: tuple[str, ...] = (), prepares: tuple[str, ...] = (),
           cleanups: tuple[str, ...] = (), trace: bool = False) -> None:
     """Run an experiment and print verdicts (the main job).
@@ -228,7 +232,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
-    analysis = analyze_folder(result.directory)
+    analysis = analyze_folder(result.directory, include_retried=include_retried)
     click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
@@ -277,6 +281,10 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "are kept (analysed again with these settings); only these are printed.")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @click.option("--exclude-disturbed", is_flag=True,
               help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
                    "interference probes flag as disturbed.")
@@ -287,10 +295,12 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
 @gate_options
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None, exclude_disturbed: bool, as_json: bool,
-            export_json: Path | None, export_csv: Path | None, export_markdown: Path | None,
-            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
-    """Re-run the statistics on a results folder (failed runs excluded and counted).
+            margin: float | None, alpha: float | None, include_retried: bool,
+            exclude_disturbed: bool, as_json: bool, export_json: Path | None,
+            export_csv: Path | None, export_markdown: Path | None, fail_on: tuple[str, ...],
+            fail_if_not: tuple[str, ...]) -> None:
+    """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
+    resumes, excluded and counted).
 
     With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
     else the first analysed metric), after analysis.json is written.
@@ -303,7 +313,8 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
                               margin=margin, alpha=alpha, save=False,
-                              exclude_disturbed=exclude_disturbed)
+                              exclude_disturbed=exclude_disturbed,
+                              include_retried=include_retried)
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
