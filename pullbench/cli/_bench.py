@@ -135,6 +135,10 @@ def _tables_only_note() -> str:
               help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @gate_options
 @handle_errors
 @echo_warnings(ParameterWarning)
@@ -144,8 +148,8 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
-          require_quiet: bool, no_report: bool, progress: bool, fail_on: tuple[str, ...],
-          fail_if_not: tuple[str, ...], commands: tuple[str, ...] = (),
+          require_quiet: bool, no_report: bool, progress: bool, include_retried: bool,
+          fail_on: tuple[str, ...], fail_if_not: tuple[str, ...], commands: tuple[str, ...] = (),
           setups: tuple[str, ...] = (), prepares: tuple[str, ...] = (),
           cleanups: tuple[str, ...] = (), trace: bool = False) -> None:
     """Run an experiment and print verdicts (the main job).
@@ -226,7 +230,7 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
-    analysis = analyze_folder(result.directory)
+    analysis = analyze_folder(result.directory, include_retried=include_retried)
     click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
@@ -273,15 +277,21 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
                    "cpu_ns_per_byte).")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @click.option("--exclude-disturbed", is_flag=True,
               help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
                    "interference probes flag as disturbed.")
 @gate_options
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None, exclude_disturbed: bool,
-            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
-    """Re-run the statistics on a results folder (failed runs excluded and counted).
+            margin: float | None, alpha: float | None, include_retried: bool,
+            exclude_disturbed: bool, fail_on: tuple[str, ...],
+            fail_if_not: tuple[str, ...]) -> None:
+    """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
+    resumes, excluded and counted).
 
     With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
     else the first analysed metric), after analysis.json is written.
@@ -294,7 +304,8 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
                               margin=margin, alpha=alpha, save=False,
-                              exclude_disturbed=exclude_disturbed)
+                              exclude_disturbed=exclude_disturbed,
+                              include_retried=include_retried)
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)

@@ -5,7 +5,9 @@ notebooks call: it reads the rows and the saved spec of a results folder and run
 :func:`analyze_results` with the spec's baseline, metrics, margin, alpha and seed (the
 :class:`~pullbench.ExperimentSpec` defaults where the folder has no spec).
 :func:`analyze_results` runs :func:`pullbench.analyze_grid` per image and per metric on the
-successful, non-warm-up runs and counts the failed runs it excluded. :func:`verdict_table` joins
+successful, non-warm-up runs and counts the failed runs it excluded; runs that needed a retry or a
+resume (``retries``/``resumes`` columns) measured a fault as well as the copy and are left out
+too, counted, unless ``include_retried``. :func:`verdict_table` joins
 the statistics with what explains them (median write size, throughput, memory held in buffers).
 """
 
@@ -67,13 +69,33 @@ def lower_is_better(metric: str) -> bool:
     return not (metric.endswith("_mb_s") or metric.endswith("_per_s"))
 
 
-def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
+#: Per-run fault columns (written by the puller): a run with any of them > 0 needed a retry or
+#: a resume. Runs of arms that do not report them count as clean.
+FAULT_COLUMNS = ("retries", "resumes")
+
+
+def retried_mask(df: pd.DataFrame) -> pd.Series:
+    """True for the rows that needed a retry or a resume (missing values count as 0)."""
+    mask = pd.Series(False, index=df.index)
+    for column in FAULT_COLUMNS:
+        if column in df.columns:
+            mask |= pd.to_numeric(df[column], errors="coerce").fillna(0) > 0
+    return mask
+
+
+def _analysis_frame(df: pd.DataFrame, include_retried: bool = False,
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split rows into (analysable ok runs, failed runs, retried ok runs); warm-up runs are
+    dropped from all. With ``include_retried`` the retried runs are analysed too."""
     if "warmup" in df.columns:
         df = df[~df["warmup"].astype(bool)]
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
-    return ok.reset_index(drop=True), failed.reset_index(drop=True)
+    retried = ok[retried_mask(ok)]
+    if not include_retried:
+        ok = ok[~retried_mask(ok)]
+    return (ok.reset_index(drop=True), failed.reset_index(drop=True),
+            retried.reset_index(drop=True))
 
 
 def analyze_results(
@@ -85,6 +107,7 @@ def analyze_results(
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
     n_resamples: int = 9999,
+    include_retried: bool = False,
     exclude_disturbed: bool = False,
 ) -> Analysis:
     """Verdicts of every arm against ``baseline``, per image and metric.
@@ -106,6 +129,9 @@ def analyze_results(
         Seed of the bootstrap generator.
     n_resamples : int
         Bootstrap resamples.
+    include_retried : bool
+        Analyse the runs that needed a retry or a resume too (default: leave them out and count
+        them, per arm, in ``n_retried`` / ``retried_by_arm`` and a note).
     exclude_disturbed : bool
         Give the verdicts on the quiet blocks only (``pullbench analyze --exclude-disturbed``);
         the stability records still compare all, quiet and disturbed blocks.
@@ -141,13 +167,25 @@ def analyze_results(
     """
     from ..stats._stats import analyze_grid
 
-    ok, failed = _analysis_frame(df)
+    ok, failed, retried = _analysis_frame(df, include_retried)
     images = sorted(ok["image"].unique()) if len(ok) else []
+    retried_by_arm = ({str(k): int(v) for k, v in retried.groupby("arm").size().items()}
+                      if len(retried) else {})
     if not images:
+        also = (f", {len(retried)} left out because they needed retries or resumes "
+                "(--include-retried keeps them)" if len(retried) and not include_retried else "")
         raise StatsInputError(
-            f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
+            f"no successful runs to analyse ({len(failed)} failed{also}); see the 'error' "
+            "column"
         )
     notes: list[str] = []
+    if len(retried):
+        arms = ", ".join(f"{k}: {v}" for k, v in retried_by_arm.items())
+        notes.append(
+            f"{len(retried)} run(s) needed retries or resumes ({arms}); "
+            + ("analysed anyway (--include-retried)" if include_retried else
+               "left out of the verdicts: they measured the faults as well as the copy "
+               "(--include-retried keeps them)"))
     per_image: dict[str, ImageAnalysis] = {}
     metrics = [*metrics, *_stage_metrics(ok, metrics)]
     for image in images:
@@ -228,6 +266,9 @@ def analyze_results(
                                       .dropna()})[:10]),
         notes=tuple(notes),
         images=per_image,
+        n_retried=len(retried),
+        retried_by_arm=retried_by_arm,
+        include_retried=bool(include_retried),
         exclude_disturbed=exclude_disturbed,
     )
 
@@ -374,6 +415,7 @@ def analyze_folder(
     seed: int | None = None,
     n_resamples: int = 9999,
     save: bool = True,
+    include_retried: bool = False,
     exclude_disturbed: bool = False,
 ) -> Analysis:
     """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
@@ -393,6 +435,8 @@ def analyze_folder(
     save : bool
         Write ``analysis.json`` with :func:`save_analysis` (left untouched when only the time
         stamp would change).
+    include_retried : bool
+        Analyse runs that needed a retry or a resume too (see :func:`analyze_results`).
     exclude_disturbed : bool
         Verdicts on the quiet blocks only (see :func:`analyze_results`).
 
@@ -425,6 +469,7 @@ def analyze_folder(
         alpha=float(alpha if alpha is not None else defaults["alpha"]),
         seed=int(seed if seed is not None else defaults["seed"]),
         n_resamples=n_resamples,
+        include_retried=include_retried,
         exclude_disturbed=exclude_disturbed,
     )
     if save:

@@ -10,6 +10,8 @@ explains the verdicts). Every record is a frozen dataclass with ``to_dict()`` / 
 Schema changelog (``schema_version`` of ``analysis.json``):
 
 - 1: first version (the nested dict of earlier releases, read unchanged: the same keys).
+  Later added, optional and written only when not 0 / {} / false: ``n_retried``,
+  ``retried_by_arm``, ``include_retried``.
 - 2: ``interference`` per image (the disturbed-run threshold, disturbed blocks) and
   ``stability`` per metric (each verdict with and without the disturbed blocks, the dependence
   of the per-block ratio on interference, ``unstable`` with its reason, the quiet blocks that
@@ -482,6 +484,13 @@ class Analysis:
     notes : tuple of str
         What was skipped and why.
     images : dict of str to ImageAnalysis
+    n_retried : int
+        Successful runs that needed a retry or a resume (``retries`` or ``resumes`` > 0): they
+        measured a fault as well as the copy, and are left out of the verdicts unless
+        ``include_retried`` (then they are in ``n_runs`` too).
+    retried_by_arm : dict of str to int
+    include_retried : bool
+        Whether those runs were analysed.
     exclude_disturbed : bool
         The verdict tables leave out the disturbed blocks (``pullbench analyze
         --exclude-disturbed``).
@@ -499,6 +508,9 @@ class Analysis:
     failed_messages: tuple[str, ...]
     notes: tuple[str, ...]
     images: Mapping[str, ImageAnalysis]
+    n_retried: int = 0
+    retried_by_arm: Mapping[str, int] = field(default_factory=dict)
+    include_retried: bool = False
     exclude_disturbed: bool = False
 
     def image(self, image: str | None = None) -> ImageAnalysis:
@@ -541,6 +553,10 @@ class Analysis:
             "failed_by_arm": dict(self.failed_by_arm),
             "failed_messages": list(self.failed_messages), "notes": list(self.notes),
             "images": {i: b.to_dict() for i, b in self.images.items()},
+            # only when they say something, so earlier analysis.json files read back unchanged
+            **({"n_retried": self.n_retried, "retried_by_arm": dict(self.retried_by_arm)}
+               if self.n_retried else {}),
+            **({"include_retried": True} if self.include_retried else {}),
             **({"exclude_disturbed": True} if self.exclude_disturbed else {}),
         }
 
@@ -582,6 +598,9 @@ class Analysis:
             notes=tuple(str(n) for n in data.get("notes") or ()),
             images={str(i): ImageAnalysis.from_dict(b, f"{at}: images[{i!r}]")
                     for i, b in images.items()},
+            n_retried=int(data.get("n_retried") or 0),
+            retried_by_arm={str(k): int(v) for k, v in (data.get("retried_by_arm") or {}).items()},
+            include_retried=bool(data.get("include_retried", False)),
             exclude_disturbed=bool(data.get("exclude_disturbed", False)),
         )
 

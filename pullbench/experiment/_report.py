@@ -339,7 +339,18 @@ def format_analysis(analysis: Analysis) -> str:
         arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
         pieces.append(f"\n{analysis.n_failed} failed run(s) excluded ({arms}); "
                       "see the 'error' column of rows.csv")
+    if analysis.n_retried:
+        pieces.append("\n" + _retried_note(analysis))
     return "\n".join(pieces)
+
+
+def _retried_note(analysis: Analysis) -> str:
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis.retried_by_arm.items())
+    if analysis.include_retried:
+        return (f"{analysis.n_retried} run(s) that needed retries or resumes ({arms}) are "
+                "included (--include-retried)")
+    return (f"{analysis.n_retried} run(s) that needed retries or resumes excluded ({arms}); "
+            "see the retries, resumes and backoff_s columns, or keep them with --include-retried")
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -473,7 +484,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     env = store.read_json(ENVIRONMENT_JSON) or {}
     analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
                 else analyze_folder(store.directory))
-    ok, _ = _analysis_frame(df)
+    ok, _, _ = _analysis_frame(df, analysis.include_retried)
     no_plots = plots_unavailable()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -489,6 +500,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
         f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
         f"alpha {analysis.alpha}.</p>",
+        *([f"<p>{html.escape(_retried_note(analysis))}.</p>"] if analysis.n_retried else []),
         *_preflight_html(env),
     ]
     for image, block in analysis.images.items():
