@@ -530,7 +530,18 @@ class _Containerd:
         for d in diff_ids[1:]:
             chain = "sha256:" + hashlib.sha256(f"{chain} {d}".encode()).hexdigest()
         snap = [*self.ctr, "snapshots", "--snapshotter", "native"]
-        _run([*snap, "view", "pullbench-view", chain])
+        # The pull ends by deleting its lease, which schedules containerd's garbage collector;
+        # an unreferenced view made before that collection runs is collected with it. Root
+        # the view with the gc.root label, and make it again if the collector won the race.
+        for _ in range(10):
+            subprocess.run([*snap, "rm", "pullbench-view"], capture_output=True, check=False)
+            _run([*snap, "view", "pullbench-view", chain])
+            labelled = subprocess.run(
+                [*snap, "label", "pullbench-view", "containerd.io/gc.root=pullbench-test"],
+                capture_output=True, text=True, check=False)
+            if labelled.returncode == 0:
+                break
+            time.sleep(0.2)
         mounts = _run([*snap, "mounts", "/pullbench-target", "pullbench-view"])
         words = mounts.split()
         assert words[:3] == ["mount", "-t", "bind"], mounts
