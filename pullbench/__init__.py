@@ -114,6 +114,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         VerdictRow,
         load_analysis,
     )
+    from .experiment._arms import arm_resource_table
     from .experiment._endpoints import (
         Endpoint,
         EndpointLayer,
@@ -376,6 +377,10 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._spec": (
         "ArmSpec", "ExperimentSpec", "PlannedRun", "design", "load_spec",
     ),
+    # real pullers as arms (issue 11)
+    ".experiment._arms": (
+        "arm_resource_table",
+    ),
     # remote
     ".servers._proxy": (
         "NetworkProfile", "get_profile", "profile_names",
@@ -408,9 +413,9 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",
     "StrategyInfo", "SummaryComparison", "SyntheticImageSpec", "TostTest", "TransferCounters",
     "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
-    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
-    "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
-    "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
+    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "arm_resource_table",
+    "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
+    "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
     "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
     "diagnose_pair", "drop_page_cache", "factorial_anova", "format_analysis",
     "format_verdict_table", "get_decompressor", "get_profile", "get_strategy",
