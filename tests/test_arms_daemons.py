@@ -69,6 +69,25 @@ def test_daemon_leaves_nothing_behind(kind, docker_tools, containerd_tools, proc
     assert mounts_under(workdir) == []
 
 
+def test_mounts_a_killed_dockerd_left_are_unmounted_on_close(docker_tools, process_running):
+    """SIGKILL gives dockerd no chance to unmount its overlay2 data root: close() does it, by
+    path, under the daemon's own folder only."""
+    from pullbench.arms import DockerDaemon
+    from pullbench.arms._daemons import mounts_under
+
+    daemon = DockerDaemon(storage_driver="overlay2").start()
+    workdir = daemon.workdir
+    assert workdir is not None
+    pid = daemon.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # our own dockerd, by PID
+    assert _gone(pid, process_running)
+    assert mounts_under(workdir)  # left behind
+    daemon.close()
+    assert mounts_under(workdir) == []
+    assert not workdir.exists()
+
+
 def test_daemon_dies_with_its_parent_even_on_sigkill(docker_tools, process_running, tmp_path):
     """A process that started dockerd is SIGKILLed: dockerd and its containerd stop, no mount
     stays, and the next start of a dockerd removes the orphaned work folder."""
