@@ -223,3 +223,25 @@ def test_a_daemon_that_dies_is_restarted(docker_tools, arm_targets, tmp_path, pr
         assert _gone(pid, process_running)
         with pytest.raises(DaemonDied, match="stopping the experiment"):
             arm.run(arm_targets["plain"], tmp_path / "last")
+
+
+def test_the_prs_literal_command_is_timed_whole(docker_tools, arm_targets, tmp_path):
+    """literal_pr_form: the image is present before the run, and the timed command is the PR's
+    ``docker rmi -f && docker system prune -f && docker pull`` (every layer downloaded again)."""
+    from pullbench.arms import make_arm
+
+    target = arm_targets["plain"]
+    arm = make_arm("docker", "docker-pr", {"storage_driver": "vfs", "literal_pr_form": True})
+    with arm:
+        arm.start([target])
+        argv = arm.pull_argv(target, tmp_path / "x")
+        assert argv[:2] == ["/bin/sh", "-c"]
+        assert " rmi -f " in argv[2]
+        assert " system prune -f && " in argv[2]
+        assert argv[2].endswith(f" pull {target.reference}")
+        rows = [arm.run(target, tmp_path / f"r{i}") for i in range(2)]
+        assert arm.state()["images"]  # the PR's form leaves the image there for the next run
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["literal_pr_form"] is True
+        assert row["daemon_wchar"] >= target.size_bytes  # removed and pulled again, timed
