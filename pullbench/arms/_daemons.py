@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .._errors import DaemonDied, DaemonError, ServerError
+from .._process import stop_process
 
 __all__ = [
     "DaemonDied",
@@ -346,15 +347,7 @@ class ManagedDaemon:
         if proc is None:
             return
         tree = process_tree(proc.pid) if proc.poll() is None else []
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.kind,
-                               proc.pid, timeout_s)
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, timeout_s=timeout_s, what=self.kind)
         # children it started (dockerd's containerd) normally exit with it; make sure, by PID
         deadline = time.monotonic() + 10
         for pid in tree[1:]:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._errors import ServerError
+from .._process import stop_process
 
 __all__ = ["StraceSession", "TraceResult", "find_strace", "parse_strace"]
 
@@ -232,13 +233,8 @@ class StraceSession:
         proc, self._attached = self._attached, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # detaches from every traced process, then exits
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        # SIGINT: strace detaches from every traced process, then exits
+        stop_process(proc, sig=signal.SIGINT, timeout_s=30, what="strace")
 
     def stop(self) -> TraceResult:
         """Detach and return the parsed result of every output of this session."""

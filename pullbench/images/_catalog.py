@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .._errors import ImageBuildError
 from .._media import (
+    DOCKER_LAYER_GZIP,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER_GZIP,
@@ -47,7 +48,7 @@ from .._media import (
     OCI_MANIFEST,
 )
 from ._cache import default_cache_dir
-from ._oci import ImageLayout, LayoutDescriptor, _put_blob, write_layout
+from ._oci import ImageLayout, LayoutDescriptor, _gzip_file, _put_blob, write_layout
 
 if TYPE_CHECKING:  # numpy is imported when an image is built, not with pullbench
     import numpy as np
@@ -61,6 +62,7 @@ __all__ = [
     "image_from_directory",
     "image_from_pip",
     "list_catalog",
+    "recompress_image",
     "tar_directory",
 ]
 
@@ -98,6 +100,9 @@ class SyntheticImageSpec:
         Seeds every layer (with the platform and layer index).
     platforms : tuple of str
         ``os/arch[/variant]``; more than one gives an OCI index with one manifest each.
+    file_bytes : int or None
+        Bytes per file (None: 32 MiB random files, 256 KiB text files). Small values give
+        layers of many small files, 256 to a directory (per-file unpack cost).
 
     Raises
     ------
@@ -110,8 +115,13 @@ class SyntheticImageSpec:
     compression: str = "gzip"
     seed: int = 0
     platforms: tuple[str, ...] = ("linux/amd64",)
+    file_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.file_bytes is not None and (not isinstance(self.file_bytes, int)
+                                            or self.file_bytes < 1):
+            raise ImageBuildError(f"file_bytes must be a positive integer or None, "
+                                  f"got {self.file_bytes!r}")
         if not self.layer_sizes_bytes or any(
                 not isinstance(s, int) or s < 0 for s in self.layer_sizes_bytes):
             raise ImageBuildError(f"layer_sizes_bytes must be a non-empty tuple of sizes >= 0, "
@@ -140,12 +150,15 @@ class CatalogEntry:
     ----------
     name : str
     description : str
-    source : {"synthetic", "debootstrap", "pip-target"}
+    source : {"synthetic", "debootstrap", "pip-target", "recompress"}
     spec : SyntheticImageSpec or None
         The recipe of a synthetic entry.
     needs_root : bool
     approx_size_bytes : int
         Rough compressed size of the image.
+    base : str or None
+        For ``recompress``: the catalog image whose layers are re-encoded (same tars, same
+        diff_ids, zstd level 3 instead of gzip).
     """
 
     name: str
@@ -154,6 +167,7 @@ class CatalogEntry:
     spec: SyntheticImageSpec | None = None
     needs_root: bool = False
     approx_size_bytes: int = 0
+    base: str | None = None
 
 
 def _synthetic(name: str, description: str, spec: SyntheticImageSpec) -> CatalogEntry:
@@ -187,6 +201,16 @@ _CATALOG: dict[str, CatalogEntry] = {
                      "`debootstrap --variant=minbase` (one gzip layer; needs root and the "
                      "machine's apt mirror)", "debootstrap", needs_root=True,
                      approx_size_bytes=60 * MiB),
+        _synthetic("synthetic-small-files", "1 text-like gzip layer of 24,576 files of 2 KiB "
+                   "(48 MiB) in 96 directories: per-file unpack cost",
+                   SyntheticImageSpec((48 * MiB,), compressibility="text", seed=66,
+                                      file_bytes=2048)),
+        CatalogEntry("debian-minbase-zstd", "debian-minbase with its layer re-encoded as zstd "
+                     "(level 3): the same tar and diff_id", "recompress", needs_root=True,
+                     approx_size_bytes=50 * MiB, base="debian-minbase"),
+        CatalogEntry("torch-cpu-zstd", "torch-cpu with its layer re-encoded as zstd (level 3): "
+                     "the same tar and diff_id", "recompress", approx_size_bytes=220 * MiB,
+                     base="torch-cpu"),
         CatalogEntry("torch-cpu", "`pip install --target` of the CPU torch wheel (torch==2.13.0, "
                      "--no-deps) as one gzip layer: hundreds of MB of real shared libraries",
                      "pip-target", approx_size_bytes=250 * MiB),
@@ -291,7 +315,8 @@ def _write_synthetic_layer(blobs: Path, rng: np.random.Generator, size: int,
                            layer_index: int) -> tuple[LayoutDescriptor, str]:
     random = spec.compressibility == "random"
     level = 0 if random else 6
-    per_file = _RANDOM_FILE_BYTES if random else _TEXT_FILE_BYTES
+    per_file = spec.file_bytes or (_RANDOM_FILE_BYTES if random else _TEXT_FILE_BYTES)
+    nested = spec.file_bytes is not None
     fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".layer-")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -304,8 +329,19 @@ def _write_synthetic_layer(blobs: Path, rng: np.random.Generator, size: int,
                 while offset < size or j == 0:
                     n = min(per_file, size - offset)
                     ext = "bin" if random else "py"
-                    reader = _RandomReader(rng, n) if random else _TextReader(rng, n)
-                    tar.addfile(_tarinfo(f"{top}/f{j:05d}.{ext}", n), reader)
+                    if nested:  # one reader for the layer: each file takes its n bytes
+                        if j == 0:
+                            shared = (_RandomReader(rng, size) if random
+                                      else _TextReader(rng, size))
+                        reader = shared
+                    else:
+                        reader = _RandomReader(rng, n) if random else _TextReader(rng, n)
+                    folder = top
+                    if nested:  # 256 files to a directory, like a source tree
+                        folder = f"{top}/d{j // 256:03d}"
+                        if j % 256 == 0:
+                            tar.addfile(_tarinfo(folder, 0, mode=0o755, kind=tarfile.DIRTYPE))
+                    tar.addfile(_tarinfo(f"{folder}/f{j:05d}.{ext}", n), reader)
                     offset += n
                     j += 1
             digest, diff_id, written = sink.finish()
@@ -423,16 +459,7 @@ def _compress_file(src: Path, dst: Path, compression: str) -> None:
         with src.open("rb") as fin, dst.open("wb") as fout:
             zstandard.ZstdCompressor(level=3, threads=-1).copy_stream(fin, fout)
         return
-    pigz = shutil.which("pigz")
-    if pigz:
-        with src.open("rb") as fin, dst.open("wb") as fout:
-            subprocess.run([pigz, "-6", "-n", "-c"], stdin=fin, stdout=fout, check=True)
-        return
-    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
-    with src.open("rb") as fin, dst.open("wb") as fout:
-        while chunk := fin.read(MiB):
-            fout.write(comp.compress(chunk))
-        fout.write(comp.flush())
+    _gzip_file(src, dst)
 
 
 def image_from_directory(directory: Path, layout_dir: Path, *, compression: str = "gzip",
@@ -584,13 +611,79 @@ def image_from_pip(requirement: str, layout_dir: Path, *, pip_args: Iterable[str
         return image_from_directory(target, layout_dir, prefix=prefix, tag=tag)
 
 
+def _spec_recipe(spec: SyntheticImageSpec) -> dict[str, Any]:
+    out = asdict(spec)
+    if out.get("file_bytes") is None:  # recipes from before the field keep their cache keys
+        out.pop("file_bytes", None)
+    return out
+
+
+def recompress_image(layout: ImageLayout, layout_dir: Path, *, compression: str = "zstd",
+                     tag: str = "latest") -> ImageLayout:
+    """Re-encode every gzip layer of a single-manifest image (zstd level 3 by default).
+
+    The tars, hence the diff_ids and the config, are unchanged; the manifest names the new
+    blobs with the ``tar+zstd`` (or ``tar+gzip``) media type. What a registry serving both
+    encodings of one image offers, so decompression can be compared on the same content.
+
+    Raises
+    ------
+    ImageBuildError
+        An index (several platforms), a layer that is not gzip, or ``layout_dir`` exists.
+    """
+    if compression not in ("gzip", "zstd"):
+        raise ImageBuildError(f"compression must be 'gzip' or 'zstd', got {compression!r}")
+    if layout.is_index:
+        raise ImageBuildError(f"{layout.path} is a multi-platform index; recompress one "
+                              "platform's image")
+    if layout_dir.exists():
+        raise ImageBuildError(f"{layout_dir} already exists; choose a new directory")
+    blobs = layout_dir / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    manifest = layout.read_json(layout.manifest_digest)
+    config = LayoutDescriptor.from_json(manifest["config"])
+    shutil.copyfile(layout.blob_path(config.digest), blobs / config.digest[7:])
+    layers = []
+    for obj in manifest.get("layers", []):
+        d = LayoutDescriptor.from_json(obj)
+        if d.media_type not in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP):
+            raise ImageBuildError(f"layer {d.digest} of {layout.path} is {d.media_type}, "
+                                  "not gzip; only gzip layers are re-encoded")
+        raw, packed = blobs / ".layer.tar", blobs / ".layer.packed"
+        inflate = zlib.decompressobj(31)
+        with layout.blob_path(d.digest).open("rb") as fin, raw.open("wb") as fout:
+            while chunk := fin.read(MiB):
+                fout.write(inflate.decompress(chunk))
+            fout.write(inflate.flush())
+        _compress_file(raw, packed, compression)
+        raw.unlink()
+        h = hashlib.sha256()
+        with packed.open("rb") as fin:
+            while chunk := fin.read(MiB):
+                h.update(chunk)
+        digest = "sha256:" + h.hexdigest()
+        size = packed.stat().st_size
+        packed.replace(blobs / digest[7:])
+        layers.append(LayoutDescriptor(OCI_LAYER_ZSTD if compression == "zstd" else OCI_LAYER_GZIP,
+                                       digest, size))
+    new = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.to_json(),
+           "layers": [x.to_json() for x in layers]}
+    data = json.dumps(new, indent=2, sort_keys=True).encode()
+    top = LayoutDescriptor(OCI_MANIFEST, _put_blob(layout_dir, data), len(data))
+    return write_layout(layout_dir, top, tag=tag)
+
+
 def _recipe(entry_or_spec: CatalogEntry | SyntheticImageSpec) -> tuple[str, dict[str, Any]]:
     if isinstance(entry_or_spec, SyntheticImageSpec):
-        return "synthetic", {"source": "synthetic", "spec": asdict(entry_or_spec)}
+        return "synthetic", {"source": "synthetic", "spec": _spec_recipe(entry_or_spec)}
     e = entry_or_spec
     if e.source == "synthetic":
         assert e.spec is not None
-        return e.name, {"source": "synthetic", "spec": asdict(e.spec)}
+        return e.name, {"source": "synthetic", "spec": _spec_recipe(e.spec)}
+    if e.source == "recompress":
+        assert e.base is not None
+        return e.name, {"source": "recompress", "compression": "zstd", "level": 3,
+                        "base": _recipe(_CATALOG[e.base])[1]}
     if e.source == "debootstrap":
         return e.name, {"source": "debootstrap", "suite": "bookworm", "variant": "minbase",
                         "mirror": apt_mirror("bookworm")}
@@ -646,6 +739,9 @@ def build_image(name_or_spec: str | SyntheticImageSpec, *,
             spec = name_or_spec if entry is None else entry.spec
             assert isinstance(spec, SyntheticImageSpec)
             _build_synthetic(spec, layout_dir, tag)
+        elif entry.source == "recompress":
+            assert entry.base is not None
+            recompress_image(build_image(entry.base, cache_dir=cache_dir), layout_dir, tag=tag)
         elif entry.source == "debootstrap":
             _build_debian_minbase(layout_dir, work, recipe["mirror"], tag)
         else:

@@ -184,26 +184,25 @@ class _Follow:
                 self.fd = None
 
 
-class _TeeMeter(Meter):
+class _Tee:
+    """Mixed in before a meter: each write the strategy makes is also told to the follower."""
+
     def __init__(self, follow: _Follow) -> None:
         super().__init__()
         self._follow = follow
 
     def write(self, fd: int, data: memoryview | bytes) -> int:
-        n = super().write(fd, data)
+        n: int = super().write(fd, data)  # type: ignore[misc]  # the meter's write
         self._follow.wrote(fd, n)
         return n
 
 
-class _TeeNullMeter(NullMeter):
-    def __init__(self, follow: _Follow) -> None:
-        super().__init__()
-        self._follow = follow
+class _TeeMeter(_Tee, Meter):
+    """A :class:`Meter` that tells the follower of each write."""
 
-    def write(self, fd: int, data: memoryview | bytes) -> int:
-        n = super().write(fd, data)
-        self._follow.wrote(fd, n)
-        return n
+
+class _TeeNullMeter(_Tee, NullMeter):
+    """A :class:`NullMeter` (probes off) that tells the follower of each write."""
 
 
 class _DownloadFailed(Exception):

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from .._errors import ServerError
+from .._process import stop_process
 
 __all__ = ["DistributionRegistry", "find_distribution_binary"]
 
@@ -301,12 +302,7 @@ class DistributionRegistry:
         """Stop the registry (SIGTERM, then SIGKILL after 5 s) and remove temporary files."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_process(proc, what="distribution registry")
         self._port = None
         if self._owns_root:
             shutil.rmtree(self._workdir, ignore_errors=True)

@@ -104,7 +104,8 @@ class TLSHandler(BaseHTTPRequestHandler):
         super().setup()
         if self.server.idle_timeout_s is not None or self.server.request_timeout_s is not None:
             self.connection.settimeout(self.idle_timeout())
-            self.rfile = io.BufferedReader(_DeadlineReader(self))
+            plain, self.rfile = self.rfile, io.BufferedReader(_DeadlineReader(self))
+            plain.close()  # drops its reference on the socket (which close() waits for)
 
     def idle_timeout(self) -> float | None:
         """Longest wait of one socket read or write, seconds: the server's ``idle_timeout_s``,

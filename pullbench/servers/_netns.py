@@ -279,16 +279,10 @@ def shaped_embedded_registry(
         ``mode="kernel"`` without kernel support, or setup failed.
     """
 
-    prof = get_profile(profile)
-    ok, why = kernel_mode_available()
-    if mode == "kernel" and not ok:
-        raise ServerError(why)
-    if mode not in ("auto", "kernel", "proxy"):
-        raise ServerError(f"mode must be auto, kernel or proxy, not {mode!r}")
-    if mode == "proxy" or not ok:
-        with EmbeddedRegistry(Path(root), **registry_kwargs) as reg, \
-                ShapingProxy(reg.host, replace(prof, use_proxy=True)) as proxy:
-            yield ShapedRegistry(reg, proxy.address, "proxy", None, proxy, why)
+    prof, kernel, why = _shaping_mode(profile, mode)
+    if not kernel:
+        with EmbeddedRegistry(Path(root), **registry_kwargs) as reg:
+            yield from _behind_proxy(reg, prof, why)
         return
     with KernelLink(prof) as link:
         assert link.info is not None
@@ -296,16 +290,46 @@ def shaped_embedded_registry(
         reg = link.run_in_namespace(
             lambda: EmbeddedRegistry(Path(root), host=address, **registry_kwargs).start())
         try:
-            if prof.rtt_ms and not link.info.netem:
-                delay_only = NetworkProfile(f"{prof.name}-delay", rtt_ms=prof.rtt_ms,
-                                            jitter_ms=prof.jitter_ms, seed=prof.seed)
-                with ShapingProxy(reg.host, delay_only) as proxy:
-                    yield ShapedRegistry(reg, proxy.address, "kernel+proxy-delay", link, proxy,
-                                         "no netem in this kernel: delay from the proxy")
-            else:
-                yield ShapedRegistry(reg, reg.host, "kernel", link, None)
+            yield from _in_namespace(reg, link, prof)
         finally:
             reg.close()
+
+
+def _shaping_mode(profile: str | NetworkProfile, mode: str) -> tuple[NetworkProfile, bool, str]:
+    """(the profile, whether the kernel shapes the link, why not) for ``mode``.
+
+    Raises
+    ------
+    ServerError
+        A ``mode`` other than auto, kernel or proxy, or ``kernel`` without kernel support.
+    """
+    if mode not in ("auto", "kernel", "proxy"):
+        raise ServerError(f"mode must be auto, kernel or proxy, not {mode!r}")
+    prof = get_profile(profile)
+    ok, why = kernel_mode_available()
+    if mode == "kernel" and not ok:
+        raise ServerError(why)
+    return prof, mode != "proxy" and ok, why
+
+
+def _behind_proxy(reg: Any, prof: NetworkProfile, why: str) -> Iterator[ShapedRegistry]:
+    """Proxy mode: the registry on loopback behind a shaping proxy of the whole profile."""
+    with ShapingProxy(reg.host, replace(prof, use_proxy=True)) as proxy:
+        yield ShapedRegistry(reg, proxy.address, "proxy", None, proxy, why)
+
+
+def _in_namespace(reg: Any, link: KernelLink, prof: NetworkProfile) -> Iterator[ShapedRegistry]:
+    """Kernel mode: the registry in the link's namespace; the delay from a delay-only proxy
+    when the kernel has no netem."""
+    assert link.info is not None
+    if prof.rtt_ms and not link.info.netem:
+        delay_only = NetworkProfile(f"{prof.name}-delay", rtt_ms=prof.rtt_ms,
+                                    jitter_ms=prof.jitter_ms, seed=prof.seed)
+        with ShapingProxy(reg.host, delay_only) as proxy:
+            yield ShapedRegistry(reg, proxy.address, "kernel+proxy-delay", link, proxy,
+                                 "no netem in this kernel: delay from the proxy")
+    else:
+        yield ShapedRegistry(reg, reg.host, "kernel", link, None)
 
 
 @contextlib.contextmanager
@@ -342,32 +366,19 @@ def shaped_distribution_registry(
         or the registry's log).
     """
 
-    if mode not in ("auto", "kernel", "proxy"):
-        raise ServerError(f"mode must be auto, kernel or proxy, not {mode!r}")
     chosen = sorted({"host", "netns", "port"} & registry_kwargs.keys())
-    if chosen:
+    if chosen and mode in ("auto", "kernel", "proxy"):
         raise ServerError(f"shaped_distribution_registry chooses {', '.join(chosen)} itself; "
                           "do not pass them")
-    prof = get_profile(profile)
-    ok, why = kernel_mode_available()
-    if mode == "kernel" and not ok:
-        raise ServerError(why)
+    prof, kernel, why = _shaping_mode(profile, mode)
     storage = Path(root) if root is not None else None
-    if mode == "proxy" or not ok:
-        with DistributionRegistry(storage, **registry_kwargs) as reg, \
-                ShapingProxy(reg.host, replace(prof, use_proxy=True)) as proxy:
-            yield ShapedRegistry(reg, proxy.address, "proxy", None, proxy, why)
+    if not kernel:
+        with DistributionRegistry(storage, **registry_kwargs) as reg:
+            yield from _behind_proxy(reg, prof, why)
         return
     with KernelLink(prof) as link:
         assert link.info is not None
         reg = DistributionRegistry(storage, host=link.info.namespace_address,
                                    netns=link.info.namespace, **registry_kwargs)
         with reg:
-            if prof.rtt_ms and not link.info.netem:
-                delay_only = NetworkProfile(f"{prof.name}-delay", rtt_ms=prof.rtt_ms,
-                                            jitter_ms=prof.jitter_ms, seed=prof.seed)
-                with ShapingProxy(reg.host, delay_only) as proxy:
-                    yield ShapedRegistry(reg, proxy.address, "kernel+proxy-delay", link, proxy,
-                                         "no netem in this kernel: delay from the proxy")
-            else:
-                yield ShapedRegistry(reg, reg.host, "kernel", link, None)
+            yield from _in_namespace(reg, link, prof)

@@ -52,6 +52,7 @@ from typing import Any
 
 if __package__:
     from .._errors import NetworkProfileError, RegistryUnavailable, ServerError
+    from .._process import stop_process
 else:  # the proxy child runs this file as a bare script: no package import, starts in ~50 ms
     # stand-ins (child process only); the parent raises the real ones
     NetworkProfileError = RegistryUnavailable = ServerError = RuntimeError  # type: ignore[misc,assignment]
@@ -758,13 +759,7 @@ class ShapingProxy:
         with contextlib.suppress(OSError):
             if proc.stdin:
                 proc.stdin.close()
-        with contextlib.suppress(OSError):
-            proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, what="shaping proxy")
         for stream in (proc.stdout, proc.stderr):
             with contextlib.suppress(OSError):
                 if stream:
