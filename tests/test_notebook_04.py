@@ -58,3 +58,21 @@ def test_small_run_through_the_real_pullers_renders(tmp_path, need_tool):
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "out.ipynb"],
                    check=True, capture_output=True, cwd=tmp_path, timeout=300)
     assert "Real pullers" in (tmp_path / "out.html").read_text()
+
+
+@pytest.mark.slow
+def test_shipped_run_loads_and_shows_the_mechanism(tmp_path):
+    import nbformat
+    import papermill
+
+    out = tmp_path / "shipped.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(out), cwd=str(tmp_path), kernel_name="python3",
+                               progress_bar=False,
+                               parameters={"results_paths": ["real-pullers-wan-200m-tls"]})
+    nb = nbformat.read(out, as_version=4)
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "wan-200m + TLS: " in text
+    assert "189 runs (9 warm-up, 0 failed)" in text
+    assert "docker[trace=True]" in text
+    assert not (tmp_path / "results").exists()  # loading writes nothing
