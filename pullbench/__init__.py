@@ -117,6 +117,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         VerdictRow,
         load_analysis,
     )
+    from .experiment._arms import arm_resource_table
     from .experiment._compare import (
         EnvironmentDifference,
         RunComparison,
@@ -393,6 +394,10 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".experiment._spec": (
         "ArmSpec", "ExperimentSpec", "PlannedRun", "design", "load_spec",
     ),
+    # real pullers as arms (issue 11)
+    ".experiment._arms": (
+        "arm_resource_table",
+    ),
     # remote
     ".servers._proxy": (
         "NetworkProfile", "get_profile", "profile_names",
@@ -426,22 +431,22 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",
     "StrategyInfo", "SummaryComparison", "SyntheticImageSpec", "TostTest", "TransferCounters",
     "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
-    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
-    "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
-    "compare_from_summary", "compare_runs", "compare_samples", "consolidate_results", "data_path",
-    "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
-    "diagnose_pair", "drop_page_cache", "factorial_anova", "format_analysis",
-    "format_run_comparison", "format_verdict_table", "get_decompressor", "get_profile",
-    "get_strategy", "image_from_directory", "image_from_pip", "image_layers", "import_image",
-    "is_valid_digest", "list_catalog", "list_decompressors", "list_strategies", "load_analysis",
-    "load_environment", "load_results", "load_spec", "minimum_detectable_effect", "mirror_image",
-    "network_profiles", "open_layer", "parse_reference", "plan_from_pilot", "power_at_n",
-    "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu", "push_image",
-    "read_hyperfine_json", "recompress_image", "register_network_profile",
-    "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
-    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "save_analysis",
-    "servers", "sha256_digest", "tar_directory", "unpack_image", "verdict_table",
-    "write_hyperfine_json",
+    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "arm_resource_table",
+    "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
+    "compare_batch", "compare_from_summary", "compare_runs", "compare_samples",
+    "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
+    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
+    "factorial_anova", "format_analysis", "format_run_comparison", "format_verdict_table",
+    "get_decompressor", "get_profile", "get_strategy", "image_from_directory", "image_from_pip",
+    "image_layers", "import_image", "is_valid_digest", "list_catalog", "list_decompressors",
+    "list_strategies", "load_analysis", "load_environment", "load_results", "load_spec",
+    "minimum_detectable_effect", "mirror_image", "network_profiles", "open_layer",
+    "parse_reference", "plan_from_pilot", "power_at_n", "profile_names", "published_figures",
+    "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "recompress_image",
+    "register_network_profile", "register_runner_layers", "register_strategy",
+    "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
+    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "tar_directory",
+    "unpack_image", "verdict_table", "write_hyperfine_json",
 ]
 
 

@@ -100,3 +100,23 @@ def test_traced_command_counts_writes_under_dest(curl, arm_targets, tmp_path, ne
     written = sum(int(k) * v for k, v in row["write_size_hist"].items())
     assert written > 0
     assert row["read_count"] >= 1  # curl's reads from the registry socket
+
+
+def test_client_peak_rss_is_the_clients_not_the_runners(arm_targets, tmp_path):
+    """A client that holds 96 MiB reads as about 96 MiB; a tiny one reads tiny, however large
+    the runner is (ru_maxrss would report the runner's own size for both)."""
+    import sys
+
+    target = arm_targets["plain"]
+    ballast = bytearray(256 * 2**20)  # make this process large: its size must not leak in
+    ballast[:: 4096] = b"x" * (len(ballast) // 4096)
+    hold = (f"{sys.executable} -c 'import time; b = bytearray(96 * 2**20); "
+            "b[::4096] = b\"x\" * (len(b) // 4096); time.sleep(0.3)'")
+    with _started({"command": hold}, [target]) as big, \
+            _started({"command": "sleep 0.2"}, [target]) as small:
+        big_row = big.run(target, tmp_path / "big")
+        small_row = small.run(target, tmp_path / "small")
+    assert big_row["status"] == "ok", big_row["error"]
+    assert 96 * 2**20 <= big_row["client_peak_rss_bytes"] < 200 * 2**20
+    assert small_row["client_peak_rss_bytes"] < 16 * 2**20
+    del ballast

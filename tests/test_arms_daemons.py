@@ -69,6 +69,25 @@ def test_daemon_leaves_nothing_behind(kind, docker_tools, containerd_tools, proc
     assert mounts_under(workdir) == []
 
 
+def test_mounts_a_killed_dockerd_left_are_unmounted_on_close(docker_tools, process_running):
+    """SIGKILL gives dockerd no chance to unmount its overlay2 data root: close() does it, by
+    path, under the daemon's own folder only."""
+    from pullbench.arms import DockerDaemon
+    from pullbench.arms._daemons import mounts_under
+
+    daemon = DockerDaemon(storage_driver="overlay2").start()
+    workdir = daemon.workdir
+    assert workdir is not None
+    pid = daemon.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # our own dockerd, by PID
+    assert _gone(pid, process_running)
+    assert mounts_under(workdir)  # left behind
+    daemon.close()
+    assert mounts_under(workdir) == []
+    assert not workdir.exists()
+
+
 def test_daemon_dies_with_its_parent_even_on_sigkill(docker_tools, process_running, tmp_path):
     """A process that started dockerd is SIGKILLed: dockerd and its containerd stop, no mount
     stays, and the next start of a dockerd removes the orphaned work folder."""
@@ -204,3 +223,25 @@ def test_a_daemon_that_dies_is_restarted(docker_tools, arm_targets, tmp_path, pr
         assert _gone(pid, process_running)
         with pytest.raises(DaemonDied, match="stopping the experiment"):
             arm.run(arm_targets["plain"], tmp_path / "last")
+
+
+def test_the_prs_literal_command_is_timed_whole(docker_tools, arm_targets, tmp_path):
+    """literal_pr_form: the image is present before the run, and the timed command is the PR's
+    ``docker rmi -f && docker system prune -f && docker pull`` (every layer downloaded again)."""
+    from pullbench.arms import make_arm
+
+    target = arm_targets["plain"]
+    arm = make_arm("docker", "docker-pr", {"storage_driver": "vfs", "literal_pr_form": True})
+    with arm:
+        arm.start([target])
+        argv = arm.pull_argv(target, tmp_path / "x")
+        assert argv[:2] == ["/bin/sh", "-c"]
+        assert " rmi -f " in argv[2]
+        assert " system prune -f && " in argv[2]
+        assert argv[2].endswith(f" pull {target.reference}")
+        rows = [arm.run(target, tmp_path / f"r{i}") for i in range(2)]
+        assert arm.state()["images"]  # the PR's form leaves the image there for the next run
+    for row in rows:
+        assert row["status"] == "ok", row["error"]
+        assert row["literal_pr_form"] is True
+        assert row["daemon_wchar"] >= target.size_bytes  # removed and pulled again, timed

@@ -1,8 +1,12 @@
 """Probes for processes pullbench does not own: a client it launches and a daemon tree.
 
 - Client: launched with :func:`run_client`, reaped with ``wait4(2)``, whose ``struct rusage``
-  gives the client's own CPU (user, sys) and peak RSS, including any children it waited for
-  (a shell's commands) -- exact, and nothing of the daemon.
+  gives the client's own CPU (user, sys), including any children it waited for (a shell's
+  commands) -- exact, and nothing of the daemon. Its peak RSS is *not* taken from
+  ``ru_maxrss``: Linux carries the high-water mark of the forked copy of the parent across
+  ``exec`` (fs/exec.c, ``setmax_mm_hiwater_rss``), so it would read as the runner's own size;
+  a thread samples the kernel's ``VmHWM`` of the client and its children instead (exact for
+  what the exec'd programs used, up to the last sample before they exit).
 - Daemon tree (dockerd and the containerd it starts; containerd): :class:`TreeProbe` takes
   per-run deltas of ``/proc/<pid>/stat`` (``utime``, ``stime``, ``cutime``, ``cstime``: children
   it reaped during the run, e.g. ``unpigz``, are counted) and ``/proc/<pid>/io`` (``rchar``,
@@ -54,7 +58,7 @@ class ClientResult:
     cpu_user_s, cpu_sys_s : float
         ``wait4`` rusage of the client and the children it reaped (seconds).
     peak_rss_bytes : int
-        ``ru_maxrss`` of the client (or its largest reaped child), bytes.
+        Largest sampled sum of ``VmHWM`` over the client and its children, bytes.
     stdout_tail, stderr_tail : str
         The last 1500 characters of each stream.
     timed_out : bool
@@ -92,6 +96,7 @@ def run_client(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
         timer = threading.Timer(timeout_s, on_timeout)
         timer.daemon = True
         timer.start()
+        sampler = _HwmSampler(proc.pid)
         try:
             while True:
                 try:
@@ -107,16 +112,64 @@ def run_client(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
             raise
         finally:
             timer.cancel()
+            peak = sampler.stop()
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         return ClientResult(
             returncode=proc.returncode, wall_s=wall, cpu_user_s=usage.ru_utime,
-            cpu_sys_s=usage.ru_stime, peak_rss_bytes=usage.ru_maxrss * 1024,
+            cpu_sys_s=usage.ru_stime, peak_rss_bytes=peak,
             stdout_tail=tail_text(out.read()), stderr_tail=tail_text(err.read()),
             timed_out=expired.is_set(),
         )
+
+
+class _HwmSampler:
+    """Samples ``VmHWM`` summed over a process and its descendants until :meth:`stop`."""
+
+    def __init__(self, pid: int, interval_s: float = 0.01) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pullbench-client-rss",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            pids = [self.pid, *_descendants(self.pid)]
+            self.peak = max(self.peak, sum(_hwm_bytes(p) for p in pids))
+            if self._stop.wait(self.interval_s):
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children of ``pid``, recursively (``/proc/<pid>/task/<tid>/children``)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = (task / "children").read_text()
+            except OSError:
+                continue
+            for child in map(int, text.split()):
+                if child not in out:
+                    out.append(child)
+                    todo.append(child)
+    return out
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

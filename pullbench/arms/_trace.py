@@ -2,7 +2,9 @@
 
 ``strace -f -yy -s 0 -e signal=none -e trace=<reads and writes>`` is attached to a daemon tree
 for one run (``-p PID`` per process: every thread, and with ``-f`` every thread or child started
-during the run), or wraps a client command. ``-yy`` prints each file descriptor with its path
+during the run), or wraps a client command (then with ``--seccomp-bpf``: only the traced calls
+stop the client; an attached daemon stops at every system call, which costs more). ``-yy``
+prints each file descriptor with its path
 (``write(7</d/tmp/GetImageBlob123>, ""..., 32768) = 32768``) or its socket's addresses
 (``read(5<TCP:[127.0.0.1:40000->127.0.0.1:5000]>, ...)``), so the result keeps only:
 
@@ -223,7 +225,9 @@ class StraceSession:
         self.directory.mkdir(parents=True, exist_ok=True)
         output = self.directory / f"client-{len(self._outputs)}.strace"
         self._outputs.append(output)
-        return [*_base_argv(self.strace, output), "--", *argv]
+        # a launched process can be filtered in the kernel (only the traced calls stop it);
+        # attaching (-p) cannot, so a traced daemon stops at every system call
+        return [*_base_argv(self.strace, output), "--seccomp-bpf", "--", *argv]
 
     def _stop_attached(self) -> None:
         proc, self._attached = self._attached, None

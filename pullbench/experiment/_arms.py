@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from ._endpoints import Endpoint
     from ._spec import ArmSpec, ExperimentSpec
 
-__all__ = ["check_external_arms", "external_arms", "run_external", "strategy_arm_columns"]
+__all__ = ["arm_resource_table", "check_external_arms", "external_arms", "run_external",
+           "strategy_arm_columns"]
 
 
 def _build(arm: ArmSpec) -> ExternalArm:
@@ -133,3 +134,52 @@ def strategy_arm_columns() -> dict[str, Any]:
 def describe_external(arms: Mapping[str, ExternalArm]) -> list[dict[str, Any]]:
     """Each started arm's description, for environment.json."""
     return [arm.describe() for arm in arms.values()]
+
+
+def arm_resource_table(rows: Any, by: Sequence[str] = ("arm",)) -> Any:
+    """Per-arm medians of what a pull cost, client and daemon apart (ok, analysed runs only).
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Rows as returned by :func:`pullbench.load_results` (strategies and external arms;
+        warm-up and failed runs are left out here).
+    by : sequence of str
+        Grouping columns (default ``("arm",)``; e.g. ``("setting", "arm")``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: ``arm_kind``, ``traced``, ``n``, and medians of ``duration_s``,
+        ``client_cpu_s`` (a strategy's pull threads are its client), ``daemon_cpu_s`` (0 without
+        a daemon), ``cpu_s`` (both), ``peak_rss_bytes``, ``daemon_peak_rss_bytes``,
+        ``median_write_bytes`` (traced external arms and strategies with probes; else NaN),
+        ``prepare_s`` (external arms' untimed management per run).
+    """
+    import numpy as np
+    import pandas as pd
+
+    df = rows[(rows["status"] == "ok") & ~rows["warmup"].astype(bool)].copy()
+
+    def col(name: str) -> Any:
+        return df[name] if name in df.columns else pd.Series(np.nan, index=df.index)
+
+    kind = col("arm_kind").fillna("strategy")
+    external = kind != "strategy"
+    df["arm_kind"] = kind
+    df["traced"] = col("traced").fillna(False).astype(bool)
+    client = (col("client_cpu_user_s") + col("client_cpu_sys_s")).where(
+        external, col("cpu_user_s") + col("cpu_sys_s"))
+    df["client_cpu_s"] = client
+    df["daemon_cpu_s"] = (col("daemon_cpu_user_s") + col("daemon_cpu_sys_s")).fillna(0.0)
+    df["cpu_s"] = col("cpu_user_s") + col("cpu_sys_s")
+    for name in ("peak_rss_bytes", "daemon_peak_rss_bytes", "median_write_bytes", "prepare_s"):
+        df[name] = pd.to_numeric(col(name), errors="coerce")
+    medians = ["duration_s", "client_cpu_s", "daemon_cpu_s", "cpu_s", "peak_rss_bytes",
+               "daemon_peak_rss_bytes", "median_write_bytes", "prepare_s"]
+    grouped = df.groupby(list(by), sort=False)
+    out = grouped[medians].median()
+    out.insert(0, "n", grouped.size())
+    out.insert(0, "traced", grouped["traced"].first())
+    out.insert(0, "arm_kind", grouped["arm_kind"].first())
+    return out.reset_index()
