@@ -97,6 +97,8 @@ def summarize(df: pd.DataFrame, burners: int) -> None:
         print(f"     {names.get(arm, arm):26s} ratio {ratio:6.3f}  wait share "
               f"{runs['worker_wait_share'].median():.2f}  reads/MiB {reads_per_mib:7.1f}  "
               f"median read {_hist_median(runs['read_size_hist'].iloc[0]) / 1024:6.0f} KiB  "
+              f"blocked (voluntary switches)/MiB "
+              f"{(runs['worker_nvcsw'] / (runs['bytes'] / 2**20)).median():6.1f}  "
               f"nivcsw {runs['worker_nivcsw'].median():6.0f}")
 
 
