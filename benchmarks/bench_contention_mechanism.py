@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 import pullbench
 from pullbench.experiment._burner import CpuBurner
@@ -70,10 +71,11 @@ def _hist_median(value: object) -> float:
     return float("nan")
 
 
-def run(image: str, blocks: int, burners: int, work: Path) -> pd.DataFrame:
+def run(image: str, blocks: int, burners: int, work: Path,
+        arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
     spec = pullbench.ExperimentSpec(name=f"contention-{burners}", images=(image,),
-                                    arms=tuple(ARMS.values()), blocks=blocks, warmup_blocks=1,
-                                    seed=7 + burners)
+                                    arms=tuple(ARMS[a] for a in arms), blocks=blocks,
+                                    warmup_blocks=1, seed=7 + burners)
     cpu = (plan_cpus("auto").puller or (None,))[0]
     if burners:
         with CpuBurner([cpu] * burners, seconds=3000):
@@ -87,14 +89,19 @@ def run(image: str, blocks: int, burners: int, work: Path) -> pd.DataFrame:
 def summarize(df: pd.DataFrame, burners: int) -> None:
     wide = df.pivot_table(index="block", columns="arm", values="duration_s")
     base = np.log(wide["go-iocopy"])
+    n = len(wide)
     print(f"   {burners} burner(s) on the puller's CPU: median go-iocopy pull "
           f"{wide['go-iocopy'].median():.3f} s, load {os.getloadavg()[0]:.1f}")
     names = {v if isinstance(v, str) else v["name"]: k for k, v in ARMS.items()}
     for arm in wide.columns:
         runs = df[df["arm"] == arm]
-        ratio = float(np.exp(np.mean(np.log(wide[arm]) - base)))
+        logs = np.log(wide[arm]) - base
+        ratio = float(np.exp(np.mean(logs)))
+        half = float(stats.t.ppf(0.975, n - 1) * np.std(logs, ddof=1) / np.sqrt(n)) if n > 1 \
+            else float("nan")
         reads_per_mib = float((runs["read_count"] / (runs["bytes"] / 2**20)).median())
-        print(f"     {names.get(arm, arm):26s} ratio {ratio:6.3f}  wait share "
+        print(f"     {names.get(arm, arm):26s} ratio {ratio:6.3f} [{np.exp(-half) * ratio:.3f}, "
+              f"{np.exp(half) * ratio:.3f}]  wait share "
               f"{runs['worker_wait_share'].median():.2f}  reads/MiB {reads_per_mib:7.1f}  "
               f"median read {_hist_median(runs['read_size_hist'].iloc[0]) / 1024:6.0f} KiB  "
               f"blocked (voluntary switches)/MiB "
@@ -107,12 +114,15 @@ def main() -> None:
     parser.add_argument("--image", default="synthetic-64m")
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--burners", default="0,1,2")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help="Comma-separated arm labels (go-iocopy is always included).")
     args = parser.parse_args()
+    arms = tuple(dict.fromkeys(["go-iocopy", *(a.strip() for a in args.arms.split(","))]))
     print(f"contention ablation: {args.image}, {args.blocks} blocks, puller on CPU "
           f"{plan_cpus('auto').describe()}")
     with tempfile.TemporaryDirectory(prefix="pullbench-contention-") as tmp:
         for burners in (int(b) for b in args.burners.split(",")):
-            summarize(run(args.image, args.blocks, burners, Path(tmp)), burners)
+            summarize(run(args.image, args.blocks, burners, Path(tmp), arms), burners)
 
 
 if __name__ == "__main__":
