@@ -114,10 +114,10 @@ def main() -> None:
     parser.add_argument("--image", default="synthetic-64m")
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--burners", default="0,1,2")
-    parser.add_argument("--arms", default=",".join(ARMS),
-                        help="Comma-separated arm labels (go-iocopy is always included).")
+    parser.add_argument("--arms", default=";".join(ARMS),
+                        help="Arm labels separated by ';' (go-iocopy is always included).")
     args = parser.parse_args()
-    arms = tuple(dict.fromkeys(["go-iocopy", *(a.strip() for a in args.arms.split(","))]))
+    arms = tuple(dict.fromkeys(["go-iocopy", *(a.strip() for a in args.arms.split(";"))]))
     print(f"contention ablation: {args.image}, {args.blocks} blocks, puller on CPU "
           f"{plan_cpus('auto').describe()}")
     with tempfile.TemporaryDirectory(prefix="pullbench-contention-") as tmp:
