@@ -25,8 +25,10 @@ Experiments
     ExperimentSpec, run_experiment, load_results.
 Analysis and report
     analyze_folder (a results folder with its spec's settings), analyze_results, the typed
-    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary),
-    load_analysis, save_analysis, verdict_table, format_verdict_table, render_report.
+    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary,
+    ArmDescriptives), load_analysis, save_analysis, verdict_table, format_verdict_table,
+    render_report; compare_runs (the same arms across two results folders, unpaired) ->
+    RunComparison -> RunComparisonRow, EnvironmentDifference, format_run_comparison.
 Interference, isolation and unstable verdicts
     system_check / SystemCheck and wait_quiet / QuietWait (the preflight), InterferenceProbe
     and INTERFERENCE_COLUMNS (per-run interference columns), CpuPlan / plan_cpus (CPU affinity
@@ -114,6 +116,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .experiment._analysis_result import (
         ANALYSIS_SCHEMA_VERSION,
         Analysis,
+        ArmDescriptives,
         ArmSummary,
         ImageAnalysis,
         InterferenceSummary,
@@ -124,6 +127,13 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     )
     from .experiment._burner import (
         CpuBurner,
+    )
+    from .experiment._compare import (
+        EnvironmentDifference,
+        RunComparison,
+        RunComparisonRow,
+        compare_runs,
+        format_run_comparison,
     )
     from .experiment._endpoints import (
         Endpoint,
@@ -390,7 +400,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "analyze_folder", "analyze_results", "save_analysis", "verdict_table",
     ),
     ".experiment._analysis_result": (
-        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSummary", "ImageAnalysis",
+        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmDescriptives", "ArmSummary", "ImageAnalysis",
         "InterferenceSummary", "MetricAnalysis", "StabilityRow", "VerdictRow", "load_analysis",
     ),
     # interference, isolation, preflight
@@ -409,6 +419,10 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ".stats._interference": (
         "DisturbanceThreshold", "InterferenceDependence", "SettlePlan", "blocks_to_settle",
         "disturbance_threshold", "interference_dependence", "unstable_reason",
+    ),
+    ".experiment._compare": (
+        "EnvironmentDifference", "RunComparison", "RunComparisonRow", "compare_runs",
+        "format_run_comparison",
     ),
     ".experiment._report": (
         "format_analysis", "format_verdict_table", "render_report",
@@ -440,7 +454,7 @@ _LAZY: dict[str, str] = {
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmError", "ArmSpec", "ArmSummary",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmDescriptives", "ArmError", "ArmSpec", "ArmSummary",
     "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError",
     "CatalogEntry", "ClientConfigError", "ColdStateError", "Comparison", "CopyCancelled",
     "CopyStats", "CopyStrategy", "CorruptLayerError", "CpuBurner", "CpuPlan", "DEFAULT_ALPHA",
@@ -448,31 +462,32 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "DOCKER_MANIFEST_LIST", "DaemonDied", "DaemonError", "DecompressionBomb", "DecompressionError",
     "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
     "DiffIdMismatch", "DigestMismatch", "DisturbanceThreshold", "Endpoint", "EndpointLayer",
-    "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
-    "FetchedManifest", "GridResult", "INTERFERENCE_COLUMNS", "ImageAnalysis", "ImageBuildError",
-    "ImageInfo", "ImageLayout", "ImageNotFound", "ImageReference", "InterferenceDependence",
-    "InterferenceProbe", "InterferenceSummary", "InvalidReference", "LayerError", "LayerReader",
-    "LayerResult", "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest",
-    "ManifestError", "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult",
-    "NetworkProfile", "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP",
-    "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "ParameterWarning",
-    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError",
-    "QuietWait", "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
-    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
-    "ResultsStore", "RetryPolicy", "RootfsUnpacker", "ServerError", "SettlePlan", "SizeMismatch",
-    "StabilityRow", "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo",
-    "SummaryComparison", "SyntheticImageSpec", "SystemCheck", "TostTest", "TransferCounters",
-    "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
-    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
-    "blocks_to_settle", "build_image", "capture_environment", "catalog", "compare_all_pairs",
-    "compare_batch", "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
+    "EnvironmentDifference", "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec",
+    "FactorialResult", "FetchedManifest", "GridResult", "INTERFERENCE_COLUMNS", "ImageAnalysis",
+    "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound", "ImageReference",
+    "InterferenceDependence", "InterferenceProbe", "InterferenceSummary", "InvalidReference",
+    "LayerError", "LayerReader", "LayerResult", "LayerUnpackResult", "LayoutDescriptor",
+    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "MedianEstimates", "Meter", "MetricAnalysis",
+    "MirrorResult", "NetworkProfile", "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX",
+    "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest",
+    "ParameterWarning", "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult",
+    "PullbenchError", "QuietWait", "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient",
+    "RegistryError", "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge",
+    "ResultSchemaError", "ResultsStore", "RetryPolicy", "RootfsUnpacker", "RunComparison",
+    "RunComparisonRow", "ServerError", "SettlePlan", "SizeMismatch", "StabilityRow",
+    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
+    "SyntheticImageSpec", "SystemCheck", "TostTest", "TransferCounters", "UnpackPlan",
+    "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues",
+    "analyze_folder", "analyze_grid", "analyze_results", "bca_interval", "blocks_to_settle",
+    "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
+    "compare_from_summary", "compare_runs", "compare_samples", "consolidate_results", "data_path",
     "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
     "diagnose_pair", "disturbance_threshold", "drop_page_cache", "factorial_anova",
-    "format_analysis", "format_verdict_table", "get_decompressor", "get_profile", "get_strategy",
-    "image_from_directory", "image_from_pip", "image_layers", "import_image",
-    "interference_dependence", "is_valid_digest", "list_catalog", "list_decompressors",
-    "list_strategies", "load_analysis", "load_environment", "load_results", "load_spec",
-    "minimum_detectable_effect", "mirror_image", "network_profiles", "open_layer",
+    "format_analysis", "format_run_comparison", "format_verdict_table", "get_decompressor",
+    "get_profile", "get_strategy", "image_from_directory", "image_from_pip", "image_layers",
+    "import_image", "interference_dependence", "is_valid_digest", "list_catalog",
+    "list_decompressors", "list_strategies", "load_analysis", "load_environment", "load_results",
+    "load_spec", "minimum_detectable_effect", "mirror_image", "network_profiles", "open_layer",
     "parse_reference", "plan_cpus", "plan_from_pilot", "power_at_n", "profile_names",
     "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
     "recompress_image", "register_network_profile", "register_runner_layers", "register_strategy",

@@ -160,10 +160,10 @@ def test_report_leads_with_the_compact_table(tmp_path):
     full = html.index("<table", details)
     assert compact < details < full
     header = html[compact:html.index("</thead>", compact)]
-    for column in ("arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
-                   "MB/s"):
+    for column in ("arm", "n", "median", "mean ± sd", "min … max", "ratio [95% CI]", "p (Holm)",
+                   "verdict", "write size", "MB/s"):
         assert f"<th>{column}</th>" in header
-    assert header.count("<th>") == 8
+    assert header.count("<th>") == 10
     assert "ratio = geometric mean of per-block ratios" in html
     assert "tost_p_adjusted" in html[details:]  # the full table is still there
 

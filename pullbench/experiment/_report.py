@@ -61,6 +61,54 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def ratio_phrase(ratio: float | None, low: float | None, high: float | None, *, metric: str,
+                 reference: str) -> str:
+    """A ratio candidate/reference as hyperfine says it: ``1.49× faster than go-iocopy [1.39,
+    1.61]``.
+
+    The factor is the ratio, or its inverse below 1, so that it is at least 1; the bracket is
+    the CI of that same factor (a bound below 1 means the CI reaches the other direction). Time
+    and rate metrics read faster/slower, others lower/higher.
+
+    Parameters
+    ----------
+    ratio, low, high : float or None
+        Ratio candidate/reference and its CI (None or non-finite: unknown or unbounded).
+    metric : str
+        The metric's column name (``duration_s``, ``throughput_mb_s``, ``cpu_ns_per_byte``).
+    reference : str
+        What the candidate is compared with (the baseline arm, ``run A``).
+    """
+    if ratio is None or not np.isfinite(ratio) or ratio <= 0:
+        return "-"
+    timed = metric.endswith("_s") or not lower_is_better(metric)
+    good, bad = ("faster", "slower") if timed else ("lower", "higher")
+    up = ratio >= 1
+    if lower_is_better(metric):
+        word = bad if up else good
+    else:
+        word = good if up else bad
+    if ratio == 1:
+        return f"1.00× the same as {reference}"
+
+    def factor(v: float | None) -> float:
+        if v is None or not np.isfinite(v):
+            return float("inf") if (v is None or v > 0) == up else 0.0
+        return v if up else (1 / v if v > 0 else float("inf"))
+
+    lo, hi = sorted((factor(low), factor(high)))
+    return f"{factor(ratio):.2f}× {word} than {reference} [{lo:.2f}, {hi:.2f}]"
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned plain-text columns with a dashed rule under the header."""
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return out
+
+
 def _fmt_p(value: Any) -> str:
     """A p-value: 3 significant digits, scientific below 1e-3 (``2.0e-12``); ``<1e-300`` for 0."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
@@ -174,9 +222,12 @@ def format_diagnostic_details(result: MetricAnalysis) -> list[str]:
 
 
 def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of the compact verdict table (CLI and the report's first table)."""
-    header = ["arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
-              "MB/s"]
+    """Header and text cells of the compact verdict table (CLI and the report's first table).
+
+    hyperfine's line for every arm (median, mean ± sd, min … max), then the verdict columns.
+    """
+    header = ["arm", "n", "median", "mean ± sd", "min … max", "ratio [95% CI]", "p (Holm)",
+              "verdict", "write size", "MB/s"]
     lines = []
     for rec in table.to_dict(orient="records"):
         ratio = rec.get("ratio")
@@ -189,12 +240,28 @@ def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             verdict += " (significant but < margin)"
         if rec.get("unstable") in (True, 1):
             verdict += " UNSTABLE"
+        spread = (f"{_fmt(rec.get('mean'), '.4g')} ± {_fmt(rec.get('sd'), '.2g')}"
+                  if "sd" in rec else "-")
+        extent = (f"{_fmt(rec.get('min'), '.4g')} … {_fmt(rec.get('max'), '.4g')}"
+                  if "min" in rec else "-")
         lines.append([
-            str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
-            _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
-            _fmt(rec.get("throughput_mb_s"), ".0f"),
+            str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), spread,
+            extent, ci, _fmt_p(rec.get("p_holm")), verdict,
+            _fmt_bytes(rec.get("median_write_bytes")), _fmt(rec.get("throughput_mb_s"), ".0f"),
         ])
     return header, lines
+
+
+def _phrases(table: pd.DataFrame, metric: str, baseline: str) -> list[str]:
+    """``  ARM: 1.49× faster than BASELINE [1.39, 1.61] (verdict)`` per candidate arm."""
+    out = []
+    for rec in table.to_dict(orient="records"):
+        if rec.get("verdict") == "baseline":
+            continue
+        phrase = ratio_phrase(rec.get("ratio"), rec.get("ratio_ci_low"),
+                              rec.get("ratio_ci_high"), metric=metric, reference=baseline)
+        out.append(f"  {rec['arm']}: {phrase} (verdict: {rec.get('verdict')})")
+    return out
 
 
 def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
@@ -202,10 +269,11 @@ def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | No
     """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print).
 
     A title, a legend saying what ``ratio`` is (paired: geometric mean of per-block ratios), the
-    compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
-    MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
-    when known), the interference and stability lines (:func:`format_stability`), then the
-    diagnostics ranked, one line per arm (:func:`format_diagnostics`).
+    compact table (arm, n, median, mean ± sd, min … max, ratio [CI], Holm-adjusted p, verdict,
+    median write size, MB/s), one ``N.NN× faster/slower than BASELINE [CI]`` line per arm
+    (:func:`ratio_phrase`), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the
+    runs needed, when known), the interference and stability lines (:func:`format_stability`),
+    then the diagnostics ranked, one line per arm (:func:`format_diagnostics`).
 
     Parameters
     ----------
@@ -231,10 +299,8 @@ def _verdict_text(analysis: Analysis, image: str | None,
     """(the whole CLI text, the legend and caution lines) of one image and metric."""
     table = verdict_table(analysis, image, metric)
     header, lines = _compact_rows(table)
-    widths = [max(len(header[i]), *(len(r[i]) for r in lines)) for i in range(len(header))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    out = text_table(header, lines)
+    phrases = _phrases(table, metric, analysis.baseline)
     image = image or next(iter(analysis.images))
     result = analysis.metric(image, metric)
     better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
@@ -247,8 +313,8 @@ def _verdict_text(analysis: Analysis, image: str | None,
     else:
         legend = ("ratio = ratio of means candidate/baseline (independent runs, Welch); "
                   "median = median of the arm's runs")
-    text = [title, legend, *out]
-    notes = [legend]
+    text = [title, legend, *out, *phrases]
+    notes = [legend, *phrases]
     if n is not None and n < SMOKE_TEST_BLOCKS:
         unit = "blocks" if result.paired else "runs per arm"
         caution = (f"caution: only {n} {unit} analysed: a smoke test, not evidence "
@@ -323,23 +389,37 @@ def format_stability(analysis: Analysis | Mapping[str, Any], image: str | None =
     return lines
 
 
-def format_analysis(analysis: Analysis) -> str:
+def format_analysis(analysis: Analysis, metrics: Sequence[str] | None = None) -> str:
     """The text ``pullbench bench`` and ``analyze`` print: every verdict table, then notes.
 
-    One :func:`format_verdict_table` per image and analysed metric, a line per skipped metric
-    with the reason, and the count of failed runs excluded (per arm), each after a blank line.
+    One :func:`format_verdict_table` per image and analysed metric (only ``metrics``, when
+    given), a line per skipped metric with the reason, and the count of failed runs excluded
+    (per arm), each after a blank line.
     """
     pieces: list[str] = []
     for image, block in analysis.images.items():
         for metric in block.metrics:
-            pieces += ["", format_verdict_table(analysis, image, metric)]
+            if metrics is None or metric in metrics:
+                pieces += ["", format_verdict_table(analysis, image, metric)]
         pieces += [f"\n{image}: {metric} not analysed: {why}"
-                   for metric, why in block.skipped_metrics.items()]
+                   for metric, why in block.skipped_metrics.items()
+                   if metrics is None or metric in metrics]
     if analysis.n_failed:
         arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
         pieces.append(f"\n{analysis.n_failed} failed run(s) excluded ({arms}); "
                       "see the 'error' column of rows.csv")
+    if analysis.n_retried:
+        pieces.append("\n" + _retried_note(analysis))
     return "\n".join(pieces)
+
+
+def _retried_note(analysis: Analysis) -> str:
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis.retried_by_arm.items())
+    if analysis.include_retried:
+        return (f"{analysis.n_retried} run(s) that needed retries or resumes ({arms}) are "
+                "included (--include-retried)")
+    return (f"{analysis.n_retried} run(s) that needed retries or resumes excluded ({arms}); "
+            "see the retries, resumes and backoff_s columns, or keep them with --include-retried")
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -473,7 +553,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     env = store.read_json(ENVIRONMENT_JSON) or {}
     analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
                 else analyze_folder(store.directory))
-    ok, _ = _analysis_frame(df)
+    ok, _, _ = _analysis_frame(df, analysis.include_retried)
     no_plots = plots_unavailable()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -489,6 +569,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
         f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
         f"alpha {analysis.alpha}.</p>",
+        *([f"<p>{html.escape(_retried_note(analysis))}.</p>"] if analysis.n_retried else []),
         *_preflight_html(env),
     ]
     for image, block in analysis.images.items():
