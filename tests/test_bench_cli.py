@@ -59,8 +59,9 @@ def test_bench_analyze_report(tmp_path):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
     assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
-    # 1 metric (throughput_mb_s) + 3, + its ratio-vs-interference scatter
-    assert html.count("data:image/png;base64,") == 5
+    # the analyses add up: 3 metrics -> 3 distributions + 3, + a ratio-vs-interference scatter
+    # per metric
+    assert html.count("data:image/png;base64,") == 9
 
 
 def test_bench_no_probes_skips_cpu_metrics_with_a_note(tmp_path):
