@@ -1,8 +1,9 @@
 """Why does containerd-1m suffer more than go-iocopy when the puller's CPU is contended?
 
 An ablation under controlled contention, measured side by side (ratios, the load printed):
-the same experiment (randomized blocks, fresh worker per pull, puller pinned to its CPU) is
-run with 0, 1 and 2 CPU burners pinned to the puller's CPU, and every arm is compared with
+the same experiment (randomized blocks, fresh worker per pull) is run with 0, 1 and 2 CPU
+burners -- pinned to the puller's CPU with ``--cpus auto``, floating over every CPU with the
+puller and the registry with ``--cpus off`` -- and every arm is compared with
 go-iocopy (32 KiB short reads, hash and write per read). The arms take containerd-1m apart:
 
 ``containerd-1m``
@@ -24,7 +25,8 @@ the thread is off the CPU, and then hashes and writes 1 MiB at once, during whic
 
 Usage::
 
-    python benchmarks/bench_contention_mechanism.py [--image synthetic-64m] [--blocks 6]
+    python benchmarks/bench_contention_mechanism.py [--image synthetic-64m] [--blocks 6] \
+        [--burners 0,1,2] [--cpus auto|off] [--arms 'containerd-1m;32k reads, fill-1m']
 """
 
 from __future__ import annotations
@@ -72,11 +74,12 @@ def _hist_median(value: object) -> float:
 
 
 def run(image: str, blocks: int, burners: int, work: Path,
-        arms: tuple[str, ...] = tuple(ARMS)) -> pd.DataFrame:
+        arms: tuple[str, ...] = tuple(ARMS), cpus: str = "auto") -> pd.DataFrame:
     spec = pullbench.ExperimentSpec(name=f"contention-{burners}", images=(image,),
                                     arms=tuple(ARMS[a] for a in arms), blocks=blocks,
-                                    warmup_blocks=1, seed=7 + burners)
-    cpu = (plan_cpus("auto").puller or (None,))[0]
+                                    warmup_blocks=1, seed=7 + burners, cpus=cpus)
+    # pinned: the burners share the puller's CPU; not pinned: they float like the puller
+    cpu = (plan_cpus(cpus).puller or (None,))[0]
     if burners:
         with CpuBurner([cpu] * burners, seconds=3000):
             pullbench.run_experiment(spec, work / spec.name, progress=False)
@@ -90,7 +93,7 @@ def summarize(df: pd.DataFrame, burners: int) -> None:
     wide = df.pivot_table(index="block", columns="arm", values="duration_s")
     base = np.log(wide["go-iocopy"])
     n = len(wide)
-    print(f"   {burners} burner(s) on the puller's CPU: median go-iocopy pull "
+    print(f"   {burners} burner(s): median go-iocopy pull "
           f"{wide['go-iocopy'].median():.3f} s, load {os.getloadavg()[0]:.1f}")
     names = {v if isinstance(v, str) else v["name"]: k for k, v in ARMS.items()}
     for arm in wide.columns:
@@ -114,15 +117,19 @@ def main() -> None:
     parser.add_argument("--image", default="synthetic-64m")
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--burners", default="0,1,2")
+    parser.add_argument("--cpus", default="auto",
+                        help="The spec's cpus (auto: puller and registry on their own CPUs, the "
+                             "burners on the puller's; off: nothing pinned, burners float).")
     parser.add_argument("--arms", default=";".join(ARMS),
                         help="Arm labels separated by ';' (go-iocopy is always included).")
     args = parser.parse_args()
     arms = tuple(dict.fromkeys(["go-iocopy", *(a.strip() for a in args.arms.split(";"))]))
-    print(f"contention ablation: {args.image}, {args.blocks} blocks, puller on CPU "
-          f"{plan_cpus('auto').describe()}")
+    print(f"contention ablation: {args.image}, {args.blocks} blocks, CPUs "
+          f"{plan_cpus(args.cpus).describe()}")
     with tempfile.TemporaryDirectory(prefix="pullbench-contention-") as tmp:
         for burners in (int(b) for b in args.burners.split(",")):
-            summarize(run(args.image, args.blocks, burners, Path(tmp), arms), burners)
+            summarize(run(args.image, args.blocks, burners, Path(tmp), arms, args.cpus),
+                      burners)
 
 
 if __name__ == "__main__":
