@@ -29,6 +29,12 @@ Analysis and report
     ArmDescriptives), load_analysis, save_analysis, verdict_table, format_verdict_table,
     render_report; compare_runs (the same arms across two results folders, unpaired) ->
     RunComparison -> RunComparisonRow, EnvironmentDifference, format_run_comparison.
+Interference, isolation and unstable verdicts
+    system_check / SystemCheck and wait_quiet / QuietWait (the preflight), InterferenceProbe
+    and INTERFERENCE_COLUMNS (per-run interference columns), CpuPlan / plan_cpus (CPU affinity
+    per role), CpuBurner (bounded injected load); disturbance_threshold, interference_dependence,
+    unstable_reason, blocks_to_settle and their records; StabilityRow and InterferenceSummary in
+    the analysis.
 """
 
 from __future__ import annotations
@@ -113,11 +119,16 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         ArmDescriptives,
         ArmSummary,
         ImageAnalysis,
+        InterferenceSummary,
         MetricAnalysis,
+        StabilityRow,
         VerdictRow,
         load_analysis,
     )
     from .experiment._arms import arm_resource_table
+    from .experiment._burner import (
+        CpuBurner,
+    )
     from .experiment._compare import (
         EnvironmentDifference,
         RunComparison,
@@ -143,6 +154,14 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .experiment._hyperfine import (
         read_hyperfine_json,
         write_hyperfine_json,
+    )
+    from .experiment._interference import (
+        INTERFERENCE_COLUMNS,
+        InterferenceProbe,
+    )
+    from .experiment._isolation import (
+        CpuPlan,
+        plan_cpus,
     )
     from .experiment._published import (
         data_path,
@@ -173,6 +192,12 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         PlannedRun,
         design,
         load_spec,
+    )
+    from .experiment._system import (
+        QuietWait,
+        SystemCheck,
+        system_check,
+        wait_quiet,
     )
     from .images._cache import (
         default_cache_dir,
@@ -258,6 +283,15 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         Diagnostic,
         diagnose,
         diagnose_pair,
+    )
+    from .stats._interference import (
+        DisturbanceThreshold,
+        InterferenceDependence,
+        SettlePlan,
+        blocks_to_settle,
+        disturbance_threshold,
+        interference_dependence,
+        unstable_reason,
     )
     from .stats._power import (
         PowerPlan,
@@ -368,8 +402,24 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ),
     ".experiment._analysis_result": (
         "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmDescriptives", "ArmSummary", "ImageAnalysis",
-        "MetricAnalysis",
-        "VerdictRow", "load_analysis",
+        "InterferenceSummary", "MetricAnalysis", "StabilityRow", "VerdictRow", "load_analysis",
+    ),
+    # interference, isolation, preflight
+    ".experiment._interference": (
+        "INTERFERENCE_COLUMNS", "InterferenceProbe",
+    ),
+    ".experiment._isolation": (
+        "CpuPlan", "plan_cpus",
+    ),
+    ".experiment._system": (
+        "QuietWait", "SystemCheck", "system_check", "wait_quiet",
+    ),
+    ".experiment._burner": (
+        "CpuBurner",
+    ),
+    ".stats._interference": (
+        "DisturbanceThreshold", "InterferenceDependence", "SettlePlan", "blocks_to_settle",
+        "disturbance_threshold", "interference_dependence", "unstable_reason",
     ),
     ".experiment._compare": (
         "EnvironmentDifference", "RunComparison", "RunComparisonRow", "compare_runs",
@@ -412,41 +462,45 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmDescriptives", "ArmError", "ArmSpec", "ArmSummary",
     "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError",
     "CatalogEntry", "ClientConfigError", "ColdStateError", "Comparison", "CopyCancelled",
-    "CopyStats", "CopyStrategy", "CorruptLayerError", "DEFAULT_ALPHA", "DEFAULT_MARGIN",
-    "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST",
+    "CopyStats", "CopyStrategy", "CorruptLayerError", "CpuBurner", "CpuPlan", "DEFAULT_ALPHA",
+    "DEFAULT_MARGIN", "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST", "DaemonDied", "DaemonError", "DecompressionBomb", "DecompressionError",
     "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
-    "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "EnvironmentDifference",
-    "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
-    "FetchedManifest", "GridResult", "ImageAnalysis", "ImageBuildError", "ImageInfo",
-    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerError",
-    "LayerReader", "LayerResult", "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT",
-    "Manifest", "ManifestError", "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult",
-    "NetworkProfile", "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP",
-    "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "ParameterWarning",
-    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError",
-    "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
-    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
-    "ResultsStore", "RetryPolicy", "RootfsUnpacker", "RunComparison", "RunComparisonRow",
-    "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",
-    "StrategyInfo", "SummaryComparison", "SyntheticImageSpec", "TostTest", "TransferCounters",
-    "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
-    "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "arm_resource_table",
-    "bca_interval", "build_image", "capture_environment", "catalog", "compare_all_pairs",
+    "DiffIdMismatch", "DigestMismatch", "DisturbanceThreshold", "Endpoint", "EndpointLayer",
+    "EnvironmentDifference", "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec",
+    "FactorialResult", "FetchedManifest", "GridResult", "INTERFERENCE_COLUMNS", "ImageAnalysis",
+    "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound", "ImageReference",
+    "InterferenceDependence", "InterferenceProbe", "InterferenceSummary", "InvalidReference",
+    "LayerError", "LayerReader", "LayerResult", "LayerUnpackResult", "LayoutDescriptor",
+    "MANIFEST_ACCEPT", "Manifest", "ManifestError", "MedianEstimates", "Meter", "MetricAnalysis",
+    "MirrorResult", "NetworkProfile", "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX",
+    "OCI_LAYER_GZIP", "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest",
+    "ParameterWarning", "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult",
+    "PullbenchError", "QuietWait", "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient",
+    "RegistryError", "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge",
+    "ResultSchemaError", "ResultsStore", "RetryPolicy", "RootfsUnpacker", "RunComparison",
+    "RunComparisonRow", "ServerError", "SettlePlan", "SizeMismatch", "StabilityRow",
+    "StatsInputError", "StatsWarning", "StrategyError", "StrategyInfo", "SummaryComparison",
+    "SyntheticImageSpec", "SystemCheck", "TostTest", "TransferCounters", "UnpackPlan",
+    "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest", "adjust_pvalues",
+    "analyze_folder", "analyze_grid", "analyze_results", "arm_resource_table", "bca_interval",
+    "blocks_to_settle", "build_image", "capture_environment", "catalog", "compare_all_pairs",
     "compare_batch", "compare_from_summary", "compare_runs", "compare_samples",
     "consolidate_results", "data_path", "decide_verdict", "default_cache_dir",
-    "default_registry_factory", "design", "diagnose", "diagnose_pair", "drop_page_cache",
-    "factorial_anova", "format_analysis", "format_run_comparison", "format_verdict_table",
-    "get_decompressor", "get_profile", "get_strategy", "image_from_directory", "image_from_pip",
-    "image_layers", "import_image", "is_valid_digest", "list_catalog", "list_decompressors",
+    "default_registry_factory", "design", "diagnose", "diagnose_pair", "disturbance_threshold",
+    "drop_page_cache", "factorial_anova", "format_analysis", "format_run_comparison",
+    "format_verdict_table", "get_decompressor", "get_profile", "get_strategy",
+    "image_from_directory", "image_from_pip", "image_layers", "import_image",
+    "interference_dependence", "is_valid_digest", "list_catalog", "list_decompressors",
     "list_strategies", "load_analysis", "load_environment", "load_results", "load_spec",
     "minimum_detectable_effect", "mirror_image", "network_profiles", "open_layer",
-    "parse_reference", "plan_from_pilot", "power_at_n", "profile_names", "published_figures",
-    "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json", "recompress_image",
-    "register_network_profile", "register_runner_layers", "register_strategy",
+    "parse_reference", "plan_cpus", "plan_from_pilot", "power_at_n", "profile_names",
+    "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
+    "recompress_image", "register_network_profile", "register_runner_layers", "register_strategy",
     "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
-    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "tar_directory",
-    "unpack_image", "verdict_table", "write_hyperfine_json",
+    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "system_check",
+    "tar_directory", "unpack_image", "unstable_reason", "verdict_table", "wait_quiet",
+    "write_hyperfine_json",
 ]
 
 

@@ -8,9 +8,10 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from pullbench.experiment._analysis import analyze_folder
+from pullbench.experiment._analysis import analyze_folder, analyze_results
 from pullbench.experiment._analysis_result import Analysis, load_analysis
 from pullbench.experiment._burner import CpuBurner
 from pullbench.experiment._isolation import plan_cpus
@@ -198,3 +199,85 @@ def test_aa_under_load_gives_no_unflagged_verdict(tmp_path):
             if row.verdict in ("faster", "slower") and not stab[row.arm].unstable:
                 false_unflagged += 1
     assert false_unflagged <= 1
+
+
+# -- the analysis on rows with known interference (no machine involved) ---------------------------
+def _interference_rows(blocks: int, loaded: set[int], quiet_ratio: float, loaded_ratio: float,
+                       seed: int = 0) -> pd.DataFrame:
+    """A blocked A/B whose candidate/base ratio is ``quiet_ratio`` in quiet blocks and
+    ``loaded_ratio`` in loaded ones (an arm x load interaction); loaded runs score 1 core."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for block in range(blocks):
+        busy = block in loaded
+        for arm, scale in (("base", 1.0), ("cand", loaded_ratio if busy else quiet_ratio)):
+            rows.append({
+                "run_index": len(rows), "run_id": f"b{block}-{arm}", "block": block,
+                "warmup": False, "arm": arm, "strategy": arm, "image": "img", "status": "ok",
+                "duration_s": scale * (1 + 0.01 * rng.standard_normal()),
+                "interference_cores": (1.0 if busy else 0.02) + 0.01 * rng.random(),
+                "cpus_online": 2, "probes": True,
+            })
+    return pd.DataFrame(rows)
+
+
+def test_analysis_flags_the_loaded_blocks_and_an_interaction_as_unstable():
+    loaded = {1, 4, 5, 8, 9, 12}
+    df = _interference_rows(14, loaded, quiet_ratio=0.7, loaded_ratio=1.4)
+    analysis = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200)
+    intf = analysis.image().interference
+    assert set(intf.disturbed_blocks) == loaded
+    assert not intf.busy_machine
+    assert intf.disturbed_by_arm == {"base": len(loaded), "cand": len(loaded)}
+    (row,) = analysis.metric(None, "duration_s").stability
+    assert (row.n_quiet, row.n_disturbed) == (8, 6)
+    assert row.verdict_quiet == "faster"
+    assert row.verdict_disturbed == "slower"
+    assert row.unstable
+    assert "direction differs" in row.reason
+    assert "depends on interference" in row.reason
+    assert row.slope > 0
+    assert row.slope_p < 0.05
+    text = format_verdict_table(analysis, "img", "duration_s")
+    assert "UNSTABLE cand:" in text
+    assert "UNSTABLE" in next(line for line in text.splitlines() if line.startswith("cand "))
+    assert "cand: 6 of 14 runs disturbed (other load)" in text  # ranked first in its line
+    # the quiet verdict, and the stability records, survive a JSON round trip
+    again = Analysis.from_dict(json.loads(json.dumps(analysis.to_dict())))
+    assert (again.metric(None, "duration_s").stability
+            == analysis.metric(None, "duration_s").stability)
+    quiet = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200,
+                            exclude_disturbed=True)
+    assert quiet.exclude_disturbed
+    (verdict,) = quiet.metric(None, "duration_s").table
+    assert verdict.n == 8
+    assert verdict.verdict == "faster"
+    assert verdict.ratio == pytest.approx(0.7, rel=0.02)
+
+
+def test_analysis_of_a_load_independent_effect_is_stable_and_advises_on_inconclusive():
+    df = _interference_rows(14, {2, 3, 7}, quiet_ratio=0.8, loaded_ratio=0.8, seed=1)
+    analysis = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200)
+    (row,) = analysis.metric(None, "duration_s").stability
+    assert not row.unstable
+    assert row.verdict_all == "faster"
+    assert row.settle_blocks is None  # settled: no advice
+    # an effect inside the noise: inconclusive, with the quiet blocks that would settle it
+    df = _interference_rows(6, {2}, quiet_ratio=1.0, loaded_ratio=1.0, seed=2)
+    noise = 1 + 0.05 * np.random.default_rng(3).standard_normal(6)
+    df.loc[df["arm"] == "cand", "duration_s"] *= noise
+    analysis = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200)
+    (row,) = analysis.metric(None, "duration_s").stability
+    assert row.verdict_all == "inconclusive"
+    assert row.settle_blocks is not None
+    assert row.settle_blocks > 6
+    assert f"about {row.settle_blocks} quiet blocks" in format_verdict_table(
+        analysis, "img", "duration_s")
+
+
+def test_rows_without_interference_columns_analyse_as_before():
+    df = _interference_rows(6, set(), 0.8, 0.8).drop(columns=["interference_cores"])
+    analysis = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200)
+    assert analysis.image().interference is None
+    assert analysis.metric(None, "duration_s").stability == ()
+    assert "interference" not in analysis.to_dict()["images"]["img"]

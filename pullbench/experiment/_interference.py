@@ -44,6 +44,9 @@ and adds these columns to its row:
 ``worker_nivcsw``
     Involuntary context switches of the puller worker during the pull (``getrusage``: all its
     threads, exited ones included): how often the scheduler took the CPU away from it.
+``worker_nvcsw``
+    Voluntary context switches of the puller worker during the pull: how often its threads
+    blocked (waiting for data from the socket, for the disk, for a lock or the GIL).
 ``servers_nivcsw``
     The same for the other measured processes, summed over their live threads
     (``nonvoluntary_ctxt_switches`` in ``/proc/<pid>/task/<tid>/status``); threads that exited
@@ -88,8 +91,8 @@ __all__ = [
 INTERFERENCE_COLUMNS = (
     "other_cpu_s", "other_cpu_cores", "other_cpu_puller_cpus_s", "measured_cpu_s", "irq_cpu_s",
     "steal_cpu_s", "interference_cores", "procs_running_mean", "procs_running_max",
-    "procs_running_samples", "cpu_pressure_some", "cpu_mhz", "worker_nivcsw", "servers_nivcsw",
-    "worker_run_delay_s", "worker_wait_share", "cpus_online", "probe_overhead_s",
+    "procs_running_samples", "cpu_pressure_some", "cpu_mhz", "worker_nivcsw", "worker_nvcsw",
+    "servers_nivcsw", "worker_run_delay_s", "worker_wait_share", "cpus_online", "probe_overhead_s",
 )
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -322,6 +325,7 @@ class _Reading:
     pressure_us: int | None
     self_cpu_s: float
     self_nivcsw: int
+    self_nvcsw: int
     others_cpu_s: dict[int, float | None]
     others_nivcsw: dict[int, int | None]
     mhz: float | None
@@ -393,6 +397,7 @@ class InterferenceProbe:
         reading = _Reading(
             wall=time.perf_counter(), ticks=ticks, pressure_us=read_cpu_pressure_us(),
             self_cpu_s=usage.ru_utime + usage.ru_stime, self_nivcsw=usage.ru_nivcsw,
+            self_nvcsw=usage.ru_nvcsw,
             others_cpu_s={pid: process_cpu_s(pid) for pid in pids},
             others_nivcsw={pid: process_nivcsw(pid) for pid in pids},
             mhz=cpu_freq_mhz(self.puller_cpus if self.puller_cpus is not None
@@ -456,6 +461,7 @@ class InterferenceProbe:
         mhz = [m for m in (a.mhz, b.mhz) if m is not None]
         out["cpu_mhz"] = sum(mhz) / len(mhz) if mhz else None
         out["worker_nivcsw"] = b.self_nivcsw - a.self_nivcsw
+        out["worker_nvcsw"] = b.self_nvcsw - a.self_nvcsw
         switches = [b.others_nivcsw.get(p) is not None and a.others_nivcsw.get(p) is not None
                     for p in self.measured_pids.values()]
         out["servers_nivcsw"] = (

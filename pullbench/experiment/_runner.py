@@ -337,21 +337,24 @@ def _execute_pull(task: Mapping[str, Any]) -> dict[str, Any]:
     saved_affinity = _pin_self(puller_cpus)
     # the CPUs this thread really has (read back, not the plan)
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    probe = InterferenceProbe(task.get("measured_pids"), puller_cpus=puller_cpus,
-                              exclusive_puller_cpus=bool(task.get("exclusive_puller")))
+    probe = (InterferenceProbe(task.get("measured_pids"), puller_cpus=puller_cpus,
+                               exclusive_puller_cpus=bool(task.get("exclusive_puller")))
+             if task.get("interference", True) else None)  # off only to measure its cost
     try:
         proxy_before = process_cpu_s(proxy_pid) if proxy_pid else 0.0
-        probe.start()
+        if probe is not None:
+            probe.start()
         cpu_before = os.times()
         started = time.perf_counter()
         try:
             result = pull(task["reference"], strategy, dest, **kwargs)
         except BaseException:
-            probe.cancel()
+            if probe is not None:
+                probe.cancel()
             raise
         pull_wall_s = time.perf_counter() - started
         cpu_after = os.times()
-        interference = probe.stop()
+        interference = probe.stop() if probe is not None else {}
     finally:
         if saved_affinity is not None and task.get("restore_affinity"):
             os.sched_setaffinity(0, saved_affinity)

@@ -1,0 +1,221 @@
+"""Interference probes and unstable verdicts: what they cost and how often they are right.
+
+Four questions, answered side by side in one run on one machine (ratios and rates, never
+absolute times; the load average is printed before and after each part, the machine may be
+shared):
+
+1. **Probe cost.** Pulls with the interference probe on vs off (its sampler thread runs during
+   the pull; the counters are read just outside the timed section), interleaved in randomized
+   pairs in fresh worker processes: the paired ratio of the pull's wall time and of the worker's
+   CPU, with a 95 % CI, and the probe's own reading time as a share of the pull.
+   Target: < 0.5 % of a pull.
+2. **Quiet A/A.** go-iocopy against ``tunable`` with identical parameters, no injected load:
+   the share of blocks flagged disturbed (false flags), the share of verdicts faster/slower
+   (false positives), and per diagnostic the share of arm analyses that raise it (the
+   diagnostics are calibrated to <= 10 % here).
+3. **Detection under injected load.** The same A/A with a CPU burner pinned to the puller's CPU,
+   on in half of the blocks (a seeded pattern): the share of loaded blocks flagged, and of
+   unloaded blocks flagged.
+4. **A/A under load.** From part 3's repeats: the false faster/slower rate, all and unflagged
+   (not marked unstable). Target <= 0.05 over >= 20 repeats.
+
+Usage::
+
+    python benchmarks/bench_interference.py [--pairs 30] [--quiet 10] [--loaded 20] [--blocks 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+import pullbench
+from pullbench.experiment._analysis import analyze_folder
+from pullbench.experiment._burner import CpuBurner
+from pullbench.experiment._isolation import plan_cpus
+from pullbench.experiment._runner import _run_in_worker
+from pullbench.experiment._system import system_check
+from pullbench.servers import EmbeddedRegistry
+
+ARMS = ("go-iocopy", "tunable")
+
+
+def _load(label: str) -> None:
+    check = system_check(0.5)
+    one, five, fifteen = os.getloadavg()
+    print(f"   [{label}: load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs; "
+          f"other processes {check.other_cpu_cores:.2f} cores; "
+          f"{'quiet' if check.quiet else 'NOT quiet'}]")
+
+
+def probe_cost(image: str, pairs: int, work: Path) -> None:
+    print(f"1. probe cost: {pairs} randomized pairs of {image}, interference probe on vs off, "
+          "fresh worker processes")
+    _load("start")
+    layout = pullbench.build_image(image)
+    rng = np.random.default_rng(2)
+    wall = {True: [], False: []}
+    cpu = {True: [], False: []}
+    reading: list[float] = []
+    with EmbeddedRegistry(work / "registry") as reg:
+        reference = f"{reg.host}/bench/{image}:latest"
+        pullbench.push_image(layout, reference)
+        task = {"pull_function": "pullbench.puller._pipeline:pull", "reference": reference,
+                "strategy": "go-iocopy", "params": {}, "concurrency": 3, "plain_http": True,
+                "ca_bundle": None, "probes": True, "measured_pids": {"registry": os.getpid()}}
+        for i in range(pairs + 1):  # pair 0 is a warm-up
+            order = [True, False] if rng.random() < 0.5 else [False, True]
+            for on in order:
+                dest = work / f"store-{i}-{on}"
+                status, row = _run_in_worker({**task, "run_index": i, "dest": str(dest),
+                                              "interference": on}, 600)
+                shutil.rmtree(dest, ignore_errors=True)
+                if status != "ok":
+                    raise SystemExit(f"pull failed: {row}")
+                if i:
+                    wall[on].append(row["pull_wall_s"])
+                    cpu[on].append(row["worker_cpu_user_s"] + row["worker_cpu_sys_s"])
+                    if on:
+                        reading.append(row["probe_overhead_s"] / row["pull_wall_s"] * 100)
+    for name, data in (("pull wall time", wall), ("worker CPU", cpu)):
+        cmp = pullbench.compare_samples(np.array(data[False]), np.array(data[True]),
+                                        margin=0.005, paired=True, rng=3,
+                                        names=("probe off", "probe on"))
+        print(f"   {name}: paired ratio on/off {cmp.ratio:.4f} [95% CI {cmp.ratio_ci_low:.4f}, "
+              f"{cmp.ratio_ci_high:.4f}]; verdict at a 0.5% margin: {cmp.verdict}")
+    print(f"   median pull {np.median(wall[True]):.3f} s; the probe's counter reads (outside the "
+          f"timed section): median {np.median(reading):.3f}% of a pull, max "
+          f"{np.max(reading):.3f}%")
+    _load("end")
+
+
+def _experiment(work: Path, name: str, image: str, blocks: int, seed: int,
+                loaded: set[int] | None) -> pullbench.Analysis:
+    spec = pullbench.ExperimentSpec(name=name, images=(image,), arms=ARMS, blocks=blocks,
+                                    warmup_blocks=1, seed=seed)
+    out = work / name
+    if loaded is None:
+        pullbench.run_experiment(spec, out, progress=False)
+    else:
+        cpu = (plan_cpus("auto").puller or (None,))[0]
+        with CpuBurner([cpu], seconds=900, paused=True) as burner:
+            def switch(planned: pullbench.PlannedRun) -> None:
+                if planned.block in loaded:
+                    burner.resume()
+                else:
+                    burner.pause()
+
+            pullbench.run_experiment(spec, out, progress=False, before_run=switch)
+    analysis = analyze_folder(out, n_resamples=999)
+    shutil.rmtree(out, ignore_errors=True)
+    return analysis
+
+
+def _verdicts(analysis: pullbench.Analysis) -> tuple[int, int, int]:
+    """(analyses, faster/slower verdicts, of those not marked unstable) over metrics."""
+    n = hits = unflagged = 0
+    for block in analysis.images.values():
+        for result in block.metrics.values():
+            stab = {r.arm: r for r in result.stability}
+            for row in result.table:
+                n += 1
+                if row.verdict in ("faster", "slower"):
+                    hits += 1
+                    unflagged += not (row.arm in stab and stab[row.arm].unstable)
+    return n, hits, unflagged
+
+
+def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
+    print(f"2. quiet A/A: {repeats} experiments of go-iocopy vs tunable (identical parameters), "
+          f"{blocks} blocks of {image}, no injected load")
+    _load("start")
+    flagged = total = 0
+    busy = 0
+    verdicts = [0, 0, 0]
+    kinds: Counter[str] = Counter()
+    arm_analyses = 0
+    for r in range(repeats):
+        analysis = _experiment(work, f"quiet-{r}", image, blocks, 100 + r, None)
+        intf = analysis.image().interference
+        assert intf is not None
+        flagged += len(intf.disturbed_blocks)
+        total += blocks
+        busy += intf.busy_machine
+        verdicts = [a + b for a, b in zip(verdicts, _verdicts(analysis), strict=True)]
+        for result in analysis.image().metrics.values():
+            arm_analyses += len(ARMS)
+            seen = {(d.arm or "").split(" vs ")[0] + "|" + d.kind for d in result.diagnostics
+                    if d.severity == "warning"}
+            kinds.update(s.split("|", 1)[1] for s in seen)
+    print(f"   blocks flagged disturbed: {flagged}/{total} = {flagged / total:.1%} "
+          f"(experiments on a machine busy throughout: {busy}/{repeats})")
+    print(f"   false faster/slower verdicts: {verdicts[1]}/{verdicts[0]} = "
+          f"{verdicts[1] / verdicts[0]:.1%} (not marked unstable: {verdicts[2]})")
+    few = kinds.pop("too_few_runs", 0)
+    shown = ", ".join(f"{k} {v}/{arm_analyses} = {v / arm_analyses:.1%}"
+                      for k, v in sorted(kinds.items())) or "none"
+    print(f"   warnings per arm analysis (false alarms; target <= 10% each): {shown}")
+    if few:
+        print(f"   (too_few_runs {few}/{arm_analyses}: true, with {blocks} < 10 blocks)")
+    _load("end")
+
+
+def loaded_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
+    print(f"3./4. A/A under load: {repeats} experiments, a CPU burner pinned to the puller's CPU "
+          f"in half of the {blocks} blocks (seeded pattern)")
+    _load("start")
+    hit = loaded_total = false_flag = unloaded_total = busy = 0
+    verdicts = [0, 0, 0]
+    started = time.monotonic()
+    for r in range(repeats):
+        rng = np.random.default_rng(1000 + r)
+        loaded = {int(b) for b in rng.choice(blocks, blocks // 2, replace=False)}
+        analysis = _experiment(work, f"loaded-{r}", image, blocks, 200 + r, loaded)
+        intf = analysis.image().interference
+        assert intf is not None
+        flagged = set(intf.disturbed_blocks)
+        busy += intf.busy_machine
+        hit += len(flagged & loaded)
+        loaded_total += len(loaded)
+        false_flag += len(flagged - loaded)
+        unloaded_total += blocks - len(loaded)
+        verdicts = [a + b for a, b in zip(verdicts, _verdicts(analysis), strict=True)]
+        if r == repeats // 2:
+            _load(f"after {r + 1} repeats, {time.monotonic() - started:.0f} s")
+    print(f"   detection: loaded blocks flagged {hit}/{loaded_total} = {hit / loaded_total:.1%}; "
+          f"unloaded blocks flagged {false_flag}/{unloaded_total} = "
+          f"{false_flag / unloaded_total:.1%} (machine busy throughout in {busy}/{repeats})")
+    print(f"   A/A false faster/slower under load: {verdicts[1]}/{verdicts[0]} = "
+          f"{verdicts[1] / verdicts[0]:.1%}; not marked unstable: {verdicts[2]}/{verdicts[0]} = "
+          f"{verdicts[2] / verdicts[0]:.1%} (target <= 5%)")
+    _load("end")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--probe-image", default="synthetic-64m")
+    parser.add_argument("--image", default="synthetic-small")
+    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--quiet", type=int, default=10)
+    parser.add_argument("--loaded", type=int, default=20)
+    parser.add_argument("--blocks", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pullbench-interference-") as tmp:
+        work = Path(tmp)
+        if args.pairs:
+            probe_cost(args.probe_image, args.pairs, work)
+        if args.quiet:
+            quiet_aa(args.image, args.quiet, args.blocks, work)
+        if args.loaded:
+            loaded_aa(args.image, args.loaded, args.blocks, work)
+
+
+if __name__ == "__main__":
+    main()
