@@ -97,7 +97,6 @@ def _register_ipython_display() -> None:
 
 
 __all__ = [
-    "METRIC_LABELS",
     "figure_alt_text",
     "plot_arm_distributions",
     "plot_effect_vs_interference",
