@@ -171,6 +171,7 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         format_analysis,
         format_verdict_table,
         render_report,
+        styled_table,
     )
     from .experiment._results import (
         RESULTS_SCHEMA_VERSION,
@@ -426,7 +427,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "format_run_comparison",
     ),
     ".experiment._report": (
-        "format_analysis", "format_verdict_table", "render_report",
+        "format_analysis", "format_verdict_table", "render_report", "styled_table",
     ),
     ".experiment._results": (
         "RESULTS_SCHEMA_VERSION", "ResultsStore", "consolidate_results", "load_environment",
@@ -498,9 +499,9 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
     "recompress_image", "register_network_profile", "register_runner_layers", "register_strategy",
     "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
-    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "system_check",
-    "tar_directory", "unpack_image", "unstable_reason", "verdict_table", "wait_quiet",
-    "write_hyperfine_json",
+    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "styled_table",
+    "system_check", "tar_directory", "unpack_image", "unstable_reason", "verdict_table",
+    "wait_quiet", "write_hyperfine_json",
 ]
 
 

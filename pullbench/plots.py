@@ -8,12 +8,17 @@ verdict estimate), :func:`plot_write_size_histograms`, :func:`plot_throughput_vs
 
 matplotlib (and seaborn, where used) are imported inside the functions so that
 ``import pullbench`` and the CLI stay fast.
+
+Axes are labelled in words with units (:data:`METRIC_LABELS`). Each experiment figure carries a
+description (:func:`figure_alt_text`); inside IPython/Jupyter, drawing one registers an HTML
+display for such figures that puts it in the image's ``alt`` attribute, so notebooks and their
+nbconvert HTML have alt text without extra calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,7 +28,76 @@ from .stats._defaults import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_POWER
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+#: Axis words and units of the metrics (the report's and the CLI's names).
+METRIC_LABELS = {
+    "duration_s": "wall time of the pull (s)",
+    "cpu_ns_per_byte": "CPU time per byte (ns/B)",
+    "cpu_s": "CPU time, user + sys (s)",
+    "throughput_mb_s": "throughput (MB/s)",
+    "peak_rss_bytes": "peak RSS (bytes)",
+}
+
+#: Marker per arm (with the colour), so arms on top of each other stay distinguishable.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+
+#: Attribute of a Figure holding its alt text (see :func:`figure_alt_text`).
+_ALT = "_pullbench_alt_text"
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+_F = TypeVar("_F")
+
+
+def _set_alt(fig: _F, text: str) -> _F:
+    setattr(fig, _ALT, text)
+    # (re-)register: matplotlib's inline backend, activated by the first pyplot import, drops
+    # every Figure formatter but its own (IPython.core.pylabtools.select_figure_formats)
+    _register_ipython_display()
+    return fig
+
+
+def figure_alt_text(fig: Any) -> str | None:
+    """The description pullbench attached to a figure it drew (None for other figures)."""
+    return getattr(fig, _ALT, None)
+
+
+def _figure_html(fig: Any) -> str | None:
+    """``<img alt=... src=data:...>`` of a pullbench figure, for IPython's HTML display."""
+    import base64
+    import html
+    import io
+
+    alt = figure_alt_text(fig)
+    if alt is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _register_ipython_display() -> None:
+    """In a running IPython (a notebook kernel), show pullbench figures with alt text."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return
+    try:
+        from IPython.core.getipython import get_ipython
+        from matplotlib.figure import Figure as _Figure
+    except ImportError:  # pragma: no cover - IPython without matplotlib
+        return
+    shell = get_ipython()  # type: ignore[no-untyped-call]
+    if shell is None:
+        return
+    shell.display_formatter.formatters["text/html"].for_type(_Figure, _figure_html)
+
+
 __all__ = [
+    "figure_alt_text",
     "plot_arm_distributions",
     "plot_effect_vs_interference",
     "plot_power_curves",
@@ -87,7 +161,10 @@ def plot_power_curves(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.close(fig)  # the caller owns the figure; no duplicate display, no pyplot state kept
-    return fig
+    return _set_alt(fig, "Power of Welch's test against runs per arm, one curve per relative "
+                         "effect (" + ", ".join(f"{e:.1%}" for e in relative_effects)
+                         + f"); dashed line at {target_power:.0%} power"
+                         + (f"; marked: n = {', '.join(map(str, mark_n))}" if mark_n else ""))
 
 
 def plot_ratio_intervals(
@@ -142,7 +219,11 @@ def plot_ratio_intervals(
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     plt.close(fig)  # the caller owns the figure; no duplicate display, no pyplot state kept
-    return fig
+    return _set_alt(fig, f"{xlabel}, with the equivalence region(s) "
+                         + ", ".join(f"±{m:.0%}" for m in margins) + ": "
+                         + "; ".join(f"{r[label]} {float(r[ratio]):.3f} [{float(r[ci_low]):.3f}, "
+                                     f"{float(r[ci_high]):.3f}]"
+                                     for r in rows.to_dict(orient="records")))
 
 
 
@@ -230,13 +311,14 @@ def plot_arm_distributions(df: Any, table: Any = None, *, metric: str = "duratio
             ax.plot([np.median(values)] * 2, [i - 0.3, i + 0.3], color="black", lw=1.5)
     ax.set_yticks(range(len(arms)), arms)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} (every run; bar = median)")
+    ax.set_xlabel(f"{_metric_label(metric)}: every run, bar = median")
     ax.grid(axis="x", alpha=0.3)
     if ncols == 2:
         ax2 = axes[0, 1]
         rows = {str(r["arm"]): r for r in table.to_dict(orient="records")}
         if margin:
-            ax2.axvspan(1 / (1 + margin), 1 + margin, color="0.85", label=f"±{margin:.0%} margin")
+            ax2.axvspan(1 / (1 + margin), 1 + margin, color="tab:green", alpha=0.18,
+                        label=f"±{margin:.0%} equivalence region")
         ax2.axvline(1.0, color="black", lw=0.8)
         for i, arm in enumerate(arms):
             rec = rows.get(arm)
@@ -250,12 +332,19 @@ def plot_arm_distributions(df: Any, table: Any = None, *, metric: str = "duratio
                          xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
         ax2.set_yticks(range(len(arms)), arms)
         ax2.set_ylim(axes[0, 0].get_ylim())
-        ax2.set_xlabel(f"ratio to {baseline or 'baseline'} (95% CI; < 1 is lower {metric})")
+        ax2.set_xlabel(f"ratio to {baseline or 'baseline'} (95% CI); below 1 = lower "
+                       f"{_metric_label(metric).split(' (')[0]}")
         ax2.grid(axis="x", alpha=0.3)
         if margin:
             ax2.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    return fig
+    text = f"Every run's {_metric_label(metric)} per arm (bar = median)"
+    if ncols == 2:
+        rows_ = {str(r["arm"]): r for r in table.to_dict(orient="records")}
+        text += (f"; right: each arm's ratio to {baseline or 'the baseline'} with its 95% CI"
+                 + (f" against the ±{margin:.0%} equivalence region" if margin else "") + ": "
+                 + "; ".join(f"{a} {rows_[a].get('verdict')}" for a in arms if a in rows_))
+    return _set_alt(fig, text)
 
 
 def plot_write_size_histograms(df: Any, *, column: str = "write_size_hist",
@@ -285,7 +374,11 @@ def plot_write_size_histograms(df: Any, *, column: str = "write_size_hist",
             for k, v in _bench_hist(cell).items():
                 acc[k] = acc.get(k, 0) + v
         totals[arm] = acc
-    buckets = sorted({k for h in totals.values() for k in h}) or [1]
+    seen = sorted({k for h in totals.values() for k in h}) or [1]
+    # every power-of-two bucket between the smallest and the largest, empty ones too
+    buckets = [1 << e for e in range(max(seen[0], 1).bit_length() - 1,
+                                     max(seen[-1], 1).bit_length())]
+    buckets = sorted(set(buckets) | set(seen))
     fig, axes = _plt.subplots(len(arms), 1, figsize=(8, 1.1 * len(arms) + 1), sharex=True,
                               squeeze=False)
     x = np.arange(len(buckets))
@@ -299,9 +392,13 @@ def plot_write_size_histograms(df: Any, *, column: str = "write_size_hist",
     labels = [_bench_size_label(b) for b in buckets]
     axes[-1, 0].set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
     kind = "write()" if column.startswith("write") else "read"
-    axes[-1, 0].set_xlabel(f"{kind} size bucket (≤ bytes); bar = share of calls")
+    axes[-1, 0].set_xlabel(f"{kind} size bucket (bytes, up to); bar = share of the arm's calls")
     fig.tight_layout()
-    return fig
+    common = {a: _bench_size_label(max(totals[a], key=lambda k: totals[a][k]))
+              for a in arms if totals[a]}
+    return _set_alt(fig, f"Share of {kind} calls per size bucket ({labels[0]} to {labels[-1]} "
+                         "bytes, every bucket shown), one row per arm: "
+                         + "; ".join(f"{a} mostly {b}" for a, b in common.items()))
 
 
 def _bench_size_label(n: float) -> str:
@@ -353,23 +450,21 @@ def plot_throughput_vs_sizes(df: Any, *, baseline: str | None = None) -> Any:
     import matplotlib.pyplot as _plt
 
     per = _bench_per_arm(df)
-    colors = _bench_colors(_bench_arm_order(df, baseline))
-    fig, axes = _plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for ax, col, label in ((axes[0], "read_bytes", "median read size (bytes)"),
-                           (axes[1], "write_bytes", "median write size = write buffer (bytes)")):
-        for i, rec in enumerate(per.to_dict(orient="records")):
-            y = rec["throughput_median"]
-            err = [[max(y - rec["throughput_q1"], 0)], [max(rec["throughput_q3"] - y, 0)]]
-            ax.errorbar(rec[col], y, yerr=err, fmt="o", color=colors[rec["arm"]],
-                        label=rec["arm"], capsize=3)
-            ax.annotate(rec["arm"], (rec[col], y), xytext=(4, 4 - 12 * (i % 2)),
-                        textcoords="offset points", fontsize=7)
+    order = _bench_arm_order(df, baseline)
+    colors = _bench_colors(order)
+    fig, axes = _plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    for ax, col, label in ((axes[0], "read_bytes", "median read size (bytes, log scale)"),
+                           (axes[1], "write_bytes", "median write size (bytes, log scale)")):
+        for rec in per.to_dict(orient="records"):
+            _arm_point(ax, rec, rec[col], order, colors)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("throughput (MB/s, median and IQR)")
+    axes[0].set_ylabel("throughput (MB/s): median, bar = IQR")
+    _arm_legend(fig, axes[1])
     fig.tight_layout()
-    return fig
+    return _set_alt(fig, "Throughput of each arm against its median read size and its median "
+                         "write size: " + _points_text(per, "read_bytes", "write_bytes"))
 
 
 def plot_speed_vs_memory(df: Any, *, baseline: str | None = None) -> Any:
@@ -385,21 +480,48 @@ def plot_speed_vs_memory(df: Any, *, baseline: str | None = None) -> Any:
     import matplotlib.pyplot as _plt
 
     per = _bench_per_arm(df)
-    colors = _bench_colors(_bench_arm_order(df, baseline))
-    fig, ax = _plt.subplots(figsize=(7, 4.2))
-    for i, rec in enumerate(per.to_dict(orient="records")):
-        y = rec["throughput_median"]
-        x = max(rec["buffer_bytes"], 1.0)
-        err = [[max(y - rec["throughput_q1"], 0)], [max(rec["throughput_q3"] - y, 0)]]
-        ax.errorbar(x, y, yerr=err, fmt="o", color=colors[rec["arm"]], capsize=3)
-        ax.annotate(rec["arm"], (x, y), xytext=(4, 4 - 12 * (i % 2)), textcoords="offset points",
-                    fontsize=8)
+    order = _bench_arm_order(df, baseline)
+    colors = _bench_colors(order)
+    fig, ax = _plt.subplots(figsize=(7.5, 4.4))
+    for rec in per.to_dict(orient="records"):
+        _arm_point(ax, rec, max(rec["buffer_bytes"], 1.0), order, colors)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("memory held in buffers during the pull (bytes)")
-    ax.set_ylabel("throughput (MB/s, median and IQR)")
+    ax.set_xlabel("memory held in copy and write buffers during the pull (bytes, log scale)")
+    ax.set_ylabel("throughput (MB/s): median, bar = IQR")
     ax.grid(alpha=0.3)
+    _arm_legend(fig, ax)
     fig.tight_layout()
-    return fig
+    return _set_alt(fig, "Throughput of each arm against the memory it holds in buffers: "
+                         + _points_text(per, "buffer_bytes"))
+
+
+def _arm_point(ax: Any, rec: dict[str, Any], x: float, order: list[str],
+               colors: dict[str, Any]) -> None:
+    """One arm's median throughput with its IQR, its own marker, nudged sideways when arms
+    share an x (a log-scale offset of a few percent, ordered by arm) so none hides another."""
+    arm = rec["arm"]
+    i = order.index(arm) if arm in order else 0
+    nudge = 2 ** (0.06 * (i - (len(order) - 1) / 2))
+    y = rec["throughput_median"]
+    err = [[max(y - rec["throughput_q1"], 0)], [max(rec["throughput_q3"] - y, 0)]]
+    ax.errorbar(x * nudge, y, yerr=err, fmt=_MARKERS[i % len(_MARKERS)], color=colors[arm],
+                label=arm, capsize=3, markersize=7, markeredgecolor="black",
+                markeredgewidth=0.5, alpha=0.9)
+
+
+def _arm_legend(fig: Any, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))
+    ax.legend(seen.values(), seen.keys(), fontsize=8, loc="best", title="arm")
+
+
+def _points_text(per: Any, *columns: str) -> str:
+    parts = []
+    for rec in per.to_dict(orient="records"):
+        where = ", ".join(f"{c.replace('_bytes', '')} {_bench_size_label(rec[c])}B"
+                          for c in columns if rec[c] == rec[c])
+        parts.append(f"{rec['arm']} {rec['throughput_median']:.0f} MB/s ({where})")
+    return "; ".join(parts)
 
 
 def plot_effect_vs_interference(stability: Sequence[Any], *, metric: str = "duration_s",

@@ -33,6 +33,8 @@ _CHECK = """<script>window.addEventListener('load', function () {
     }),
     traceback: /Traceback \\(most recent call last\\)|^\\w+(Error|Exception): /m.test(text),
     text_chars: text.length,
+    table_text: Array.from(document.querySelectorAll('table')).map(function (t) {
+      return t.innerText; }).join(' | '),
     overflowing_pre: pres.filter(function (p) { return p.scrollWidth > p.clientWidth + 1; })
                          .map(function (p) { return p.textContent.slice(0, 80); }),
     page_overflows: document.documentElement.scrollWidth > document.documentElement.clientWidth
@@ -101,7 +103,9 @@ def _assert_renders(found: dict, *, min_images: int) -> None:
         assert img["complete"], img
         assert img["width"] > 0, img  # decoded: a broken image has naturalWidth 0
         assert img["height"] > 0, img
-        assert img["alt"].strip(), img  # alt text on every image
+        assert img["alt"].strip(), img  # alt text on every image, a real one:
+        assert img["alt"] != "No description has been provided for this image", img  # nbconvert
+        assert len(img["alt"]) > 30, img
     assert not found["traceback"]
     assert found["text_chars"] > 500
 
@@ -131,6 +135,7 @@ def test_report_html_renders_in_chromium(tmp_path):
     found = inspect_page(report, tmp_path / "chk")
     _assert_renders(found, min_images=5)
     assert not found["page_overflows"]
+    assert found["overflowing_pre"] == []  # diagnostics wrap instead of running off the box
     png = screenshot(report, tmp_path)
     assert png.stat().st_size > 50_000  # a page of tables and plots, not a blank one
 
@@ -150,5 +155,6 @@ def test_notebook_html_renders_in_chromium(tmp_path):
     page = tmp_path / "01.html"
     found = inspect_page(page, tmp_path / "chk")
     _assert_renders(found, min_images=2)
+    assert "0.000" not in found["table_text"]  # p-values written as 3.9e-14, never 0.000
     png = screenshot(page, tmp_path, height=4000)
     assert png.stat().st_size > 50_000

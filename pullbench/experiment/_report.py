@@ -100,6 +100,43 @@ def ratio_phrase(ratio: float | None, low: float | None, high: float | None, *, 
     return f"{factor(ratio):.2f}× {word} than {reference} [{lo:.2f}, {hi:.2f}]"
 
 
+def _is_p_column(name: str) -> bool:
+    return name in {"p", "pvalue", "p_value"} or name.startswith(("p_", "tost_p")) \
+        or name.endswith(("_p", "_p_value", "_pvalue"))
+
+
+def styled_table(df: pd.DataFrame, caption: str | None = None) -> Any:
+    """A DataFrame styled for notebooks: p-values, byte sizes and ratios written as in the CLI.
+
+    p-value columns (``p``, ``p_holm``, ``tost_p``, ``..._p``) as ``3.9e-14`` / ``0.188``
+    (never ``0.000``), ``*_bytes`` columns as ``32 KiB`` (never ``32768.000``), ``ratio*`` with
+    3 decimals, other floats with 4 significant digits, missing values as ``-``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    caption : str, optional
+
+    Returns
+    -------
+    pandas.io.formats.style.Styler
+        Displays as HTML in Jupyter (needs jinja2, which the notebooks extra brings).
+    """
+    formats: dict[str, Any] = {}
+    for col in df.columns:
+        name = str(col)
+        if _is_p_column(name):
+            formats[col] = _fmt_p
+        elif name.endswith("bytes"):
+            formats[col] = _fmt_bytes
+        elif name.startswith("ratio") and pd.api.types.is_float_dtype(df[col]):
+            formats[col] = lambda v: _fmt(v, ".3f")
+        elif pd.api.types.is_float_dtype(df[col]):
+            formats[col] = lambda v: _fmt(v, ".4g")
+    styler = df.style.format(formats, na_rep="-").hide(axis="index")
+    return styler.set_caption(caption) if caption else styler
+
+
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned plain-text columns with a dashed rule under the header."""
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
@@ -162,6 +199,7 @@ def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = (),
     Disturbance (runs the interference probes flagged, from ``interference``) and drift come
     first, then outliers, bimodality and the rest (:data:`DIAGNOSTIC_RANK`); arms with a
     disturbance or drift come first, then ``arms`` order, grid-level warnings last.
+    A warning every arm got (``too_few_runs``: "only 4 runs") is one line, not one per arm.
     Informational diagnostics (severity ``info``) are counted, not spelled out; the full
     messages are in ``analysis.json`` and in the report (:func:`format_diagnostic_details`).
 
@@ -205,9 +243,16 @@ def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = (),
         return (arm == "(all arms)", not urgent, order.get(arm, len(order)), arm)
 
     lines = ["diagnostics (ranked; details in the report and analysis.json):"]
+    # a warning every arm got (e.g. too_few_runs: "only 4 runs") is said once, not per arm
+    named = [a for a in per_arm if a != "(all arms)"]
+    shared = (set.intersection(*({t for _, t in per_arm[a]} for a in named))
+              if len(named) > 1 else set())
+    for text in sorted(shared):
+        lines.append(f"  every arm ({len(named)}): {text}")
     for arm in sorted(per_arm, key=arm_rank):
-        items = [text for _, text in sorted(per_arm[arm])]
-        lines.append(f"  {arm}: " + "; ".join(items))
+        items = [text for _, text in sorted(per_arm[arm]) if text not in shared]
+        if items:
+            lines.append(f"  {arm}: " + "; ".join(items))
     if infos:
         lines.append(f"  (+{infos} informational note(s), in the report)")
     return lines
@@ -477,10 +522,12 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
 
     sub = df[df["image"] == image]
     draw: list[tuple[str, Any]] = [
-        (f"per-arm distribution of {metric}",
+        (f"every run's {METRIC_LABELS.get(metric, metric)} per arm, and each arm's ratio to "
+         f"{analysis.baseline} with its 95% CI against the ±{analysis.margin:.0%} equivalence "
+         "band",
          lambda metric=metric: plots.plot_arm_distributions(
              sub, verdict_table(analysis, image, metric), metric=metric,
-             baseline=analysis.baseline))
+             baseline=analysis.baseline, margin=analysis.margin))
         for metric in analysis.images[image].metrics
     ]
     draw += [
@@ -490,9 +537,13 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
         for metric, result in analysis.images[image].metrics.items() if result.stability
     ]
     draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
-             for name, func in (("write sizes", plots.plot_write_size_histograms),
-                                ("throughput vs buffer sizes", plots.plot_throughput_vs_sizes),
-                                ("speed vs memory", plots.plot_speed_vs_memory))]
+             for name, func in (
+                 ("share of write() calls per size bucket, one row per arm",
+                  plots.plot_write_size_histograms),
+                 ("throughput against the median read size and the median write size, per arm",
+                  plots.plot_throughput_vs_sizes),
+                 ("throughput against the memory each arm holds in buffers",
+                  plots.plot_speed_vs_memory))]
     blocks = []
     for name, make in draw:
         try:
@@ -562,7 +613,8 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         "table.verdicts{border-collapse:collapse;font-size:90%}"
         "table.verdicts td,table.verdicts th{padding:3px 8px;border-bottom:1px solid #ddd}"
         ".plot-error{color:#a00;border:1px solid #a00;padding:.5em}"
-        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>",
+        "img{max-width:100%}pre{background:#f6f6f6;padding:1em;white-space:pre-wrap;"
+        "overflow-wrap:anywhere}</style>",
         "</head><body>",
         f"<h1>pullbench report: {html.escape(store.directory.name)}</h1>",
         f"<p>{analysis.n_runs} runs analysed against baseline "
