@@ -245,3 +245,22 @@ def test_stage_breakdown_and_what_if_bounds(tmp_path):
     assert w.loc["b", "if_free_decompress_s"] == 4.0
     with pytest.raises(StatsInputError, match="unpack-stage columns"):
         stage_breakdown(rows.drop(columns=["decompress_s"]))
+
+
+@pytest.mark.slow
+def test_notebook_06_renders_the_shipped_run(tmp_path):
+    import nbformat
+    import papermill
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "06-where-time-goes.ipynb"
+    stored = nbformat.read(notebook, as_version=4)
+    assert not any(o for c in stored.cells for o in c.get("outputs", []))  # stored clean
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(notebook), str(out), cwd=str(tmp_path), kernel_name="python3",
+                               progress_bar=False, parameters={"results_path": "shipped"})
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "\n".join(o.get("text", "") for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # breakdown + what-if
+    for metric in ("duration_s", "decompress_s", "unpack_s", "unpack_tail_s"):
+        assert f"debian-minbase: {metric} =" in text, metric

