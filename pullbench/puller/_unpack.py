@@ -123,7 +123,8 @@ class LayerUnpackResult:
         Wall time hashing the uncompressed bytes.
     unpack_s, unpack_cpu_s : float
         The rest: tar parsing and file-system work (``duration_s - decompress_s -
-        diff_hash_s``; CPU: the thread's CPU less in-process decompression and hashing).
+        diff_hash_s``; CPU: the thread's CPU less in-process decompression and hashing, each
+        measured with ``thread_time``).
     files, file_bytes : int
         Regular files written and their bytes.
     dirs_created, symlinks, hardlinks : int
@@ -380,7 +381,7 @@ class RootfsUnpacker:
             decompress_s=reader.decompress_s, decompress_cpu_s=reader.decompress_cpu_s,
             diff_hash_s=reader.diff_hash_s,
             unpack_s=max(wall - reader.decompress_s - reader.diff_hash_s, 0.0),
-            unpack_cpu_s=max(thread_cpu - in_process_decompress - reader.diff_hash_s, 0.0),
+            unpack_cpu_s=max(thread_cpu - in_process_decompress - reader.diff_hash_cpu_s, 0.0),
             max_ratio=reader.max_ratio, max_uncompressed_bytes=reader.max_uncompressed_bytes,
             **{name: getattr(counts, name) for name in _Counts.__dataclass_fields__})
 
