@@ -26,8 +26,10 @@ Experiments
     ExperimentSpec, run_experiment, load_results.
 Analysis and report
     analyze_folder (a results folder with its spec's settings), analyze_results, the typed
-    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary),
-    load_analysis, save_analysis, verdict_table, format_verdict_table, render_report.
+    result Analysis -> ImageAnalysis -> MetricAnalysis -> VerdictRow (and ArmSummary,
+    ArmDescriptives), load_analysis, save_analysis, verdict_table, format_verdict_table,
+    render_report; compare_runs (the same arms across two results folders, unpaired) ->
+    RunComparison -> RunComparisonRow, EnvironmentDifference, format_run_comparison.
 """
 
 from __future__ import annotations
@@ -109,11 +111,19 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
     from .experiment._analysis_result import (
         ANALYSIS_SCHEMA_VERSION,
         Analysis,
+        ArmDescriptives,
         ArmSummary,
         ImageAnalysis,
         MetricAnalysis,
         VerdictRow,
         load_analysis,
+    )
+    from .experiment._compare import (
+        EnvironmentDifference,
+        RunComparison,
+        RunComparisonRow,
+        compare_runs,
+        format_run_comparison,
     )
     from .experiment._endpoints import (
         Endpoint,
@@ -364,8 +374,13 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "analyze_folder", "analyze_results", "save_analysis", "verdict_table",
     ),
     ".experiment._analysis_result": (
-        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmSummary", "ImageAnalysis", "MetricAnalysis",
+        "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmDescriptives", "ArmSummary", "ImageAnalysis",
+        "MetricAnalysis",
         "VerdictRow", "load_analysis",
+    ),
+    ".experiment._compare": (
+        "EnvironmentDifference", "RunComparison", "RunComparisonRow", "compare_runs",
+        "format_run_comparison",
     ),
     ".experiment._report": (
         "format_analysis", "format_verdict_table", "render_report",
@@ -397,43 +412,44 @@ _LAZY: dict[str, str] = {
 
 
 __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
-    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmError", "ArmSpec", "ArmSummary",
+    "ANALYSIS_SCHEMA_VERSION", "Analysis", "ArmDescriptives", "ArmError", "ArmSpec", "ArmSummary",
     "AuthenticationError", "BODY_CAPS", "BatchComparison", "BenchmarkError", "BlobError",
     "CatalogEntry", "ClientConfigError", "ColdStateError", "Comparison", "CopyCancelled",
     "CopyStats", "CopyStrategy", "CorruptLayerError", "DEFAULT_ALPHA", "DEFAULT_MARGIN",
     "DEFAULT_POWER", "DOCKER_CONFIG", "DOCKER_LAYER_GZIP", "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST", "DaemonDied", "DaemonError", "DecompressionBomb", "DecompressionError",
     "DecompressionLimits", "Decompressor", "DegenerateSampleWarning", "Descriptor", "Diagnostic",
-    "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "ExperimentInterrupted",
-    "ExperimentResult", "ExperimentSpec", "FactorialResult", "FetchedManifest", "GridResult",
-    "ImageAnalysis", "ImageBuildError", "ImageInfo", "ImageLayout", "ImageNotFound",
-    "ImageReference", "InvalidReference", "LayerError", "LayerReader", "LayerResult",
-    "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT", "Manifest", "ManifestError",
-    "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult", "NetworkProfile",
-    "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP", "OCI_LAYER_TAR",
-    "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "ParameterWarning", "PlannedRun", "Platform",
-    "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError", "RESULTS_SCHEMA_VERSION",
-    "RatioEstimates", "RegistryClient", "RegistryError", "RegistryFactory", "RegistryUnavailable",
-    "ResponseTooLarge", "ResultSchemaError", "ResultsStore", "RetryPolicy", "RootfsUnpacker",
+    "DiffIdMismatch", "DigestMismatch", "Endpoint", "EndpointLayer", "EnvironmentDifference",
+    "ExperimentInterrupted", "ExperimentResult", "ExperimentSpec", "FactorialResult",
+    "FetchedManifest", "GridResult", "ImageAnalysis", "ImageBuildError", "ImageInfo",
+    "ImageLayout", "ImageNotFound", "ImageReference", "InvalidReference", "LayerError",
+    "LayerReader", "LayerResult", "LayerUnpackResult", "LayoutDescriptor", "MANIFEST_ACCEPT",
+    "Manifest", "ManifestError", "MedianEstimates", "Meter", "MetricAnalysis", "MirrorResult",
+    "NetworkProfile", "NetworkProfileError", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_GZIP",
+    "OCI_LAYER_TAR", "OCI_LAYER_ZSTD", "OCI_MANIFEST", "PairedTest", "ParameterWarning",
+    "PlannedRun", "Platform", "PowerPlan", "ProgramBuildError", "PullResult", "PullbenchError",
+    "RESULTS_SCHEMA_VERSION", "RatioEstimates", "RegistryClient", "RegistryError",
+    "RegistryFactory", "RegistryUnavailable", "ResponseTooLarge", "ResultSchemaError",
+    "ResultsStore", "RetryPolicy", "RootfsUnpacker", "RunComparison", "RunComparisonRow",
     "ServerError", "SizeMismatch", "StatsInputError", "StatsWarning", "StrategyError",
     "StrategyInfo", "SummaryComparison", "SyntheticImageSpec", "TostTest", "TransferCounters",
     "UnpackPlan", "UnpackResult", "UnsafeLayerError", "VERDICTS", "VerdictRow", "WelchTest",
     "adjust_pvalues", "analyze_folder", "analyze_grid", "analyze_results", "bca_interval",
     "build_image", "capture_environment", "catalog", "compare_all_pairs", "compare_batch",
-    "compare_from_summary", "compare_samples", "consolidate_results", "data_path",
+    "compare_from_summary", "compare_runs", "compare_samples", "consolidate_results", "data_path",
     "decide_verdict", "default_cache_dir", "default_registry_factory", "design", "diagnose",
     "diagnose_pair", "drop_page_cache", "factorial_anova", "format_analysis",
-    "format_verdict_table", "get_decompressor", "get_profile", "get_strategy",
-    "image_from_directory", "image_from_pip", "image_layers", "import_image", "is_valid_digest",
-    "list_catalog", "list_decompressors", "list_strategies", "load_analysis", "load_environment",
-    "load_results", "load_spec", "minimum_detectable_effect", "mirror_image", "network_profiles",
-    "open_layer", "parse_reference", "plan_from_pilot", "power_at_n", "profile_names",
-    "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
-    "recompress_image", "register_network_profile", "register_runner_layers", "register_strategy",
-    "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
-    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest",
-    "stage_breakdown", "tar_directory", "unpack_image", "verdict_table", "what_if_free",
-    "write_hyperfine_json",
+    "format_run_comparison", "format_verdict_table", "get_decompressor", "get_profile",
+    "get_strategy", "image_from_directory", "image_from_pip", "image_layers", "import_image",
+    "is_valid_digest", "list_catalog", "list_decompressors", "list_strategies", "load_analysis",
+    "load_environment", "load_results", "load_spec", "minimum_detectable_effect", "mirror_image",
+    "network_profiles", "open_layer", "parse_reference", "plan_from_pilot", "power_at_n",
+    "profile_names", "published_figures", "pull", "pull_recording_proxy_cpu", "push_image",
+    "read_hyperfine_json", "recompress_image", "register_network_profile",
+    "register_runner_layers", "register_strategy", "register_tls_layer", "remote_registry_factory",
+    "render_report", "resolve_results_path", "run_experiment", "runs_needed", "save_analysis",
+    "servers", "sha256_digest", "stage_breakdown", "tar_directory", "unpack_image",
+    "verdict_table", "what_if_free", "write_hyperfine_json",
 ]
 
 

@@ -3,7 +3,8 @@
 Planning and verdicts: :func:`plot_power_curves`, :func:`plot_ratio_intervals`. Experiment rows
 (``pullbench.load_results``): :func:`plot_arm_distributions` (per-arm distributions with the
 verdict estimate), :func:`plot_write_size_histograms`, :func:`plot_throughput_vs_sizes` and
-:func:`plot_speed_vs_memory` (speed against the memory each arm holds in buffers).
+:func:`plot_speed_vs_memory` (speed against the memory each arm holds in buffers). Load:
+:func:`plot_effect_vs_interference` (per-block ratio against the block's interference).
 
 matplotlib (and seaborn, where used) are imported inside the functions so that
 ``import pullbench`` and the CLI stay fast.
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "plot_arm_distributions",
+    "plot_effect_vs_interference",
     "plot_power_curves",
     "plot_ratio_intervals",
     "plot_speed_vs_memory",
@@ -399,3 +401,59 @@ def plot_speed_vs_memory(df: Any, *, baseline: str | None = None) -> Any:
     fig.tight_layout()
     return fig
 
+
+def plot_effect_vs_interference(stability: Sequence[Any], *, metric: str = "duration_s",
+                                baseline: str | None = None) -> Figure:
+    """Per-block ratio candidate/baseline against the block's interference, with the OLS fit.
+
+    One panel per candidate arm: each block is a point (hollow when the block was disturbed),
+    the line is the fit of the log ratio on interference with its slope and p in the title.
+
+    Parameters
+    ----------
+    stability : sequence of StabilityRow
+        ``analysis.metric(image, metric).stability`` (records with ``arm``, ``points`` --
+        ``(block, interference cores, log ratio, disturbed)`` -- ``slope``, ``slope_p``,
+        ``unstable``).
+    metric : str
+        For the axis label.
+    baseline : str, optional
+        For the axis label.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        No arm has points to draw.
+    """
+    import matplotlib.pyplot as _plt
+
+    rows = [r for r in stability if r.points]
+    if not rows:
+        raise ValueError("no per-block points to draw (the rows carry no interference columns)")
+    fig, axes = _plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.6), squeeze=False,
+                              sharey=True)
+    for ax, row in zip(axes[0], rows, strict=True):
+        pts = np.array([(x, y, d) for _, x, y, d in row.points], dtype=float)
+        quiet, dist = pts[pts[:, 2] == 0], pts[pts[:, 2] == 1]
+        ax.scatter(quiet[:, 0], np.exp(quiet[:, 1]), color="tab:blue", label="quiet block")
+        ax.scatter(dist[:, 0], np.exp(dist[:, 1]), facecolors="none", edgecolors="tab:red",
+                   label="disturbed block")
+        if row.slope is not None and len(pts) >= 2:
+            xs = np.linspace(pts[:, 0].min(), pts[:, 0].max(), 20)
+            intercept = float(np.mean(pts[:, 1]) - row.slope * np.mean(pts[:, 0]))
+            ax.plot(xs, np.exp(intercept + row.slope * xs), color="black", lw=1)
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        title = row.arm + (" (UNSTABLE)" if row.unstable else "")
+        if row.slope_p is not None:
+            title += f"\nslope {row.slope:+.3f}/core, p={row.slope_p:.2g}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("block interference (cores of other work)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric} ratio vs {baseline or 'baseline'}")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -45,8 +45,9 @@ def test_bench_analyze_report(tmp_path):
     assert table[0]["verdict"] in {"faster", "slower", "equivalent", "inconclusive"}
     html = (out / "report.html").read_text()
     assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
-    # 2 metrics -> 2 distributions, + write sizes, throughput vs sizes, speed vs memory
-    assert html.count("data:image/png;base64,") == 5
+    # 2 metrics -> 2 distributions, + write sizes, throughput vs sizes, speed vs memory,
+    # + a ratio-vs-interference scatter per metric
+    assert html.count("data:image/png;base64,") == 7
     assert "containerd-1m" in html
 
     result = runner.invoke(main, ["analyze", str(out), "--metric", "throughput_mb_s",
@@ -58,7 +59,8 @@ def test_bench_analyze_report(tmp_path):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
     assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
-    assert html.count("data:image/png;base64,") == 4  # 1 metric (throughput_mb_s) + 3
+    # 1 metric (throughput_mb_s) + 3, + its ratio-vs-interference scatter
+    assert html.count("data:image/png;base64,") == 5
 
 
 def test_bench_no_probes_skips_cpu_metrics_with_a_note(tmp_path):

@@ -256,3 +256,18 @@ def test_requirements_are_exact_lines_for_this_machine():
         assert line.startswith(("apt-get", "cat > ")), line
     if any(line.startswith("cat > ") for line in lines):
         assert str(DEB_SRC_FILE) in "\n".join(lines)
+
+
+def test_arm_shorthand_in_specs():
+    """``dockerd:<variant>`` and ``go:<idiom>`` in an arm list are the dockerd and go kinds."""
+    from pullbench import ExperimentSpec
+    from pullbench.arms import make_arm
+
+    spec = ExperimentSpec(name="s", arms=("dockerd:pr48602", "go:iocopy", "dockerd:variant=stock"))
+    assert [(a.kind, a.params_dict) for a in spec.arms] == [
+        ("dockerd", {"variant": "pr48602"}), ("go", {"idiom": "iocopy"}),
+        ("dockerd", {"variant": "stock"})]
+    with pytest.raises(Exception, match=r"unknown variant 'pr1'; choose one of: bufio"):
+        make_arm("dockerd", "x", {"variant": "pr1"})
+    with pytest.raises(Exception, match=r"idiom 'pr48602' takes no size, not read_size=4096"):
+        make_arm("go", "x", {"idiom": "pr48602", "read_size": 4096})

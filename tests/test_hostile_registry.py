@@ -471,6 +471,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _partial_bytes(dest: Path) -> int:
+    total = 0
+    for path in dest.rglob("*.partial") if dest.exists() else ():
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # a small temp file renamed into place meanwhile
+            pass
+    return total
+
+
 def _wait_for(predicate, proc: subprocess.Popen[bytes], what: str) -> None:
     for _ in range(600):
         if predicate():
@@ -489,8 +499,8 @@ def test_ctrl_c_stops_a_stalled_pull_at_once_and_leaves_no_temp_file(fresh_pushe
     fresh_pushed_image.registry.misbehavior = mis
     dest = tmp_path / "out"
     proc = _cli_pull(fresh_pushed_image.reference, dest, "--speed-time", "120")
-    _wait_for(lambda: mis.seen.stalls_started == 1, proc, "the stall")
-    assert list(dest.rglob("*.partial")), "the stalled copy should have a temp file by now"
+    _wait_for(lambda: mis.seen.stalls_started == 1 and _partial_bytes(dest) == 300_000, proc,
+              "the stall, with every byte sent before it written to the temp file")
     proc.send_signal(signal.SIGINT)
     try:
         _out, err = proc.communicate(timeout=60)
@@ -511,14 +521,15 @@ def test_partial_left_by_a_killed_pull_is_resumed_and_strays_are_removed(fresh_p
     reg.misbehavior = mis
     dest = tmp_path / "out"
     proc = _cli_pull(fresh_pushed_image.reference, dest, "--speed-time", "120")
-    _wait_for(lambda: mis.seen.stalls_started == 1, proc, "the stall")
+    _wait_for(lambda: mis.seen.stalls_started == 1 and _partial_bytes(dest) == 300_000, proc,
+              "the stall, with every byte sent before it written to the temp file")
     proc.kill()  # SIGKILL: no clean-up can run
     proc.wait()
     left = list(dest.rglob("*.partial"))
     assert len(left) == 1
     resumable = left[0]
     kept = resumable.stat().st_size
-    assert 0 < kept <= 300_000
+    assert kept == 300_000
     stray = resumable.with_name(".%s.partial" % ("0" * 64))  # a killed pull of another blob
     stray.write_bytes(b"half a blob")
     after = Misbehavior()
@@ -565,3 +576,57 @@ def test_index_json_comes_last_and_skopeo_reads_the_layout(fresh_pushed_image, t
                            f"dir:{out}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (out / "manifest.json").is_file()
+
+
+# ----------------------------------------------------------------------------- honest measurements
+
+
+def test_runs_that_needed_retries_are_recorded_and_left_out_of_verdicts(tmp_path):
+    import contextlib
+
+    from pullbench.cli import main
+    from pullbench.experiment._analysis import analyze_folder
+    from pullbench.experiment._endpoints import Endpoint
+    from pullbench.experiment._report import format_analysis
+    from pullbench.experiment._results import load_results
+    from pullbench.experiment._runner import run_experiment
+    from pullbench.experiment._spec import ExperimentSpec
+    from pullbench.servers import EmbeddedRegistry
+
+    # the first two blob requests of the experiment get 503, the first long body is cut once
+    flaky = Misbehavior(fail_status=503, fail_times=2, fail_on="GET blobs", retry_after="0",
+                        drop_after_bytes=1_200_000, body_fault_times=1)
+
+    @contextlib.contextmanager
+    def flaky_registry(spec, work_dir):
+        with EmbeddedRegistry(work_dir / "r", misbehavior=flaky) as reg:
+            yield Endpoint(host=reg.host, url=reg.url, kind=reg.kind, version=reg.version)
+
+    spec = ExperimentSpec(name="t-flaky", isolation="inprocess", images=("synthetic-small",),
+                          arms=("go-iocopy", "containerd-1m"), blocks=3, warmup_blocks=0,
+                          seed=5)
+    result = run_experiment(spec, tmp_path / "res", progress=False,
+                            registry_factory=flaky_registry)
+    assert result.error_runs == 0
+    df = load_results(tmp_path / "res")
+    assert {"retries", "resumes", "backoff_s"} <= set(df.columns)  # per-run columns
+    assert int(df["retries"].sum()) == 2
+    assert int(df["resumes"].sum()) == 1
+    faulty = df[(df["retries"] > 0) | (df["resumes"] > 0)]
+    assert 1 <= len(faulty) <= 2
+
+    analysis = analyze_folder(tmp_path / "res", n_resamples=200, save=False)
+    assert analysis.n_retried == len(faulty)
+    assert sum(analysis.retried_by_arm.values()) == len(faulty)
+    assert analysis.n_runs == len(df) - len(faulty)
+    text = format_analysis(analysis)
+    assert f"{len(faulty)} run(s) that needed retries or resumes excluded" in text
+    assert "--include-retried" in text
+
+    kept = analyze_folder(tmp_path / "res", n_resamples=200, save=False, include_retried=True)
+    assert kept.n_runs == len(df)
+    assert kept.n_retried == len(faulty)
+
+    out = CliRunner().invoke(main, ["analyze", str(tmp_path / "res"), "--include-retried"])
+    assert out.exit_code == 0, out.output
+    assert "included (--include-retried)" in out.output

@@ -14,7 +14,7 @@ from pullbench.experiment._analysis import analyze_folder
 from pullbench.experiment._analysis_result import Analysis, load_analysis
 from pullbench.experiment._burner import CpuBurner
 from pullbench.experiment._isolation import plan_cpus
-from pullbench.experiment._report import format_verdict_table
+from pullbench.experiment._report import PLOT_ERROR_CLASS, format_verdict_table, render_report
 from pullbench.experiment._runner import run_experiment
 from pullbench.experiment._spec import ExperimentSpec
 from pullbench.stats._interference import (
@@ -99,7 +99,7 @@ def test_blocks_to_settle_uses_the_power_planner():
 
 # -- whole experiments under a real burner --------------------------------------------------------
 BLOCKS = 8
-SLOW = "tunable:read_size=4096,write_size=4096"
+SLOW = "tunable:read_size=4096"  # 4 KiB reads, one write per read
 
 
 def _loaded_blocks(seed: int) -> set[int]:
@@ -164,6 +164,12 @@ def test_ab_under_load_flags_loaded_blocks_and_never_flips_unflagged(tmp_path):
     assert image["interference"]["threshold_cores"] > 0
     assert image["metrics"]["duration_s"]["stability"][0]["points"]
     assert load_analysis(tmp_path / "res-11").image().interference == analysis.image().interference
+    page = render_report(tmp_path / "res-11").read_text()
+    assert 'alt="duration_s ratio vs interference per block"' in page
+    assert f'class="{PLOT_ERROR_CLASS}"' not in page
+    assert "interference:" in page
+    assert "Machine before the first run:" in page
+    assert "CPU affinity:" in page
     # --exclude-disturbed analyses the quiet blocks only (when at least two are quiet)
     quiet_blocks = BLOCKS - len(analysis.image().interference.disturbed_blocks)
     if quiet_blocks >= 2:

@@ -453,8 +453,14 @@ def test_diagnostics_detect_what_they_claim():
     assert diagnose(base) == []
     with_outlier = base.copy()
     with_outlier[17] = 14
-    kinds = {d.kind for d in diagnose(with_outlier)}
-    assert {"outliers_mad", "outliers_tukey"} <= kinds
+    found = [d for d in diagnose(with_outlier) if d.kind == "outliers"]
+    assert len(found) == 1  # one merged check, not three
+    assert found[0].details["indices"] == [17]
+    assert found[0].details["tukey_severe"] == 1
+    assert not found[0].details["first_run_slow"]
+    # a merely skewed sample (lognormal, sigma 0.3) raises no outlier or bimodality warning
+    skewed = np.exp(rng.normal(0, 0.3, 40))
+    assert not {"outliers", "bimodality"} & {d.kind for d in diagnose(skewed)}
     drift = base + np.linspace(0, 1, 40)
     d = [x for x in diagnose(drift, name="arm1") if x.kind == "drift"]
     assert d
@@ -462,10 +468,13 @@ def test_diagnostics_detect_what_they_claim():
     assert d[0].details["kendall_tau"] > 0
     first = base.copy()
     first[0] = 13
-    assert "slow_first_run" in {x.kind for x in diagnose(first)}
+    (slow,) = [x for x in diagnose(first) if x.kind == "outliers"]
+    assert slow.details["first_run_slow"]
+    assert "first run" in slow.message
     # first in run order, not in position
     order = np.arange(40)[::-1]
-    assert "slow_first_run" not in {x.kind for x in diagnose(first, order=order)}
+    (late,) = [x for x in diagnose(first, order=order) if x.kind == "outliers"]
+    assert not late.details["first_run_slow"]
     bimodal = np.concatenate([rng.normal(10, 0.1, 20), rng.normal(12, 0.1, 20)])
     assert "bimodality" in {x.kind for x in diagnose(bimodal)}
     few = diagnose([1.0, 1.1, 1.2, 1.05])

@@ -139,13 +139,12 @@ def test_verdict_table_legend_diagnostics_and_smoke_test_caution():
             assert f"{arm} {n}" in caution[0]
     diags = analysis.metric("img", "duration_s").diagnostics
     assert diags  # 4 runs per arm: too_few_runs at least
-    start = lines.index("diagnostics (by arm):")
-    body = lines[start + 1:]
-    assert len(body) == len(diags)  # one line per diagnostic
-    assert any("too_few_runs" in line for line in body)
-    # grouped: each arm's lines are contiguous
-    owners = [line.split()[0] for line in body]
-    assert all(owners.index(o) == i or owners[i - 1] == o for i, o in enumerate(owners))
+    start = next(i for i, line in enumerate(lines) if line.startswith("diagnostics (ranked"))
+    body = [line for line in lines[start + 1:] if not line.startswith("  (+")]
+    warned = {(d.arm or "(all arms)").split(" vs ")[0] for d in diags if d.severity != "info"}
+    owners = [line.split(":")[0].strip() for line in body]
+    assert sorted(owners) == sorted(warned)  # one line per arm
+    assert all("only 4 runs" in line for line in body if not line.startswith("  (all"))
 
     big = pd.DataFrame(_rows(SMOKE_TEST_BLOCKS + 2, scales, noise=0.03, seed=3))
     analysis = analyze_results(big, baseline="base", metrics=("duration_s",), n_resamples=200)
@@ -161,10 +160,10 @@ def test_report_leads_with_the_compact_table(tmp_path):
     full = html.index("<table", details)
     assert compact < details < full
     header = html[compact:html.index("</thead>", compact)]
-    for column in ("arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
-                   "MB/s"):
+    for column in ("arm", "n", "median", "mean ± sd", "min … max", "ratio [95% CI]", "p (Holm)",
+                   "verdict", "write size", "MB/s"):
         assert f"<th>{column}</th>" in header
-    assert header.count("<th>") == 8
+    assert header.count("<th>") == 10
     assert "ratio = geometric mean of per-block ratios" in html
     assert "tost_p_adjusted" in html[details:]  # the full table is still there
 

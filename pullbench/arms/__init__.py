@@ -48,6 +48,7 @@ from ._skopeo import SkopeoArm
 
 __all__ = [
     "ARM_KINDS",
+    "ARM_SHORTHAND",
     "GO_IDIOMS",
     "ArmError",
     "ColdStateError",
@@ -79,6 +80,9 @@ __all__ = [
     "make_arm",
     "shorthand_arm",
 ]
+
+#: ``kind:VALUE`` in an arm list sets this parameter (``dockerd:pr48602``, ``go:iocopy``).
+ARM_SHORTHAND: dict[str, str] = {"dockerd": "variant", "go": "idiom"}
 
 #: Arm kinds and their classes (``ctr-fetch`` and ``ctr-pull`` share :class:`CtrArm`).
 ARM_KINDS: dict[str, type[ExternalArm]] = {

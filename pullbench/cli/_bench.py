@@ -10,7 +10,7 @@ import click
 
 from .._errors import ParameterWarning
 from ..stats._defaults import DEFAULT_MARGIN
-from ._common import echo_warnings, handle_errors
+from ._common import echo_warnings, export_options, handle_errors, write_exports
 from ._gate import analysis_verdicts, check_gates, gate_options, parse_gates, require_gate_arms
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,11 @@ def _tables_only_note() -> str:
               help="Refuse to start unless the machine is quiet (after --wait-quiet, if given).")
 @click.option("--no-report", is_flag=True, help="Skip the HTML report.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar with ETA.")
+@export_options
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @gate_options
 @handle_errors
 @echo_warnings(ParameterWarning)
@@ -144,8 +149,9 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
           concurrency: int | None, quick: bool, out: Path | None, resume_dir: Path | None,
           network_profile: str | None, tls: bool, drop_caches: bool, in_process: bool,
           dest: Path | None, no_probes: bool, cpus: str | None, wait_quiet_s: float | None,
-          require_quiet: bool, no_report: bool, progress: bool, fail_on: tuple[str, ...],
-          fail_if_not: tuple[str, ...], commands: tuple[str, ...] = (),
+          require_quiet: bool, no_report: bool, progress: bool, include_retried: bool,
+          fail_on: tuple[str, ...], fail_if_not: tuple[str, ...], export_json: Path | None,
+          export_csv: Path | None, export_markdown: Path | None, commands: tuple[str, ...] = (),
           setups: tuple[str, ...] = (), prepares: tuple[str, ...] = (),
           cleanups: tuple[str, ...] = (), trace: bool = False) -> None:
     """Run an experiment and print verdicts (the main job).
@@ -226,11 +232,12 @@ def bench(spec_file: Path | None, images: tuple[str, ...], registry: str | None,
         raise SystemExit(130) from None
     click.echo(f"{result.completed_runs} runs ({result.error_runs} failed) in {result.directory}",
                err=True)
-    analysis = analyze_folder(result.directory)
+    analysis = analyze_folder(result.directory, include_retried=include_retried)
     click.echo(format_analysis(analysis))
     if not no_report:
         path = render_report(result.directory)
         click.echo(f"\nreport: {path}{_tables_only_note()}")
+    write_exports(analysis, export_json, export_csv, export_markdown)
     click.echo(f"results: {result.directory}")
     check_gates(gates, analysis_verdicts(analysis, result.spec.metrics[0]))
 
@@ -270,18 +277,30 @@ def _preflight_machine(wait_quiet_s: float | None, require_quiet: bool) -> dict[
 @click.option("--baseline", help="Baseline arm (default: the spec's).")
 @click.option("--metric", "metrics", multiple=True,
               help="Column to analyse (repeatable); default: the spec's (duration_s, "
-                   "cpu_ns_per_byte).")
+                   "cpu_ns_per_byte). Analyses add up: the metrics analysis.json already holds "
+                   "are kept (analysed again with these settings); only these are printed.")
 @click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True))
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--include-retried", is_flag=True,
+              help="Analyse runs that needed retries or resumes too (default: they are left out "
+                   "of the verdicts, counted and reported: they measured the faults as well as "
+                   "the copy).")
 @click.option("--exclude-disturbed", is_flag=True,
               help="Verdicts on the quiet blocks only: leave out the blocks with a run the "
                    "interference probes flag as disturbed.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the analysis as JSON on stdout (what analysis.json holds), nothing "
+                   "else; messages go to stderr.")
+@export_options
 @gate_options
 @handle_errors
 def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
-            margin: float | None, alpha: float | None, exclude_disturbed: bool,
-            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
-    """Re-run the statistics on a results folder (failed runs excluded and counted).
+            margin: float | None, alpha: float | None, include_retried: bool,
+            exclude_disturbed: bool, as_json: bool, export_json: Path | None,
+            export_csv: Path | None, export_markdown: Path | None, fail_on: tuple[str, ...],
+            fail_if_not: tuple[str, ...]) -> None:
+    """Re-run the statistics on a results folder (failed runs, and runs that needed retries or
+    resumes, excluded and counted).
 
     With --fail-on / --fail-if-not it exits 3 when a gate fails (judged on the first --metric,
     else the first analysed metric), after analysis.json is written.
@@ -294,15 +313,25 @@ def analyze(results: Path, baseline: str | None, metrics: tuple[str, ...],
     directory = results if results.is_dir() else results.parent
     analysis = analyze_folder(directory, baseline=baseline, metrics=metrics or None,
                               margin=margin, alpha=alpha, save=False,
-                              exclude_disturbed=exclude_disturbed)
+                              exclude_disturbed=exclude_disturbed,
+                              include_retried=include_retried)
     written = save_analysis(directory, analysis)
     if (directory / "rows.jsonl").exists():
         consolidate_results(directory)
-    click.echo(format_analysis(analysis))
-    if written:
-        click.echo(f"\nanalysis: {directory / 'analysis.json'}")
+    if as_json:
+        import json
+
+        from ..experiment._results import _jsonable
+
+        click.echo(json.dumps(_jsonable(analysis.to_dict()), indent=2, allow_nan=False))
     else:
-        click.echo(f"\nanalysis unchanged: {directory / 'analysis.json'} (not rewritten)")
+        click.echo(format_analysis(analysis, metrics or None))
+    if written:
+        click.echo(f"\nanalysis: {directory / 'analysis.json'}", err=as_json)
+    else:
+        click.echo(f"\nanalysis unchanged: {directory / 'analysis.json'} (not rewritten)",
+                   err=as_json)
+    write_exports(analysis, export_json, export_csv, export_markdown)
     if gates:
         arms_seen = {(a.arm, a.strategy) for block in analysis.images.values() for a in block.arms}
         require_gate_arms(gates, sorted(arms_seen), analysis.baseline)
@@ -325,4 +354,55 @@ def report(results: Path, output: Path | None) -> None:
         click.echo(f"{path.name}{note}", err=True)
 
 
-COMMANDS: list[click.Command] = [bench, analyze, report]
+@click.command("compare")
+@click.argument("run_a", type=click.Path(exists=True, path_type=Path))
+@click.argument("run_b", type=click.Path(exists=True, path_type=Path))
+@click.option("--metric", "metrics", multiple=True,
+              help="Column to compare (repeatable); default: RUN_A's spec metrics (duration_s, "
+                   "cpu_ns_per_byte). Gates are judged on the first.")
+@click.option("--arm", "arms", multiple=True,
+              help="Arm to compare (repeatable); default: every arm both runs have.")
+@click.option("--margin", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Equivalence margin as a fraction (default: RUN_A's spec).")
+@click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True))
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the comparison as JSON on stdout, nothing else.")
+@export_options
+@gate_options
+@handle_errors
+def compare(run_a: Path, run_b: Path, metrics: tuple[str, ...], arms: tuple[str, ...],
+            margin: float | None, alpha: float | None, as_json: bool,
+            export_json: Path | None, export_csv: Path | None, export_markdown: Path | None,
+            fail_on: tuple[str, ...], fail_if_not: tuple[str, ...]) -> None:
+    """Compare the same arms across two results folders: RUN_A (before) vs RUN_B (after).
+
+    Each arm of RUN_B against the same arm of RUN_A, unpaired (the runs were not interleaved:
+    Welch's test, Fieller's CI of the ratio B/A, TOST; Holm across arms), with every difference
+    of the two environment records listed (machine, load, packages, commit, registry, network,
+    spec). With --fail-on / --fail-if-not it exits 3 when an arm's verdict (B vs A, on the
+    first metric) trips a gate.
+    """
+    import json
+
+    from ..experiment._compare import compare_runs, format_run_comparison
+    from ._gate import GateInput
+
+    gates = parse_gates(fail_on, fail_if_not)
+    comparison = compare_runs(run_a, run_b, metrics=metrics or None, arms=arms or None,
+                              margin=margin, alpha=alpha)
+    if as_json:
+        from ..experiment._results import _jsonable
+
+        click.echo(json.dumps(_jsonable(comparison.to_dict()), indent=2, allow_nan=False))
+    else:
+        click.echo(format_run_comparison(comparison))
+    write_exports(comparison, export_json, export_csv, export_markdown)
+    if gates:
+        primary = comparison.metrics[0]
+        compared = sorted({(r.arm, r.arm) for r in comparison.rows})
+        require_gate_arms(gates, compared, baseline="")
+        check_gates(gates, [GateInput(f"{r.image} (B vs A)", r.metric, r.arm, r.arm, r.verdict)
+                            for r in comparison.rows if r.metric == primary])
+
+
+COMMANDS: list[click.Command] = [bench, analyze, report, compare]

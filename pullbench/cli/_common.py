@@ -6,6 +6,7 @@ import contextlib
 import functools
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -53,3 +54,25 @@ def echo_warnings(*categories: type[Warning]) -> Iterator[None]:
 
         warnings.showwarning = echo
         yield
+
+
+def export_options(func: Any) -> Any:
+    """``--export-json`` / ``--export-csv`` / ``--export-markdown FILE`` (hyperfine's names)."""
+    for name, what in (("markdown", "the verdict tables as Markdown"),
+                       ("csv", "one row per image, metric and arm (mean, sd, min, max, median, "
+                               "ratio and CI, p-values, verdict)"),
+                       ("json", "the whole result as JSON (what analysis.json holds)")):
+        func = click.option(f"--export-{name}", f"export_{name}", metavar="FILE",
+                            type=click.Path(dir_okay=False, path_type=Path),
+                            help=f"Write {what} to FILE.")(func)
+    return func
+
+
+def write_exports(result: Any, export_json: Path | None, export_csv: Path | None,
+                  export_markdown: Path | None) -> None:
+    """Write the exports asked for and say where (stderr)."""
+    from ..experiment._export import write_exports as write
+
+    for path in write(result, json_path=export_json, csv_path=export_csv,
+                      markdown_path=export_markdown):
+        click.echo(f"exported: {path}", err=True)

@@ -5,7 +5,9 @@ notebooks call: it reads the rows and the saved spec of a results folder and run
 :func:`analyze_results` with the spec's baseline, metrics, margin, alpha and seed (the
 :class:`~pullbench.ExperimentSpec` defaults where the folder has no spec).
 :func:`analyze_results` runs :func:`pullbench.analyze_grid` per image and per metric on the
-successful, non-warm-up runs and counts the failed runs it excluded. :func:`verdict_table` joins
+successful, non-warm-up runs and counts the failed runs it excluded; runs that needed a retry or a
+resume (``retries``/``resumes`` columns) measured a fault as well as the copy and are left out
+too, counted, unless ``include_retried``. :func:`verdict_table` joins
 the statistics with what explains them (median write size, throughput, memory held in buffers).
 """
 
@@ -29,6 +31,7 @@ from ..stats._diagnostics import Diagnostic
 from ._analysis_result import (
     ANALYSIS_SCHEMA_VERSION,
     Analysis,
+    ArmDescriptives,
     ArmSummary,
     ImageAnalysis,
     InterferenceSummary,
@@ -67,13 +70,33 @@ def lower_is_better(metric: str) -> bool:
     return not (metric.endswith("_mb_s") or metric.endswith("_per_s"))
 
 
-def _analysis_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split rows into (analysable ok runs, failed runs); warm-up runs are dropped from both."""
+#: Per-run fault columns (written by the puller): a run with any of them > 0 needed a retry or
+#: a resume. Runs of arms that do not report them count as clean.
+FAULT_COLUMNS = ("retries", "resumes")
+
+
+def retried_mask(df: pd.DataFrame) -> pd.Series:
+    """True for the rows that needed a retry or a resume (missing values count as 0)."""
+    mask = pd.Series(False, index=df.index)
+    for column in FAULT_COLUMNS:
+        if column in df.columns:
+            mask |= pd.to_numeric(df[column], errors="coerce").fillna(0) > 0
+    return mask
+
+
+def _analysis_frame(df: pd.DataFrame, include_retried: bool = False,
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Split rows into (analysable ok runs, failed runs, retried ok runs); warm-up runs are
+    dropped from all. With ``include_retried`` the retried runs are analysed too."""
     if "warmup" in df.columns:
         df = df[~df["warmup"].astype(bool)]
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
-    return ok.reset_index(drop=True), failed.reset_index(drop=True)
+    retried = ok[retried_mask(ok)]
+    if not include_retried:
+        ok = ok[~retried_mask(ok)]
+    return (ok.reset_index(drop=True), failed.reset_index(drop=True),
+            retried.reset_index(drop=True))
 
 
 def analyze_results(
@@ -85,6 +108,7 @@ def analyze_results(
     alpha: float = DEFAULT_ALPHA,
     seed: int = 0,
     n_resamples: int = 9999,
+    include_retried: bool = False,
     exclude_disturbed: bool = False,
 ) -> Analysis:
     """Verdicts of every arm against ``baseline``, per image and metric.
@@ -106,6 +130,9 @@ def analyze_results(
         Seed of the bootstrap generator.
     n_resamples : int
         Bootstrap resamples.
+    include_retried : bool
+        Analyse the runs that needed a retry or a resume too (default: leave them out and count
+        them, per arm, in ``n_retried`` / ``retried_by_arm`` and a note).
     exclude_disturbed : bool
         Give the verdicts on the quiet blocks only (``pullbench analyze --exclude-disturbed``);
         the stability records still compare all, quiet and disturbed blocks.
@@ -141,13 +168,25 @@ def analyze_results(
     """
     from ..stats._stats import analyze_grid
 
-    ok, failed = _analysis_frame(df)
+    ok, failed, retried = _analysis_frame(df, include_retried)
     images = sorted(ok["image"].unique()) if len(ok) else []
+    retried_by_arm = ({str(k): int(v) for k, v in retried.groupby("arm").size().items()}
+                      if len(retried) else {})
     if not images:
+        also = (f", {len(retried)} left out because they needed retries or resumes "
+                "(--include-retried keeps them)" if len(retried) and not include_retried else "")
         raise StatsInputError(
-            f"no successful runs to analyse ({len(failed)} failed); see the 'error' column"
+            f"no successful runs to analyse ({len(failed)} failed{also}); see the 'error' "
+            "column"
         )
     notes: list[str] = []
+    if len(retried):
+        arms = ", ".join(f"{k}: {v}" for k, v in retried_by_arm.items())
+        notes.append(
+            f"{len(retried)} run(s) needed retries or resumes ({arms}); "
+            + ("analysed anyway (--include-retried)" if include_retried else
+               "left out of the verdicts: they measured the faults as well as the copy "
+               "(--include-retried keeps them)"))
     per_image: dict[str, ImageAnalysis] = {}
     metrics = [*metrics, *_stage_metrics(ok, metrics)]
     for image in images:
@@ -189,6 +228,7 @@ def analyze_results(
                 )
 
             grid = grid_of(data, n_resamples)
+            analysed = data
             stability: tuple[StabilityRow, ...] = ()
             if interference is not None:
                 stability, quiet_grid = _stability(
@@ -201,8 +241,8 @@ def analyze_results(
                             f"({len(interference.disturbed_blocks)} of "
                             f"{data['block'].nunique()} are disturbed); analyse all blocks or "
                             "re-run on a quieter machine")
-                    grid = grid_of(data[~data["block"].isin(interference.disturbed_blocks)],
-                                   n_resamples)
+                    analysed = data[~data["block"].isin(interference.disturbed_blocks)]
+                    grid = grid_of(analysed, n_resamples)
             per_metric[metric] = MetricAnalysis(
                 # exact floats: pandas to_json keeps 10 digits and turned p = 3e-14 into 0.0
                 table=tuple(VerdictRow.from_dict(rec)
@@ -213,6 +253,7 @@ def analyze_results(
                 diagnostics=_diagnostics(grid, baseline),
                 runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
                 stability=stability,
+                descriptives=_describe(analysed, metric, baseline),
             )
         per_image[str(image)] = ImageAnalysis(metrics=per_metric, skipped_metrics=skipped,
                                               arms=_arm_descriptives(sub, metrics),
@@ -228,8 +269,17 @@ def analyze_results(
                                       .dropna()})[:10]),
         notes=tuple(notes),
         images=per_image,
+        n_retried=len(retried),
+        retried_by_arm=retried_by_arm,
+        include_retried=bool(include_retried),
         exclude_disturbed=exclude_disturbed,
     )
+
+
+def _describe(data: pd.DataFrame, metric: str, baseline: str) -> dict[str, ArmDescriptives]:
+    """Every arm's analysed values of ``metric`` described, the baseline first."""
+    arms = [baseline, *(a for a in dict.fromkeys(data["arm"]) if a != baseline)]
+    return {str(a): ArmDescriptives.of(data.loc[data["arm"] == a, metric]) for a in arms}
 
 
 #: The row column that scores a run's interference (see pullbench.experiment._interference).
@@ -262,6 +312,8 @@ def _interference_summary(sub: pd.DataFrame) -> InterferenceSummary | None:
         block_interference={int(b): float(v) for b, v in block_mean.items()},
         disturbed_runs=tuple(str(r) for r in sub.loc[disturbed, "run_id"])
         if "run_id" in sub.columns else (),
+        disturbed_by_arm={str(a): int(v) for a, v in disturbed.groupby(sub["arm"]).sum().items()},
+        runs_by_arm={str(a): int(v) for a, v in valid.groupby(sub["arm"]).sum().items()},
     )
 
 
@@ -372,7 +424,9 @@ def analyze_folder(
     seed: int | None = None,
     n_resamples: int = 9999,
     save: bool = True,
+    include_retried: bool = False,
     exclude_disturbed: bool = False,
+    keep_saved_metrics: bool = True,
 ) -> Analysis:
     """Analyse a results folder with its spec's settings (what ``pullbench analyze`` does).
 
@@ -391,8 +445,15 @@ def analyze_folder(
     save : bool
         Write ``analysis.json`` with :func:`save_analysis` (left untouched when only the time
         stamp would change).
+    include_retried : bool
+        Analyse runs that needed a retry or a resume too (see :func:`analyze_results`).
     exclude_disturbed : bool
         Verdicts on the quiet blocks only (see :func:`analyze_results`).
+    keep_saved_metrics : bool
+        Analyses add up: the spec's metrics and those ``analysis.json`` already holds are
+        analysed again, with the same settings, next to ``metrics`` (so ``pullbench analyze
+        --metric X`` adds X and keeps wall time; the report still has every section), wall time
+        first. False: only ``metrics``.
 
     Returns
     -------
@@ -415,19 +476,41 @@ def analyze_folder(
     df = load_results(path, include_warmup=True)
     if df.empty:
         raise BenchmarkError(f"{store.directory} holds no runs yet")
+    wanted = tuple(metrics or defaults["metrics"])
+    if keep_saved_metrics:
+        wanted = _with_saved_metrics(store, (*defaults["metrics"], *wanted), df)
     analysis = analyze_results(
         df,
         baseline=baseline or defaults.get("baseline") or str(df["arm"].iloc[0]),
-        metrics=tuple(metrics or defaults["metrics"]),
+        metrics=wanted,
         margin=float(margin if margin is not None else defaults["margin"]),
         alpha=float(alpha if alpha is not None else defaults["alpha"]),
         seed=int(seed if seed is not None else defaults["seed"]),
         n_resamples=n_resamples,
+        include_retried=include_retried,
         exclude_disturbed=exclude_disturbed,
     )
     if save:
         save_analysis(store.directory, analysis)
     return analysis
+
+
+def _with_saved_metrics(store: ResultsStore, metrics: tuple[str, ...],
+                        df: pd.DataFrame) -> tuple[str, ...]:
+    """``metrics`` (the spec's, then those asked for) and those already in ``analysis.json``
+    (analysed or skipped), each once; wall time first when it is among them."""
+    try:
+        saved = store.read_json(ANALYSIS_JSON) or {}
+    except ResultSchemaError:
+        return metrics  # an unreadable analysis.json is replaced
+    before: list[str] = []
+    for block in (saved.get("images") or {}).values():
+        if isinstance(block, Mapping):
+            for key in ("metrics", "skipped_metrics"):
+                before += [str(m) for m in (block.get(key) or {})]
+    kept = [m for m in before if m in df.columns]
+    merged = list(dict.fromkeys([*metrics, *kept]))
+    return tuple(sorted(merged, key=lambda m: m != "duration_s"))  # stable: the rest keep order
 
 
 def _same_json(old: Any, new: Any) -> bool:
@@ -571,7 +654,8 @@ def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = No
         throughput_mb_s, buffer_bytes, peak_rss_bytes, those present); with interference data
         also unstable, unstable_reason, verdict_quiet, ratio_quiet, verdict_disturbed,
         ratio_disturbed, interference_slope, interference_slope_p and settle_blocks
-        (:class:`StabilityRow`).
+        (:class:`StabilityRow`); from schema 3 ``sd``, ``min`` and ``max`` of the metric
+        (:class:`ArmDescriptives`; ``mean`` and ``median`` then given for the baseline too).
 
     Raises
     ------
@@ -602,4 +686,11 @@ def verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = No
             "interference_slope": r.slope, "interference_slope_p": r.slope_p,
             "settle_blocks": r.settle_blocks} for r in result.stability])
         table = table.merge(stab, on="arm", how="left")
+    if result.descriptives:  # schema 3: mean ± sd, min … max of every arm, the baseline's too
+        desc = result.descriptives
+        for column, attr in (("mean", "mean"), ("sd", "sd"), ("min", "minimum"),
+                             ("max", "maximum"), ("median", "median")):
+            old = table[column] if column in table else pd.Series([None] * len(table))
+            table[column] = [getattr(desc[a], attr) if a in desc else v
+                             for a, v in zip(table["arm"], old, strict=True)]
     return table

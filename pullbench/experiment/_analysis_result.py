@@ -10,18 +10,25 @@ explains the verdicts). Every record is a frozen dataclass with ``to_dict()`` / 
 Schema changelog (``schema_version`` of ``analysis.json``):
 
 - 1: first version (the nested dict of earlier releases, read unchanged: the same keys).
+  Later added, optional and written only when not 0 / {} / false: ``n_retried``,
+  ``retried_by_arm``, ``include_retried``.
 - 2: ``interference`` per image (the disturbed-run threshold, disturbed blocks) and
   ``stability`` per metric (each verdict with and without the disturbed blocks, the dependence
   of the per-block ratio on interference, ``unstable`` with its reason, the quiet blocks that
   would settle it); ``exclude_disturbed``. Both keys are absent when the rows carry no
   interference columns (results of earlier releases); files of version 1 read unchanged.
+- 3: ``metric_order`` per image (the order the metrics were asked for, wall time first by
+  default: the file's keys are sorted); ``descriptives`` per metric: for every arm, the
+  baseline included, n, mean, sd (ddof=1), min, max and median of the analysed runs (what the
+  verdict table shows as ``mean ± sd`` and ``min … max``); files of versions 1 and 2 read
+  with none.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +39,7 @@ from ._results import ANALYSIS_JSON, ResultsStore, _jsonable
 __all__ = [
     "ANALYSIS_SCHEMA_VERSION",
     "Analysis",
+    "ArmDescriptives",
     "ArmSummary",
     "ImageAnalysis",
     "InterferenceSummary",
@@ -42,7 +50,7 @@ __all__ = [
 ]
 
 #: Version of ``analysis.json``; bump with a changelog line in this module's docstring.
-ANALYSIS_SCHEMA_VERSION = 2
+ANALYSIS_SCHEMA_VERSION = 3
 
 _FIX = "re-create it with `pullbench analyze DIR` (DIR: the results folder)"
 
@@ -281,6 +289,8 @@ class InterferenceSummary:
         Mean score of each block's runs.
     disturbed_runs : tuple of str
         ``run_id`` of each disturbed run.
+    disturbed_by_arm, runs_by_arm : dict of str to int
+        Disturbed runs and runs scored, per arm.
     """
 
     score: str
@@ -294,6 +304,8 @@ class InterferenceSummary:
     disturbed_blocks: tuple[int, ...]
     block_interference: Mapping[int, float]
     disturbed_runs: tuple[str, ...] = ()
+    disturbed_by_arm: Mapping[str, int] = field(default_factory=dict)
+    runs_by_arm: Mapping[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (block keys as strings)."""
@@ -305,6 +317,8 @@ class InterferenceSummary:
             "disturbed_blocks": list(self.disturbed_blocks),
             "block_interference": {str(b): v for b, v in self.block_interference.items()},
             "disturbed_runs": list(self.disturbed_runs),
+            "disturbed_by_arm": dict(self.disturbed_by_arm),
+            "runs_by_arm": dict(self.runs_by_arm),
         })
         return out
 
@@ -327,6 +341,9 @@ class InterferenceSummary:
                 data, "block_interference", where,
                 lambda v: {int(b): float(x) for b, x in v.items() if x is not None}),
             disturbed_runs=tuple(str(r) for r in data.get("disturbed_runs") or ()),
+            disturbed_by_arm={str(k): int(v)
+                              for k, v in (data.get("disturbed_by_arm") or {}).items()},
+            runs_by_arm={str(k): int(v) for k, v in (data.get("runs_by_arm") or {}).items()},
         )
 
 
@@ -335,6 +352,55 @@ def _diagnostic(data: Mapping[str, Any]) -> Diagnostic:
                       message=str(data["message"]),
                       arm=None if data.get("arm") is None else str(data["arm"]),
                       details=dict(data.get("details") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class ArmDescriptives:
+    """One arm's analysed runs of one metric, described (hyperfine's line: mean ± sd, min … max).
+
+    Attributes
+    ----------
+    n : int
+        Analysed runs (after incomplete blocks were dropped).
+    mean, sd, minimum, maximum, median : float or None
+        In the metric's units; ``sd`` with ddof=1 (None below 2 runs).
+    """
+
+    n: int
+    mean: float | None
+    sd: float | None
+    minimum: float | None
+    maximum: float | None
+    median: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = _jsonable({"n": self.n, "mean": self.mean, "sd": self.sd,
+                                         "min": self.minimum, "max": self.maximum,
+                                         "median": self.median})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "descriptives") -> ArmDescriptives:
+        """Build from :meth:`to_dict`'s output."""
+        return cls(n=_field(data, "n", where, int),
+                   mean=_field(data, "mean", where, _opt_float),
+                   sd=_field(data, "sd", where, _opt_float),
+                   minimum=_field(data, "min", where, _opt_float),
+                   maximum=_field(data, "max", where, _opt_float),
+                   median=_field(data, "median", where, _opt_float))
+
+    @classmethod
+    def of(cls, values: Any) -> ArmDescriptives:
+        """Describe an array of values (NaN left out)."""
+        import numpy as np
+
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return cls(0, None, None, None, None, None)
+        return cls(n=len(v), mean=float(v.mean()),
+                   sd=float(v.std(ddof=1)) if len(v) > 1 else None,
+                   minimum=float(v.min()), maximum=float(v.max()), median=float(np.median(v)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +421,11 @@ class MetricAnalysis:
         A comparison's own diagnostics name their pair as ``"ARM vs BASELINE"``.
     runs_needed : dict of str to int or None
         Runs per arm for 80 % power at the observed effect.
+    stability : tuple of StabilityRow
+        Verdicts with and without the disturbed blocks (empty without interference data).
+    descriptives : dict of str to ArmDescriptives
+        Every arm's analysed runs described, the baseline first (empty in files before
+        schema 3).
     """
 
     table: tuple[VerdictRow, ...]
@@ -364,6 +435,7 @@ class MetricAnalysis:
     diagnostics: tuple[Diagnostic, ...]
     runs_needed: Mapping[str, int | None]
     stability: tuple[StabilityRow, ...] = ()
+    descriptives: Mapping[str, ArmDescriptives] = field(default_factory=dict)
 
     def stability_of(self, arm: str) -> StabilityRow | None:
         """The stability record of ``arm`` (None without interference data)."""
@@ -384,6 +456,8 @@ class MetricAnalysis:
         }
         if self.stability:
             out["stability"] = [row.to_dict() for row in self.stability]
+        if self.descriptives:
+            out["descriptives"] = {a: d.to_dict() for a, d in self.descriptives.items()}
         return out
 
     @classmethod
@@ -402,6 +476,8 @@ class MetricAnalysis:
                                lambda v: {str(a): _opt_int(n) for a, n in v.items()}),
             stability=tuple(StabilityRow.from_dict(r, f"{where}.stability[{i}]")
                             for i, r in enumerate(data.get("stability") or ())),
+            descriptives={str(a): ArmDescriptives.from_dict(d, f"{where}.descriptives[{a!r}]")
+                          for a, d in (data.get("descriptives") or {}).items()},
         )
 
 
@@ -427,6 +503,7 @@ class ImageAnalysis:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ``images`` entries of ``analysis.json``)."""
         out: dict[str, Any] = {"metrics": {m: r.to_dict() for m, r in self.metrics.items()},
+                               "metric_order": [*self.metrics, *self.skipped_metrics],
                                "skipped_metrics": dict(self.skipped_metrics),
                                "arms": [a.to_dict() for a in self.arms]}
         if self.interference is not None:
@@ -438,9 +515,13 @@ class ImageAnalysis:
         """Build from :meth:`to_dict`'s output."""
         metrics = _field(data, "metrics", where, dict)
         arms = _field(data, "arms", where, list)
+        # analysis.json is written with sorted keys: the order asked for is in metric_order
+        # (schema 3); older files put wall time first
+        order = {str(m): i for i, m in enumerate(data.get("metric_order") or ["duration_s"])}
+        names = sorted(metrics, key=lambda m: order.get(str(m), len(order)))
         return cls(
-            metrics={str(m): MetricAnalysis.from_dict(r, f"{where}.metrics[{m!r}]")
-                     for m, r in metrics.items()},
+            metrics={str(m): MetricAnalysis.from_dict(metrics[m], f"{where}.metrics[{m!r}]")
+                     for m in names},
             skipped_metrics={str(k): str(v)
                              for k, v in (data.get("skipped_metrics") or {}).items()},
             arms=tuple(ArmSummary.from_dict(a, f"{where}.arms[{i}]") for i, a in enumerate(arms)),
@@ -473,6 +554,13 @@ class Analysis:
     notes : tuple of str
         What was skipped and why.
     images : dict of str to ImageAnalysis
+    n_retried : int
+        Successful runs that needed a retry or a resume (``retries`` or ``resumes`` > 0): they
+        measured a fault as well as the copy, and are left out of the verdicts unless
+        ``include_retried`` (then they are in ``n_runs`` too).
+    retried_by_arm : dict of str to int
+    include_retried : bool
+        Whether those runs were analysed.
     exclude_disturbed : bool
         The verdict tables leave out the disturbed blocks (``pullbench analyze
         --exclude-disturbed``).
@@ -490,6 +578,9 @@ class Analysis:
     failed_messages: tuple[str, ...]
     notes: tuple[str, ...]
     images: Mapping[str, ImageAnalysis]
+    n_retried: int = 0
+    retried_by_arm: Mapping[str, int] = field(default_factory=dict)
+    include_retried: bool = False
     exclude_disturbed: bool = False
 
     def image(self, image: str | None = None) -> ImageAnalysis:
@@ -532,6 +623,10 @@ class Analysis:
             "failed_by_arm": dict(self.failed_by_arm),
             "failed_messages": list(self.failed_messages), "notes": list(self.notes),
             "images": {i: b.to_dict() for i, b in self.images.items()},
+            # only when they say something, so earlier analysis.json files read back unchanged
+            **({"n_retried": self.n_retried, "retried_by_arm": dict(self.retried_by_arm)}
+               if self.n_retried else {}),
+            **({"include_retried": True} if self.include_retried else {}),
             **({"exclude_disturbed": True} if self.exclude_disturbed else {}),
         }
 
@@ -573,6 +668,9 @@ class Analysis:
             notes=tuple(str(n) for n in data.get("notes") or ()),
             images={str(i): ImageAnalysis.from_dict(b, f"{at}: images[{i!r}]")
                     for i, b in images.items()},
+            n_retried=int(data.get("n_retried") or 0),
+            retried_by_arm={str(k): int(v) for k, v in (data.get("retried_by_arm") or {}).items()},
+            include_retried=bool(data.get("include_retried", False)),
             exclude_disturbed=bool(data.get("exclude_disturbed", False)),
         )
 

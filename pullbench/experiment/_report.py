@@ -30,8 +30,9 @@ from ._analysis import (
 from ._analysis_result import Analysis, MetricAnalysis, load_analysis
 from ._results import ANALYSIS_JSON, ENVIRONMENT_JSON, REPORT_HTML, ResultsStore, load_results
 
-__all__ = ["PLOT_ERROR_CLASS", "format_analysis", "format_diagnostics", "format_stability",
-           "format_verdict_table", "plots_unavailable", "render_report"]
+__all__ = ["DIAGNOSTIC_RANK", "PLOT_ERROR_CLASS", "format_analysis", "format_diagnostic_details",
+           "format_diagnostics", "format_stability", "format_verdict_table", "plots_unavailable",
+           "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,54 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
+def ratio_phrase(ratio: float | None, low: float | None, high: float | None, *, metric: str,
+                 reference: str) -> str:
+    """A ratio candidate/reference as hyperfine says it: ``1.49× faster than go-iocopy [1.39,
+    1.61]``.
+
+    The factor is the ratio, or its inverse below 1, so that it is at least 1; the bracket is
+    the CI of that same factor (a bound below 1 means the CI reaches the other direction). Time
+    and rate metrics read faster/slower, others lower/higher.
+
+    Parameters
+    ----------
+    ratio, low, high : float or None
+        Ratio candidate/reference and its CI (None or non-finite: unknown or unbounded).
+    metric : str
+        The metric's column name (``duration_s``, ``throughput_mb_s``, ``cpu_ns_per_byte``).
+    reference : str
+        What the candidate is compared with (the baseline arm, ``run A``).
+    """
+    if ratio is None or not np.isfinite(ratio) or ratio <= 0:
+        return "-"
+    timed = metric.endswith("_s") or not lower_is_better(metric)
+    good, bad = ("faster", "slower") if timed else ("lower", "higher")
+    up = ratio >= 1
+    if lower_is_better(metric):
+        word = bad if up else good
+    else:
+        word = good if up else bad
+    if ratio == 1:
+        return f"1.00× the same as {reference}"
+
+    def factor(v: float | None) -> float:
+        if v is None or not np.isfinite(v):
+            return float("inf") if (v is None or v > 0) == up else 0.0
+        return v if up else (1 / v if v > 0 else float("inf"))
+
+    lo, hi = sorted((factor(low), factor(high)))
+    return f"{factor(ratio):.2f}× {word} than {reference} [{lo:.2f}, {hi:.2f}]"
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned plain-text columns with a dashed rule under the header."""
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return out
+
+
 def _fmt_p(value: Any) -> str:
     """A p-value: 3 significant digits, scientific below 1e-3 (``2.0e-12``); ``<1e-300`` for 0."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
@@ -82,45 +131,103 @@ def _analysed_n(table: pd.DataFrame) -> int | None:
     return min(values) if values else None
 
 
-def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = ()) -> list[str]:
-    """One line per diagnostic of an analysed metric, grouped by arm (``arms`` order first).
+#: Order in which diagnostics are shown: what invalidates a comparison first.
+DIAGNOSTIC_RANK = ("disturbance", "drift", "outliers", "bimodality", "too_few_runs",
+                   "constant_sample", "unbounded_ratio_ci", "blocks_incomplete", "rows_dropped")
+
+
+def _short(d: Diagnostic) -> str:
+    """A diagnostic in a few words (the full message stays in analysis.json and the report)."""
+    det = d.details or {}
+    if d.kind == "drift":
+        tau = det.get("kendall_tau", 0) or 0
+        return (f"drift: later runs {'slower' if tau > 0 else 'faster'} "
+                f"(Mann–Kendall p={_fmt_p(det.get('mann_kendall_p'))})")
+    if d.kind == "outliers":
+        text = f"{det.get('count')} outlier run(s) (z up to {_fmt(det.get('max_abs_z'), '.1f')}"
+        if det.get("first_run_slow"):
+            text += f"; the first run {_fmt(det.get('first_run_ratio'), '.2f')}x the median"
+        return text + ")"
+    if d.kind == "bimodality":
+        return f"bimodal (coefficient {_fmt(det.get('bimodality_coefficient'), '.2f')})"
+    if d.kind == "too_few_runs":
+        return f"only {det.get('n')} runs"
+    return d.kind.replace("_", " ")
+
+
+def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = (),
+                       interference: Any = None) -> list[str]:
+    """The warnings of an analysed metric, ranked: one line per arm, details behind it.
+
+    Disturbance (runs the interference probes flagged, from ``interference``) and drift come
+    first, then outliers, bimodality and the rest (:data:`DIAGNOSTIC_RANK`); arms with a
+    disturbance or drift come first, then ``arms`` order, grid-level warnings last.
+    Informational diagnostics (severity ``info``) are counted, not spelled out; the full
+    messages are in ``analysis.json`` and in the report (:func:`format_diagnostic_details`).
 
     Parameters
     ----------
     result : MetricAnalysis
         ``analysis.metric(image, metric)`` of an :class:`~pullbench.Analysis`.
     arms : sequence of str
-        Arm order to group by (arms not listed, and grid-level diagnostics, come last).
+        Arm order.
+    interference : InterferenceSummary, optional
+        ``analysis.image(image).interference``: its ``disturbed_by_arm`` become the first item.
 
     Returns
     -------
     list of str
-        Lines such as ``"  splice     warning  bimodality: bimodality coefficient 0.56 ..."``;
-        empty when there are no diagnostics.
+        ``["diagnostics (ranked; details in the report):", "  go-iocopy: 2 of 10 runs
+        disturbed; drift: later runs slower (Mann–Kendall p=0.003)", ...]``; empty when there
+        is nothing to say.
     """
-    diags = list(result.diagnostics)
-    if not diags:
+    per_arm: dict[str, list[tuple[int, str]]] = {}
+    infos = 0
+    rank = {k: i for i, k in enumerate(DIAGNOSTIC_RANK)}
+    for d in result.diagnostics:
+        if d.severity == "info":
+            infos += 1
+            continue
+        arm = (d.arm or "(all arms)").split(" vs ", 1)[0]
+        per_arm.setdefault(arm, []).append((rank.get(d.kind, len(rank)), _short(d)))
+    by_arm = dict(getattr(interference, "disturbed_by_arm", None) or {})
+    runs = getattr(interference, "runs_by_arm", None) or {}
+    for arm, count in by_arm.items():
+        if count:
+            per_arm.setdefault(arm, []).append(
+                (0, f"{count} of {runs.get(arm, '?')} runs disturbed (other load)"))
+    if not per_arm and not infos:
         return []
     order = {a: i for i, a in enumerate(arms)}
 
-    def rank(d: Diagnostic) -> tuple[bool, int, str]:
-        arm = d.arm or ""
-        own = arm.split(" vs ", 1)[0]  # "ARM vs BASELINE": a comparison's, next to ARM's
-        return d.arm is None, order.get(own, len(order)), arm
+    def arm_rank(arm: str) -> tuple[int, int, int, str]:
+        urgent = min(r for r, _ in per_arm[arm]) <= rank["drift"]
+        return (arm == "(all arms)", not urgent, order.get(arm, len(order)), arm)
 
-    diags.sort(key=rank)
-    width = max(len(d.arm or "(all arms)") for d in diags)
-    lines = ["diagnostics (by arm):"]
-    for d in diags:
-        lines.append(f"  {(d.arm or '(all arms)').ljust(width)}  {d.severity.ljust(7)}  "
-                     f"{d.kind}: {d.message}")
+    lines = ["diagnostics (ranked; details in the report and analysis.json):"]
+    for arm in sorted(per_arm, key=arm_rank):
+        items = [text for _, text in sorted(per_arm[arm])]
+        lines.append(f"  {arm}: " + "; ".join(items))
+    if infos:
+        lines.append(f"  (+{infos} informational note(s), in the report)")
     return lines
 
 
+def format_diagnostic_details(result: MetricAnalysis) -> list[str]:
+    """Every diagnostic of an analysed metric in full (severity, kind, message), ranked."""
+    rank = {k: i for i, k in enumerate(DIAGNOSTIC_RANK)}
+    diags = sorted(result.diagnostics,
+                   key=lambda d: (d.severity == "info", rank.get(d.kind, len(rank)), d.arm or ""))
+    return [f"{d.arm or '(all arms)'}  {d.severity}  {d.kind}: {d.message}" for d in diags]
+
+
 def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells of the compact verdict table (CLI and the report's first table)."""
-    header = ["arm", "n", "median", "ratio [95% CI]", "p (Holm)", "verdict", "write size",
-              "MB/s"]
+    """Header and text cells of the compact verdict table (CLI and the report's first table).
+
+    hyperfine's line for every arm (median, mean ± sd, min … max), then the verdict columns.
+    """
+    header = ["arm", "n", "median", "mean ± sd", "min … max", "ratio [95% CI]", "p (Holm)",
+              "verdict", "write size", "MB/s"]
     lines = []
     for rec in table.to_dict(orient="records"):
         ratio = rec.get("ratio")
@@ -133,12 +240,28 @@ def _compact_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             verdict += " (significant but < margin)"
         if rec.get("unstable") in (True, 1):
             verdict += " UNSTABLE"
+        spread = (f"{_fmt(rec.get('mean'), '.4g')} ± {_fmt(rec.get('sd'), '.2g')}"
+                  if "sd" in rec else "-")
+        extent = (f"{_fmt(rec.get('min'), '.4g')} … {_fmt(rec.get('max'), '.4g')}"
+                  if "min" in rec else "-")
         lines.append([
-            str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), ci,
-            _fmt_p(rec.get("p_holm")), verdict, _fmt_bytes(rec.get("median_write_bytes")),
-            _fmt(rec.get("throughput_mb_s"), ".0f"),
+            str(rec["arm"]), str(rec.get("n", "")), _fmt(rec.get("median"), ".4g"), spread,
+            extent, ci, _fmt_p(rec.get("p_holm")), verdict,
+            _fmt_bytes(rec.get("median_write_bytes")), _fmt(rec.get("throughput_mb_s"), ".0f"),
         ])
     return header, lines
+
+
+def _phrases(table: pd.DataFrame, metric: str, baseline: str) -> list[str]:
+    """``  ARM: 1.49× faster than BASELINE [1.39, 1.61] (verdict)`` per candidate arm."""
+    out = []
+    for rec in table.to_dict(orient="records"):
+        if rec.get("verdict") == "baseline":
+            continue
+        phrase = ratio_phrase(rec.get("ratio"), rec.get("ratio_ci_low"),
+                              rec.get("ratio_ci_high"), metric=metric, reference=baseline)
+        out.append(f"  {rec['arm']}: {phrase} (verdict: {rec.get('verdict')})")
+    return out
 
 
 def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | None = None,
@@ -146,9 +269,11 @@ def format_verdict_table(analysis: Analysis | Mapping[str, Any], image: str | No
     """Plain-text verdict table (what ``pullbench bench`` and ``analyze`` print).
 
     A title, a legend saying what ``ratio`` is (paired: geometric mean of per-block ratios), the
-    compact table (arm, n, median, ratio [CI], Holm-adjusted p, verdict, median write size,
-    MB/s), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the runs needed,
-    when known), then the diagnostics grouped by arm (:func:`format_diagnostics`).
+    compact table (arm, n, median, mean ± sd, min … max, ratio [CI], Holm-adjusted p, verdict,
+    median write size, MB/s), one ``N.NN× faster/slower than BASELINE [CI]`` line per arm
+    (:func:`ratio_phrase`), a smoke-test caution below :data:`SMOKE_TEST_BLOCKS` blocks (with the
+    runs needed, when known), the interference and stability lines (:func:`format_stability`),
+    then the diagnostics ranked, one line per arm (:func:`format_diagnostics`).
 
     Parameters
     ----------
@@ -174,10 +299,8 @@ def _verdict_text(analysis: Analysis, image: str | None,
     """(the whole CLI text, the legend and caution lines) of one image and metric."""
     table = verdict_table(analysis, image, metric)
     header, lines = _compact_rows(table)
-    widths = [max(len(header[i]), *(len(r[i]) for r in lines)) for i in range(len(header))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in lines]
+    out = text_table(header, lines)
+    phrases = _phrases(table, metric, analysis.baseline)
     image = image or next(iter(analysis.images))
     result = analysis.metric(image, metric)
     better = "ratio < 1 is better" if lower_is_better(metric) else "ratio > 1 is better"
@@ -190,8 +313,8 @@ def _verdict_text(analysis: Analysis, image: str | None,
     else:
         legend = ("ratio = ratio of means candidate/baseline (independent runs, Welch); "
                   "median = median of the arm's runs")
-    text = [title, legend, *out]
-    notes = [legend]
+    text = [title, legend, *out, *phrases]
+    notes = [legend, *phrases]
     if n is not None and n < SMOKE_TEST_BLOCKS:
         unit = "blocks" if result.paired else "runs per arm"
         caution = (f"caution: only {n} {unit} analysed: a smoke test, not evidence "
@@ -205,7 +328,8 @@ def _verdict_text(analysis: Analysis, image: str | None,
     stability = format_stability(analysis, image, metric)
     text += stability
     notes += stability
-    text += format_diagnostics(result, [str(a) for a in table["arm"]])
+    text += format_diagnostics(result, [str(a) for a in table["arm"]],
+                               analysis.image(image).interference)
     return "\n".join(text), notes
 
 
@@ -265,23 +389,37 @@ def format_stability(analysis: Analysis | Mapping[str, Any], image: str | None =
     return lines
 
 
-def format_analysis(analysis: Analysis) -> str:
+def format_analysis(analysis: Analysis, metrics: Sequence[str] | None = None) -> str:
     """The text ``pullbench bench`` and ``analyze`` print: every verdict table, then notes.
 
-    One :func:`format_verdict_table` per image and analysed metric, a line per skipped metric
-    with the reason, and the count of failed runs excluded (per arm), each after a blank line.
+    One :func:`format_verdict_table` per image and analysed metric (only ``metrics``, when
+    given), a line per skipped metric with the reason, and the count of failed runs excluded
+    (per arm), each after a blank line.
     """
     pieces: list[str] = []
     for image, block in analysis.images.items():
         for metric in block.metrics:
-            pieces += ["", format_verdict_table(analysis, image, metric)]
+            if metrics is None or metric in metrics:
+                pieces += ["", format_verdict_table(analysis, image, metric)]
         pieces += [f"\n{image}: {metric} not analysed: {why}"
-                   for metric, why in block.skipped_metrics.items()]
+                   for metric, why in block.skipped_metrics.items()
+                   if metrics is None or metric in metrics]
     if analysis.n_failed:
         arms = ", ".join(f"{k}: {v}" for k, v in analysis.failed_by_arm.items())
         pieces.append(f"\n{analysis.n_failed} failed run(s) excluded ({arms}); "
                       "see the 'error' column of rows.csv")
+    if analysis.n_retried:
+        pieces.append("\n" + _retried_note(analysis))
     return "\n".join(pieces)
+
+
+def _retried_note(analysis: Analysis) -> str:
+    arms = ", ".join(f"{k}: {v}" for k, v in analysis.retried_by_arm.items())
+    if analysis.include_retried:
+        return (f"{analysis.n_retried} run(s) that needed retries or resumes ({arms}) are "
+                "included (--include-retried)")
+    return (f"{analysis.n_retried} run(s) that needed retries or resumes excluded ({arms}); "
+            "see the retries, resumes and backoff_s columns, or keep them with --include-retried")
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -344,6 +482,12 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
              sub, verdict_table(analysis, image, metric), metric=metric,
              baseline=analysis.baseline))
         for metric in analysis.images[image].metrics
+    ]
+    draw += [
+        (f"{metric} ratio vs interference per block",
+         lambda result=result, metric=metric: plots.plot_effect_vs_interference(
+             result.stability, metric=metric, baseline=analysis.baseline))
+        for metric, result in analysis.images[image].metrics.items() if result.stability
     ]
     draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
              for name, func in (("write sizes", plots.plot_write_size_histograms),
@@ -409,7 +553,7 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     env = store.read_json(ENVIRONMENT_JSON) or {}
     analysis = (load_analysis(store.directory) if (store.directory / ANALYSIS_JSON).exists()
                 else analyze_folder(store.directory))
-    ok, _ = _analysis_frame(df)
+    ok, _, _ = _analysis_frame(df, analysis.include_retried)
     no_plots = plots_unavailable()
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -425,6 +569,8 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
         f"<b>{html.escape(analysis.baseline)}</b>; {analysis.n_failed} failed run(s) "
         f"excluded{_failed_note(analysis)}. Equivalence margin ±{analysis.margin:.0%}, "
         f"alpha {analysis.alpha}.</p>",
+        *([f"<p>{html.escape(_retried_note(analysis))}.</p>"] if analysis.n_retried else []),
+        *_preflight_html(env),
     ]
     for image, block in analysis.images.items():
         parts.append(f"<h2>Image {html.escape(image)}</h2>")
@@ -434,9 +580,13 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
             parts.append(_compact_table_html(full))  # the table the CLI prints, first
             _, notes = _verdict_text(analysis, image, metric)
             parts.extend(f"<p>{html.escape(line)}</p>" for line in notes)
-            diags = format_diagnostics(result, [str(a) for a in full["arm"]])
+            diags = format_diagnostics(result, [str(a) for a in full["arm"]],
+                                       block.interference)
             if diags:
                 parts.append(f"<pre>{html.escape(chr(10).join(diags))}</pre>")
+                details = format_diagnostic_details(result)
+                parts.append("<details><summary>diagnostics in full</summary><pre>"
+                             f"{html.escape(chr(10).join(details))}</pre></details>")
             parts.append(f"<details><summary>full table ({len(full.columns)} columns) and "
                          "method</summary>")
             parts.append(_table_html(full))
@@ -459,6 +609,26 @@ def render_report(directory: str | Path, output: str | Path | None = None) -> Pa
     return path
 
 
+def _preflight_html(env: Mapping[str, Any]) -> list[str]:
+    """The machine check before the first run and the CPU plan, as paragraphs."""
+    pre = env.get("preflight") or {}
+    iso = env.get("cpu_isolation") or {}
+    out = []
+    if pre:
+        state = "quiet" if pre.get("quiet") else "NOT quiet"
+        other = pre.get("other_cpu_cores")
+        load = pre.get("loadavg_1_5_15") or [None]
+        text = (f"Machine before the first run: {state} (other processes "
+                f"{_fmt(other, '.2f')} cores, load {_fmt(load[0], '.2f')}).")
+        problems = pre.get("problems") or []
+        if problems:
+            text += " To fix: " + " ".join(str(p) for p in problems)
+        out.append(f"<p>{html.escape(text)}</p>")
+    if iso.get("describe"):
+        out.append(f"<p>CPU affinity: {html.escape(str(iso['describe']))}.</p>")
+    return out
+
+
 def _failed_note(analysis: Analysis) -> str:
     if not analysis.n_failed:
         return ""
@@ -468,5 +638,5 @@ def _failed_note(analysis: Analysis) -> str:
 
 def _env_summary(env: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("captured_at", "host", "python", "pullbench", "destination", "registry", "images",
-            "network_profile", "seed", "extra")
+            "network_profile", "seed", "preflight", "cpu_isolation", "extra")
     return {k: env.get(k) for k in keys if k in env}

@@ -84,6 +84,13 @@ def _external_kinds() -> tuple[str, ...]:
     return tuple(ARM_KINDS)
 
 
+def _shorthand_key(kind: str) -> str | None:
+    """The parameter ``kind:VALUE`` sets (``pullbench.arms.ARM_SHORTHAND``), if any."""
+    from ..arms import ARM_SHORTHAND
+
+    return ARM_SHORTHAND.get(kind)
+
+
 def parse_param_value(text: Any) -> Any:
     """Parse one strategy-parameter value given as text (CLI ``--param`` or YAML).
 
@@ -244,8 +251,13 @@ def _parse_arm_entry(entry: Any) -> list[ArmSpec]:
         if ":" in text:
             strategy, _, rest = text.partition(":")
             params: dict[str, Any] = {}
-            for item in filter(None, (p.strip() for p in rest.split(","))):
+            shorthand = _shorthand_key(kind)
+            for n, item in enumerate(filter(None, (p.strip() for p in rest.split(",")))):
                 key, sep, value = item.partition("=")
+                if not sep and n == 0 and shorthand is not None:
+                    # dockerd:pr48602 = dockerd:variant=pr48602; go:iocopy = go:idiom=iocopy
+                    params[shorthand] = key
+                    continue
                 if not sep:
                     raise BenchmarkError(
                         f"arm {entry!r}: expected 'strategy:param=value,...', got {item!r}"

@@ -634,7 +634,7 @@ class _Handler(TLSHandler):
             raise _RegistryHTTPError(400, "NAME_INVALID", "invalid repository name",
                                      {"name": name[:300]})
         fail = self.misbehavior.fail_status
-        if fail is not None and self.misbehavior.should_fail(kind):
+        if fail is not None and self.misbehavior.should_fail(kind, method):
             if self.misbehavior.fail_by_closing:  # no answer at all: a connection error
                 self.close_connection = True
                 with contextlib.suppress(OSError):

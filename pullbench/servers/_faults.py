@@ -93,8 +93,10 @@ class Misbehavior:
         Answer requests under ``/v2/<name>/`` with this status (e.g. 429, 500, 503).
     fail_times : int or None
         Only the first this-many such requests fail (None: all of them); a flaky registry.
-    fail_on : {"manifests", "blobs"} or None
-        Fail only requests of this kind (None: every kind).
+    fail_on : str or None
+        Fail only requests of this kind: ``"manifests"``, ``"blobs"``, ``"tags"``,
+        ``"blobs/uploads"``, optionally after a method (``"GET blobs"``: blob downloads only, not
+        the HEADs of a push). None: every request.
     retry_after : str or None
         ``Retry-After`` value sent with ``fail_status`` (seconds, or an HTTP-date); ``""`` sends
         none. None sends ``0`` with 429 and 503, and nothing with other statuses.
@@ -162,10 +164,12 @@ class Misbehavior:
     content_digest: str | None = None
     seen: FaultRecord = field(default_factory=FaultRecord, compare=False, repr=False)
 
-    def should_fail(self, kind: str) -> bool:
-        """True when a request of ``kind`` (``"manifests"``, ``"blobs"``, ...) gets
+    def should_fail(self, kind: str, method: str = "GET") -> bool:
+        """True when a ``method`` request of ``kind`` (``"manifests"``, ``"blobs"``, ...) gets
         ``fail_status`` now (counts it)."""
-        if self.fail_status is None or (self.fail_on is not None and self.fail_on != kind):
+        if self.fail_status is None:
+            return False
+        if self.fail_on is not None and self.fail_on not in (kind, f"{method} {kind}"):
             return False
         return self.seen.take("failed", self.fail_times)
 
