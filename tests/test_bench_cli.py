@@ -59,8 +59,10 @@ def test_bench_analyze_report(tmp_path):
     assert result.exit_code == 0, result.output
     html = (tmp_path / "r.html").read_text()
     assert PLOT_ERROR not in html, html[html.find(PLOT_ERROR):][:500]
-    # 1 metric (throughput_mb_s) + 3, + its ratio-vs-interference scatter
-    assert html.count("data:image/png;base64,") == 5
+    # analyses add up: the two metrics of the bench and throughput_mb_s -> 3 distributions,
+    # 3 ratio-vs-interference scatters, + write sizes, throughput vs sizes, speed vs memory
+    assert html.count("data:image/png;base64,") == 9
+    assert "wall time" in html
 
 
 def test_bench_no_probes_skips_cpu_metrics_with_a_note(tmp_path):
