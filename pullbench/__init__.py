@@ -18,7 +18,8 @@ Puller and copy strategies
 Decompress and unpack (the stages after the download)
     list_decompressors, get_decompressor, Decompressor, DecompressionLimits, open_layer,
     LayerReader; RootfsUnpacker, unpack_image, image_layers, LayerUnpackResult, UnpackResult;
-    UnpackPlan (``pull(..., unpack=UnpackPlan(...))``: the stages inside a pull).
+    UnpackPlan (``pull(..., unpack=UnpackPlan(...))``: the stages inside a pull);
+    stage_breakdown and what_if_free (where the time goes, per arm).
 Statistics
     compare, verdicts, power and planning.
 Experiments
@@ -275,6 +276,10 @@ if _typing.TYPE_CHECKING:  # the same names for type checkers and IDEs (a test c
         get_profile,
         profile_names,
     )
+    from .stats._breakdown import (
+        stage_breakdown,
+        what_if_free,
+    )
     from .stats._defaults import (
         DEFAULT_ALPHA,
         DEFAULT_MARGIN,
@@ -377,6 +382,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ),
     ".experiment._hyperfine": (
         "read_hyperfine_json", "write_hyperfine_json",
+    ),
+    ".stats._breakdown": (
+        "stage_breakdown", "what_if_free",
     ),
     ".stats._power": (
         "PowerPlan", "minimum_detectable_effect", "plan_from_pilot", "power_at_n", "runs_needed",
@@ -499,9 +507,9 @@ __all__ = [  # noqa: RUF022 -- plain sorted() order (tests/test_public_api.py)
     "published_figures", "pull", "pull_recording_proxy_cpu", "push_image", "read_hyperfine_json",
     "recompress_image", "register_network_profile", "register_runner_layers", "register_strategy",
     "register_tls_layer", "remote_registry_factory", "render_report", "resolve_results_path",
-    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest", "styled_table",
-    "system_check", "tar_directory", "unpack_image", "unstable_reason", "verdict_table",
-    "wait_quiet", "write_hyperfine_json",
+    "run_experiment", "runs_needed", "save_analysis", "servers", "sha256_digest",
+    "stage_breakdown", "styled_table", "system_check", "tar_directory", "unpack_image",
+    "unstable_reason", "verdict_table", "wait_quiet", "what_if_free", "write_hyperfine_json",
 ]
 
 

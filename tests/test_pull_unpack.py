@@ -213,3 +213,54 @@ def test_analysis_gives_a_verdict_per_stage_when_arms_unpack(tmp_path):
                    "unpack_tail_s"):
         assert metric in image.metrics, (metric, image.skipped_metrics)
         assert image.metrics[metric].table, metric
+
+
+def test_stage_breakdown_and_what_if_bounds(tmp_path):
+    import pandas as pd
+
+    from pullbench import stage_breakdown, what_if_free
+    from pullbench._errors import StatsInputError
+
+    rows = pd.DataFrame({
+        "image": ["i"] * 4, "arm": ["a", "a", "b", "b"], "status": ["ok"] * 4,
+        "warmup": [False] * 4,
+        "duration_s": [10.0, 12.0, 6.0, 6.0], "resolve_s": [1.0, 1.0, 1.0, 1.0],
+        "transfer_s": [3.0, 3.0, 3.0, 3.0], "unpack_tail_s": [5.0, 7.0, 1.5, 1.5],
+        "decompress_s": [5.0, 7.0, 1.0, 1.0], "diff_hash_s": [0.5, 0.5, 0.5, 0.5],
+        "unpack_s": [2.5, 2.5, 2.5, 2.5], "decompress_cpu_s": [4.0, 6.0, 1.0, 1.0],
+        "unpack_cpu_s": [2.0, 2.0, 2.0, 2.0], "cpu_user_s": [1.0] * 4, "cpu_sys_s": [0.5] * 4,
+    })
+    b = stage_breakdown(rows).set_index("arm")
+    assert b.loc["a", "duration_s"] == 11.0
+    assert b.loc["a", "other_s"] == 1.0  # 11 - 1 - 3 - 6 (medians of each run's rest)
+    assert b.loc["a", "transfer_cpu_s"] == 1.5
+    assert b.loc["a", "runs"] == 2
+    w = what_if_free(rows).set_index("arm")
+    # a: apply = decompress + hash + unpack = 9 (median) > transfer 3: model = 1 + 9 = 10
+    assert w.loc["a", "model_s"] == 10.0
+    assert w.loc["a", "if_free_decompress_s"] == 1 + 3.0  # max(3, 9 - 6) = 3
+    assert w.loc["a", "if_free_transfer_s"] == 10.0  # the transfer is not the bottleneck
+    assert w.loc["a", "gain_decompress"] == pytest.approx(0.6)
+    # b: apply = 4 > transfer 3; without decompression the transfer bounds it
+    assert w.loc["b", "if_free_decompress_s"] == 4.0
+    with pytest.raises(StatsInputError, match="unpack-stage columns"):
+        stage_breakdown(rows.drop(columns=["decompress_s"]))
+
+
+@pytest.mark.slow
+def test_notebook_06_renders_the_shipped_run(tmp_path):
+    import nbformat
+    import papermill
+
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "06-where-time-goes.ipynb"
+    stored = nbformat.read(notebook, as_version=4)
+    assert not any(o for c in stored.cells for o in c.get("outputs", []))  # stored clean
+    out = tmp_path / "out.ipynb"
+    papermill.execute_notebook(str(notebook), str(out), cwd=str(tmp_path), kernel_name="python3",
+                               progress_bar=False, parameters={"results_path": "shipped"})
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "\n".join(o.get("text", "") for o in outputs)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # breakdown + what-if
+    for metric in ("duration_s", "decompress_s", "unpack_s", "unpack_tail_s"):
+        assert f"debian-minbase: {metric} =" in text, metric

@@ -433,8 +433,8 @@ class LayerReader(io.RawIOBase):
     decompress_s, decompress_cpu_s : float
         Wall time and CPU (this thread's; for the external process, the child's user+sys
         after it exited) spent decompressing.
-    diff_hash_s : float
-        Wall time spent hashing the uncompressed bytes (sha256, i.e. the diff_id).
+    diff_hash_s, diff_hash_cpu_s : float
+        Wall time and CPU spent hashing the uncompressed bytes (sha256, i.e. the diff_id).
     max_uncompressed_bytes : int or None
         The absolute cap in force (reported).
     max_ratio : float or None
@@ -459,6 +459,7 @@ class LayerReader(io.RawIOBase):
         self.decompress_s = 0.0
         self.decompress_cpu_s = 0.0
         self.diff_hash_s = 0.0
+        self.diff_hash_cpu_s = 0.0
         self._hash = hashlib.sha256()
         self._buf = b""
         self._pos = 0
@@ -638,9 +639,10 @@ class LayerReader(io.RawIOBase):
             if not out:
                 self._eof = True
                 return 0
-            t0 = time.perf_counter_ns()
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             self._hash.update(out)
             self.diff_hash_s += (time.perf_counter_ns() - t0) / 1e9
+            self.diff_hash_cpu_s += (time.thread_time_ns() - c0) / 1e9
             self.uncompressed_bytes += len(out)
             self._check_caps()
             self._buf, self._pos = out, 0

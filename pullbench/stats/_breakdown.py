@@ -1,0 +1,124 @@
+"""Where a pull's time goes: per-arm stage breakdowns (wall and CPU) and "what if this stage
+were free" bounds, from results rows of pulls that unpacked (no I/O here).
+
+Wall time of a pull that unpacks splits into ``resolve_s`` + ``transfer_s`` (first blob
+request to last blob stored) + ``unpack_tail_s`` (last blob stored to root filesystem done) +
+the rest (manifest storing, thread start-up). CPU splits into the pull's own threads (transfer:
+socket reads, hashing, writes), the decompressor and the unpacker.
+
+The "what if" bound uses a two-stage pipeline model: the pull takes at least
+``resolve + max(transfer, apply)``, where ``apply = decompress + diff_hash + unpack`` is the
+serial applier's work. Making one stage free (zero) gives the shortest total any optimisation
+of that stage can reach (its upper bound); it is a model, so it is reported next to the
+measured total, never instead of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .._errors import StatsInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["WALL_STAGES", "stage_breakdown", "what_if_free"]
+
+#: Wall-time stages of a pull that unpacks, in pipeline order.
+WALL_STAGES = ("resolve_s", "transfer_s", "unpack_tail_s")
+_NEEDED = ("duration_s", "resolve_s", "transfer_s", "unpack_tail_s", "decompress_s",
+           "diff_hash_s", "unpack_s", "decompress_cpu_s", "unpack_cpu_s")
+
+
+def _ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in _NEEDED if c not in df.columns]
+    if missing:
+        raise StatsInputError(f"the rows lack the unpack-stage columns {missing}: run arms with "
+                              "an unpack plan (e.g. --arms go-iocopy+zlib+after)")
+    rows = df
+    if "status" in rows.columns:
+        rows = rows[rows["status"] == "ok"]
+    if "warmup" in rows.columns:
+        rows = rows[~rows["warmup"].astype(bool)]
+    rows = rows.dropna(subset=["decompress_s"])
+    if rows.empty:
+        raise StatsInputError("no successful runs that unpacked (decompress_s is empty)")
+    return rows
+
+
+def stage_breakdown(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> pd.DataFrame:
+    """Median seconds per stage for each group: wall-clock stages and CPU stages.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Results rows (:func:`pullbench.load_results`); failed and warm-up runs are dropped.
+    by : sequence of str
+        Grouping columns (default image and arm).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: ``duration_s`` and the wall stages ``resolve_s``, ``transfer_s``,
+        ``unpack_tail_s``, ``other_s`` (the rest of the total); the CPU stages
+        ``transfer_cpu_s`` (the pull's threads), ``decompress_cpu_s``, ``unpack_cpu_s``; and
+        ``runs``. Medians over runs, each column separately.
+
+    Raises
+    ------
+    StatsInputError
+        The rows have no unpack-stage columns, or no run unpacked.
+    """
+    rows = _ok_rows(df).copy()
+    rows["other_s"] = (rows["duration_s"] - rows["resolve_s"] - rows["transfer_s"]
+                       - rows["unpack_tail_s"]).clip(lower=0)
+    if "cpu_user_s" in rows.columns and "cpu_sys_s" in rows.columns:
+        rows["transfer_cpu_s"] = rows["cpu_user_s"] + rows["cpu_sys_s"]
+    else:
+        rows["transfer_cpu_s"] = float("nan")
+    cols = ["duration_s", *WALL_STAGES, "other_s", "transfer_cpu_s", "decompress_cpu_s",
+            "unpack_cpu_s"]
+    groups = rows.groupby(list(by), sort=True)
+    out = groups[cols].median()
+    out["runs"] = groups.size()
+    return out.reset_index()
+
+
+def what_if_free(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> pd.DataFrame:
+    """The pipeline-model total if one stage took no time, per group (medians).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Results rows, as for :func:`stage_breakdown`.
+    by : sequence of str
+        Grouping columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: the measured ``duration_s``, the model's ``model_s`` (``resolve +
+        max(transfer, decompress + diff_hash + unpack)``), and ``if_free_transfer_s``,
+        ``if_free_decompress_s``, ``if_free_unpack_s``: the model with that stage at zero (the
+        best any optimisation of it can do), with ``gain_*`` the fraction of the model total it
+        would save.
+
+    Raises
+    ------
+    StatsInputError
+        As :func:`stage_breakdown`.
+    """
+    rows = _ok_rows(df).copy()
+    apply = rows["decompress_s"] + rows["diff_hash_s"] + rows["unpack_s"]
+    resolve, transfer = rows["resolve_s"], rows["transfer_s"]
+    rows["model_s"] = resolve + transfer.combine(apply, max)
+    rows["if_free_transfer_s"] = resolve + apply
+    rows["if_free_decompress_s"] = resolve + transfer.combine(apply - rows["decompress_s"], max)
+    rows["if_free_unpack_s"] = resolve + transfer.combine(apply - rows["unpack_s"], max)
+    cols = ["duration_s", "model_s", "if_free_transfer_s", "if_free_decompress_s",
+            "if_free_unpack_s"]
+    out = rows.groupby(list(by), sort=True)[cols].median()
+    for stage in ("transfer", "decompress", "unpack"):
+        out[f"gain_{stage}"] = 1 - out[f"if_free_{stage}_s"] / out["model_s"]
+    return out.reset_index()
