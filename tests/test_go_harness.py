@@ -197,6 +197,23 @@ def test_wrong_digest_fails_and_leaves_no_file(harness, registries, tmp_path):
     assert list((tmp_path / "bad").iterdir()) == []
 
 
+def test_relative_cache_folder_builds(harness, monkeypatch, tmp_path):
+    """A relative ``PULLBENCH_CACHE`` (as in the shipped results' commands): Go refuses a relative
+    GOPATH or GOCACHE, so the build must use the folder made absolute."""
+    from pullbench.arms._gotoolchain import cache_root
+
+    warm = harness.parents[1] / "gocache"  # the harness fixture's GOCACHE: a fast rebuild
+    (tmp_path / "rel-cache" / "go-harness").mkdir(parents=True)
+    (tmp_path / "rel-cache" / "go-harness" / "gocache").symlink_to(warm)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PULLBENCH_CACHE", "rel-cache")
+    built = go_harness_binary()
+    assert built.is_absolute()
+    assert built.is_relative_to(tmp_path / "rel-cache")
+    assert os.access(built, os.X_OK)
+    assert cache_root("other") == tmp_path / "other"  # an explicit cache_dir too
+
+
 def test_missing_go_is_a_clear_error(tmp_path):
     with pytest.raises(ProgramBuildError, match=r"apt-get install -y golang-go"):
         find_go(tmp_path / "no-such-go")

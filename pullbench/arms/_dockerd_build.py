@@ -372,7 +372,7 @@ def dockerd_build_requirements(source: str | Path = "debian", *,
         return lines
     if shutil.which("dpkg-source") is None:
         lines.append(" ".join([*_APT, "install", "-y", "dpkg-dev"]))
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root = cache_root(cache_dir)
     control = _cached_control(root)
     if control is None and _source_version_from_apt() is None:
         text = deb_src_entries()
@@ -403,7 +403,7 @@ def install_dockerd_build_requirements(*, cache_dir: str | Path | None = None,
     if not _is_root():
         raise ProgramBuildError("--install runs apt-get and needs root; run as root, or run the "
                                 "lines `pullbench dockerd setup` prints with sudo")
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root = cache_root(cache_dir)
     _install(progress or (lambda _line: None), need_source=True, root=root)
 
 
@@ -715,7 +715,7 @@ def build_dockerd(variant: str = "stock", params: Mapping[str, Any] | None = Non
     if install and not _is_root():
         raise ProgramBuildError("--install runs apt-get and needs root; run as root, or run the "
                                 "lines `pullbench dockerd build` prints with sudo")
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root = cache_root(cache_dir)
     if install:
         _install(say, need_source=str(source) == "debian", root=root)
     toolchain = find_go(go)

@@ -219,7 +219,7 @@ def go_harness_binary(*, toolchain: GoToolchain | None = None,
     """
     go = toolchain or find_go()
     source = _source_text()
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    root = cache_root(cache_dir)
     key = stable_key({"source": source.hex(), "go": go.version})[:16]
     folder = root / "go-harness" / key
     binary = folder / _BINARY

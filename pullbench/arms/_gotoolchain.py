@@ -27,10 +27,16 @@ _GO_FALLBACKS = ("/usr/lib/go/bin/go", "/usr/lib/go-1.19/bin/go")
 INSTALL_GO = "apt-get install -y golang-go"
 
 
-def cache_root() -> Path:
-    """``$PULLBENCH_CACHE`` when set, else ``~/.cache/pullbench`` (not created): the parent of
-    the image cache (:func:`pullbench.default_cache_dir`)."""
-    return default_cache_dir().parent
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder the Go builds use, made absolute (not created).
+
+    ``cache_dir`` when given, else ``$PULLBENCH_CACHE`` when set, else ``~/.cache/pullbench``:
+    the parent of the image cache (:func:`pullbench.default_cache_dir`). Absolute because Go
+    refuses a relative GOPATH entry, and a daemon started from another folder must still find
+    the binary built there.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent
+    return root.absolute()
 
 
 def stable_key(record: object) -> str:
