@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,40 @@ def test_one_parameters_cell_of_plain_literals():
     assert not any(o for c in nb.cells for o in c.get("outputs", []))
 
 
+def _parameters() -> dict:
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value)
+            for node in ast.parse(cell.source).body}
+
+
+# setting in the notebook -> (network profile, TLS) its shipped folder must have been run with
+SETTINGS = {"loopback": ("loopback", False), "lan-1g · TLS": ("lan-1g", True),
+            "wan-200m · TLS": ("wan-200m", True)}
+
+
+def test_each_setting_reads_the_run_it_names():
+    import json
+
+    from pullbench import data_path
+
+    results = _parameters()["results"]
+    assert list(results) == list(SETTINGS)
+    for setting, folder in results.items():
+        spec = json.loads((data_path("results", folder) / "spec.json").read_text())
+        assert (spec["network_profile"], spec["tls"]) == SETTINGS[setting], folder
+        assert spec["blocks"] >= 20, folder
+        assert spec["images"] == ["debian-minbase"], folder
+        assert [a["params"]["variant"] for a in spec["arms"]] == [
+            "stock", "pr48602", "pools-bufio32k"], folder
+        readme = (data_path("results", folder) / "README.md").read_text()
+        assert f"--blocks {spec['blocks']}" in readme, folder  # the exact command
+        if spec["tls"]:
+            assert f"--network-profile {spec['network_profile']} --tls" in readme, folder
+
+
 @pytest.mark.slow
 def test_runs_on_the_shipped_results(tmp_path):
     import nbformat
@@ -48,4 +83,10 @@ def test_runs_on_the_shipped_results(tmp_path):
                 "dockerd[variant=pools-bufio32k]"):
         assert arm in text
     assert "+pullbench.pr48602" in text  # the binaries are the built variants
+    for setting in SETTINGS:  # every setting loaded, analysed and concluded on
+        assert re.search(rf"^{re.escape(setting)}: \d+ ok runs, \d+ failed, \d+ blocks", text,
+                         re.MULTILINE), setting
+        for arm in ("dockerd[variant=pr48602]", "dockerd[variant=pools-bufio32k]"):
+            assert f"{setting}: {arm}: wall time " in text, (setting, arm)
+            assert f"{setting}: {arm}: daemon peak RSS " in text, (setting, arm)
     assert "524288" in text  # pr48602's 512 KiB writes, from the traced blocks
