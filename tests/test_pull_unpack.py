@@ -291,5 +291,14 @@ def test_notebook_06_renders_the_shipped_run(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "\n".join(o.get("text", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # breakdown + what-if
-    for metric in ("duration_s", "decompress_s", "unpack_s", "unpack_tail_s"):
-        assert f"debian-minbase: {metric} =" in text, metric
+    loopback, _, wan = text.partition("=== where-time-goes-debian-minbase-wan-200m "
+                                      "(profile wan-200m) ===")
+    assert "=== where-time-goes-debian-minbase (profile loopback) ===" in loopback
+    for part in (loopback, wan):
+        for metric in ("duration_s", "decompress_s", "unpack_s", "unpack_tail_s"):
+            assert f"debian-minbase: {metric} =" in part, metric
+    for metric in ("hash_s", "write_s"):  # timed since the wan-200m run
+        assert f"debian-minbase: {metric} =" in wan, metric
+    tables = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "wan-200m" in tables
+    assert "loopback" in tables
