@@ -145,6 +145,7 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     busy = 0
     verdicts = [0, 0, 0]
     kinds: Counter[str] = Counter()
+    explained = 0
     arm_analyses = 0
     for r in range(repeats):
         analysis = _experiment(work, f"quiet-{r}", image, blocks, 100 + r, None)
@@ -159,6 +160,10 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
             seen = {(d.arm or "").split(" vs ")[0] + "|" + d.kind for d in result.diagnostics
                     if d.severity == "warning"}
             kinds.update(s.split("|", 1)[1] for s in seen)
+            explained += len({d.arm for d in result.diagnostics if d.kind == "outliers"
+                              and d.severity == "info"} - {d.arm for d in result.diagnostics
+                                                           if d.kind == "outliers"
+                                                           and d.severity == "warning"})
     print(f"   blocks flagged disturbed: {flagged}/{total} = {flagged / total:.1%} "
           f"(experiments on a machine busy throughout: {busy}/{repeats})")
     print(f"   false faster/slower verdicts: {verdicts[1]}/{verdicts[0]} = "
@@ -167,6 +172,8 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     shown = ", ".join(f"{k} {v}/{arm_analyses} = {v / arm_analyses:.1%}"
                       for k, v in sorted(kinds.items())) or "none"
     print(f"   warnings per arm analysis (false alarms; target <= 10% each): {shown}")
+    print(f"   outliers all in disturbed blocks (explained by the probes, shown as info): "
+          f"{explained}/{arm_analyses} = {explained / arm_analyses:.1%}")
     if few:
         print(f"   (too_few_runs {few}/{arm_analyses}: true, with {blocks} < 10 blocks)")
     _load("end")

@@ -275,17 +275,29 @@ class _Sampler(threading.Thread):
         #: CPU time of this thread from its first sample to its exit, seconds
         self.cpu_s: float | None = None
         self._stop_event = threading.Event()
+        #: tid -> open descriptor of its schedstat, re-read with pread (cheaper than reopening)
+        self._fds: dict[str, int] = {}
+
+    def _schedstat(self, tid: str) -> tuple[int, int] | None:
+        fd = self._fds.get(tid)
+        try:
+            if fd is None:
+                fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+            parts = os.pread(fd, 128, 0).split()
+            return int(parts[0]), int(parts[1])
+        except (OSError, IndexError, ValueError):
+            return None  # the thread exited: its last sample stands
 
     def sample_threads(self, *, initial: bool = False) -> None:
-        me = str(threading.get_native_id())
+        me = str(self.native_id)  # the sampler's own waits are not the puller's
         try:
-            tids = [entry.name for entry in os.scandir("/proc/self/task")]
+            tids = os.listdir("/proc/self/task")
         except OSError:
             return
         for tid in tids:
             if tid == me:
                 continue
-            value = read_schedstat(tid)
+            value = self._schedstat(tid)
             if value is None:
                 continue
             if tid not in self.first:
@@ -318,6 +330,9 @@ class _Sampler(threading.Thread):
         self._stop_event.set()
         self.join(timeout=5)
         self.sample_threads()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         return list(self.samples)
 
     def run_delay(self) -> tuple[float, float]:
