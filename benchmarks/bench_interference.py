@@ -143,6 +143,8 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     _load("start")
     flagged = total = 0
     busy = 0
+    flagged_load: list[float] = []
+    thresholds: list[float] = []
     verdicts = [0, 0, 0]
     kinds: Counter[str] = Counter()
     explained = 0
@@ -152,6 +154,8 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
         intf = analysis.image().interference
         assert intf is not None
         flagged += len(intf.disturbed_blocks)
+        flagged_load += [intf.block_interference[b] for b in intf.disturbed_blocks]
+        thresholds.append(intf.threshold_cores)
         total += blocks
         busy += intf.busy_machine
         verdicts = [a + b for a, b in zip(verdicts, _verdicts(analysis), strict=True)]
@@ -166,6 +170,10 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
                                                            and d.severity == "warning"})
     print(f"   blocks flagged disturbed: {flagged}/{total} = {flagged / total:.1%} "
           f"(experiments on a machine busy throughout: {busy}/{repeats})")
+    if flagged_load:
+        print(f"   flagged blocks' interference (other processes' CPU + steal): median "
+              f"{np.median(flagged_load):.2f} cores, min {np.min(flagged_load):.2f}; thresholds: "
+              f"median {np.median(thresholds):.2f} cores")
     print(f"   false faster/slower verdicts: {verdicts[1]}/{verdicts[0]} = "
           f"{verdicts[1] / verdicts[0]:.1%} (not marked unstable: {verdicts[2]})")
     few = kinds.pop("too_few_runs", 0)
