@@ -291,7 +291,7 @@ class _Sampler(threading.Thread):
     def sample_threads(self, *, initial: bool = False) -> None:
         me = str(self.native_id)  # the sampler's own waits are not the puller's
         try:
-            tids = os.listdir("/proc/self/task")
+            tids = [entry.name for entry in os.scandir("/proc/self/task")]
         except OSError:
             return
         for tid in tids:
