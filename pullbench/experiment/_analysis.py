@@ -61,7 +61,8 @@ EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "pea
 PROBE_COLUMNS = frozenset({
     "cpu_user_s", "cpu_sys_s", "cpu_s", "cpu_ns_per_byte", "process_cpu_user_s",
     "process_cpu_sys_s", "peak_rss_bytes", "syscr", "syscw", "rchar", "wchar", "read_count",
-    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist",
+    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist", "hash_s",
+    "write_s",
 })
 
 
@@ -145,8 +146,8 @@ def analyze_results(
         per-arm medians; ``to_dict()`` is what ``analysis.json`` holds.
 
     When the runs unpacked (arms with an unpack plan), each stage of :data:`STAGE_METRICS`
-    (resolve, transfer, decompress, unpack, and the unpack tail after the last blob) gets a
-    verdict of its own too.
+    (resolve, transfer, the hash and write stages inside the transfer, decompress, unpack, and
+    the unpack tail after the last blob) gets a verdict of its own too.
 
     When the rows carry the interference probes' ``interference_cores`` (runs made since they
     exist), each image also gets an :class:`InterferenceSummary` (disturbed runs and blocks,
@@ -597,7 +598,8 @@ def _diagnostics(grid: Any, baseline: str, data: pd.DataFrame | None = None,
 
 #: Per-stage metrics given a verdict of their own when the runs unpacked (an arm with an
 #: UnpackPlan: ``decompressor`` is set), besides the requested metrics on the total.
-STAGE_METRICS = ("resolve_s", "transfer_s", "decompress_s", "unpack_s", "unpack_tail_s")
+STAGE_METRICS = ("resolve_s", "transfer_s", "hash_s", "write_s", "decompress_s", "unpack_s",
+                 "unpack_tail_s")
 
 
 def _stage_metrics(ok: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
