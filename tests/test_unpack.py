@@ -513,7 +513,9 @@ class _Containerd:
         cmd = [_need("containerd"), "--config", str(base / "config.toml")]
         if shutil.which("setpriv"):
             cmd = ["setpriv", "--pdeathsig", "TERM", "--", *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        (base / "tmp").mkdir()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "TMPDIR": str(base / "tmp")})
         deadline = time.monotonic() + 30
         while not self.sock.exists():
             assert self.proc.poll() is None, (base / "containerd.log").read_text()[-2000:]

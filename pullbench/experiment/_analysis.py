@@ -251,7 +251,9 @@ def analyze_results(
                 summary=grid.summary(),
                 paired=bool(grid.paired),
                 incomplete_blocks_dropped=tuple(dropped),
-                diagnostics=_diagnostics(grid, baseline),
+                diagnostics=_diagnostics(
+                    grid, baseline, analysed,
+                    () if interference is None else interference.disturbed_blocks),
                 runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
                 stability=stability,
                 descriptives=_describe(analysed, metric, baseline),
@@ -557,17 +559,40 @@ def save_analysis(directory: str | Path, analysis: Analysis) -> bool:
     return True
 
 
-def _diagnostics(grid: Any, baseline: str) -> tuple[Diagnostic, ...]:
-    """The grid's diagnostics, JSON-ready; a comparison's own (arm None) gets "ARM vs BASELINE"."""
+def _diagnostics(grid: Any, baseline: str, data: pd.DataFrame | None = None,
+                 disturbed_blocks: Sequence[int] = ()) -> tuple[Diagnostic, ...]:
+    """The grid's diagnostics, JSON-ready; a comparison's own (arm None) gets "ARM vs BASELINE".
+
+    An ``outliers`` warning whose outlying runs all lie in disturbed blocks (``data``: the rows
+    the grid analysed, to map the runs back to their blocks) becomes an ``info``: the
+    interference probes already explain those runs, and the disturbance is the diagnostic
+    shown first. Outliers the probes do not explain stay warnings (``details`` say which
+    blocks held the outliers and how many of them were disturbed).
+    """
+    disturbed = {int(b) for b in disturbed_blocks}
     out = []
     for diag in grid.diagnostics:
         arm = diag.arm
+        severity, message = diag.severity, diag.message
+        details = _jsonable(diag.details)
         if arm is None:
             pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
             if len(pair) == 1:
                 arm = f"{pair[0]} vs {baseline}"
-        out.append(Diagnostic(kind=diag.kind, severity=diag.severity, message=diag.message,
-                              arm=arm, details=_jsonable(diag.details)))
+        elif diag.kind == "outliers" and data is not None and "block" in data.columns:
+            part = data[data["arm"] == arm]
+            if grid.paired:  # the grid sorts a blocked table by block (stable)
+                part = part.sort_values("block", kind="stable")
+            blocks = part["block"].astype(int).to_list()
+            where = [blocks[i] for i in diag.details.get("indices", ()) if i < len(blocks)]
+            explained = sum(b in disturbed for b in where)
+            details = {**details, "blocks": where, "in_disturbed_blocks": explained}
+            if where and explained == len(where) and severity == "warning":
+                severity = "info"
+                message = (f"explained by interference: every outlier run is in a disturbed "
+                           f"block ({', '.join(map(str, where))}); " + message)
+        out.append(Diagnostic(kind=diag.kind, severity=severity, message=message,
+                              arm=arm, details=details))
     return tuple(out)
 
 
