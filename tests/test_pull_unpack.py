@@ -274,6 +274,21 @@ def test_hash_and_write_stages_in_the_breakdown_and_the_what_if_bounds():
     # b: apply 6 > transfer 3: nothing inside the transfer is on the critical path
     assert w.loc["b", "if_free_hash_s"] == w.loc["b", "model_s"] == 7.0
     assert w.loc["b", "gain_write"] == 0.0
+    # one layer applied after its download (or anything with schedule "end"): no overlap, the
+    # stages add up; streaming, or several layers applied as they arrive, overlap
+    rows["unpack_schedule"], rows["unpack_order"] = ["after", "end"], ["in-order", "in-order"]
+    rows["layer_count"] = [2, 4]
+    w = what_if_free(rows).set_index("arm")
+    assert w.loc["a", "model_s"] == 1 + 8 + 3
+    assert w.loc["a", "if_free_hash_s"] == 1 + 5 + 3
+    assert w.loc["a", "if_free_unpack_s"] == 1 + 8 + 1.5
+    assert w.loc["b", "model_s"] == 1 + 3 + 6
+    assert w.loc["b", "gain_write"] == pytest.approx(0.05)
+    for schedule, layers in (("stream", 2), ("after", 4)):
+        rows["unpack_schedule"], rows["layer_count"] = schedule, layers
+        assert what_if_free(rows).set_index("arm").loc["a", "model_s"] == 9.0
+    rows["unpack_schedule"], rows["unpack_order"] = "after", "serial"
+    assert what_if_free(rows).set_index("arm").loc["a", "model_s"] == 12.0
 
 
 @pytest.mark.slow

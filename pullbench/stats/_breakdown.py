@@ -12,12 +12,15 @@ hashing, writes), the decompressor and the unpacker.
 
 The "what if" bound uses a two-stage pipeline model: the pull takes at least
 ``resolve + max(transfer, apply)``, where ``apply = decompress + diff_hash + unpack`` is the
-serial applier's work. Making one stage free (zero) gives the shortest total any optimisation
-of that stage can reach (its upper bound); it is a model, so it is reported next to the
-measured total, never instead of it. Hashing or writing made free shortens the transfer by at
-most its own time (``transfer - hash_s``, never below zero): that treats every blob's hashing as
-on the critical path, which over-states the gain of concurrent downloads or of a hashing thread,
-so it stays an upper bound.
+serial applier's work -- or ``resolve + transfer + apply`` when the schedule cannot overlap the
+two (the rows' ``unpack_schedule``/``unpack_order``/``layer_count``): ``end`` (nothing applied
+before the last blob is stored), and ``after`` when each layer is applied only once stored and
+the next download waits for it (``serial`` order) or there is one layer only. Making one stage
+free (zero) gives the shortest total any optimisation of that stage can reach (its upper
+bound); it is a model, so it is reported next to the measured total, never instead of it.
+Hashing or writing made free shortens the transfer by at most its own time (``transfer -
+hash_s``, never below zero): that treats every blob's hashing as on the critical path, which
+over-states the gain of concurrent downloads or of a hashing thread, so it stays an upper bound.
 """
 
 from __future__ import annotations
@@ -104,6 +107,18 @@ def stage_breakdown(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -
     return out.reset_index()
 
 
+def _no_overlap(rows: pd.DataFrame) -> pd.Series:
+    """True where the schedule applies nothing while a download runs (see the module notes)."""
+    import pandas as pd
+
+    def col(name: str) -> pd.Series:
+        return rows[name] if name in rows.columns else pd.Series(None, index=rows.index)
+
+    schedule, order = col("unpack_schedule"), col("unpack_order")
+    one_layer = pd.to_numeric(col("layer_count"), errors="coerce") == 2  # config + 1 layer
+    return (schedule == "end") | ((schedule == "after") & ((order == "serial") | one_layer))
+
+
 def what_if_free(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> pd.DataFrame:
     """The pipeline-model total if one stage took no time, per group (medians).
 
@@ -118,7 +133,8 @@ def what_if_free(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> p
     -------
     pandas.DataFrame
         One row per group: the measured ``duration_s``, the model's ``model_s`` (``resolve +
-        max(transfer, decompress + diff_hash + unpack)``), and ``if_free_transfer_s``,
+        max(transfer, decompress + diff_hash + unpack)``, or their sum where the schedule
+        cannot overlap them), and ``if_free_transfer_s``,
         ``if_free_hash_s``, ``if_free_write_s``, ``if_free_decompress_s``,
         ``if_free_unpack_s``: the model with that stage at zero (the best any optimisation of
         it can do; hash and write are inside the transfer, see the module notes), with
@@ -133,15 +149,20 @@ def what_if_free(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> p
     import numpy as np
 
     rows = _ok_rows(df)
+    serial = _no_overlap(rows)
+
+    def model(transfer: pd.Series, apply: pd.Series) -> pd.Series:
+        return rows["resolve_s"] + np.where(serial, transfer + apply,
+                                            np.maximum(transfer, apply))
+
     apply = rows["decompress_s"] + rows["diff_hash_s"] + rows["unpack_s"]
-    resolve, transfer = rows["resolve_s"], rows["transfer_s"]
-    rows["model_s"] = resolve + np.maximum(transfer, apply)
-    rows["if_free_transfer_s"] = resolve + apply
+    transfer = rows["transfer_s"]
+    rows["model_s"] = model(transfer, apply)
+    rows["if_free_transfer_s"] = model(transfer * 0, apply)
     for stage in TRANSFER_STAGES:  # NaN stays NaN: not measured
-        rows[f"if_free_{stage}"] = resolve + np.maximum(
-            (transfer - rows[stage]).clip(lower=0), apply)
-    rows["if_free_decompress_s"] = resolve + np.maximum(transfer, apply - rows["decompress_s"])
-    rows["if_free_unpack_s"] = resolve + np.maximum(transfer, apply - rows["unpack_s"])
+        rows[f"if_free_{stage}"] = model((transfer - rows[stage]).clip(lower=0), apply)
+    rows["if_free_decompress_s"] = model(transfer, apply - rows["decompress_s"])
+    rows["if_free_unpack_s"] = model(transfer, apply - rows["unpack_s"])
     stages = ("transfer", "hash", "write", "decompress", "unpack")
     cols = ["duration_s", "model_s", *(f"if_free_{s}_s" for s in stages)]
     out = rows.groupby(list(by), sort=True)[cols].median()
