@@ -7,7 +7,9 @@ shared):
 1. **Probe cost.** Pulls with the interference probe on vs off (its sampler thread runs during
    the pull; the counters are read just outside the timed section), interleaved in randomized
    pairs in fresh worker processes: the paired ratio of the pull's wall time and of the worker's
-   CPU, with a 95 % CI, and the probe's own reading time as a share of the pull.
+   CPU, with a 95 % CI (on a loaded machine far too wide to resolve 0.5 %), and the probe's
+   costs measured directly, as shares of the pull: the sampler thread's CPU during the pull
+   (inside the timed section) and the wall time of the probe's start and stop (outside it).
    Target: < 0.5 % of a pull.
 2. **Quiet A/A.** go-iocopy against ``tunable`` with identical parameters, no injected load:
    the share of blocks flagged disturbed (false flags), the share of verdicts faster/slower
@@ -64,6 +66,7 @@ def probe_cost(image: str, pairs: int, work: Path) -> None:
     wall = {True: [], False: []}
     cpu = {True: [], False: []}
     reading: list[float] = []
+    sampler: list[float] = []
     with EmbeddedRegistry(work / "registry") as reg:
         reference = f"{reg.host}/bench/{image}:latest"
         pullbench.push_image(layout, reference)
@@ -84,15 +87,17 @@ def probe_cost(image: str, pairs: int, work: Path) -> None:
                     cpu[on].append(row["worker_cpu_user_s"] + row["worker_cpu_sys_s"])
                     if on:
                         reading.append(row["probe_overhead_s"] / row["pull_wall_s"] * 100)
+                        sampler.append(row["probe_sampler_cpu_s"] / row["pull_wall_s"] * 100)
     for name, data in (("pull wall time", wall), ("worker CPU", cpu)):
         cmp = pullbench.compare_samples(np.array(data[False]), np.array(data[True]),
                                         margin=0.005, paired=True, rng=3,
                                         names=("probe off", "probe on"))
         print(f"   {name}: paired ratio on/off {cmp.ratio:.4f} [95% CI {cmp.ratio_ci_low:.4f}, "
               f"{cmp.ratio_ci_high:.4f}]; verdict at a 0.5% margin: {cmp.verdict}")
-    print(f"   median pull {np.median(wall[True]):.3f} s; the probe's counter reads (outside the "
-          f"timed section): median {np.median(reading):.3f}% of a pull, max "
-          f"{np.max(reading):.3f}%")
+    print(f"   median pull {np.median(wall[True]):.3f} s; the sampler thread's CPU (inside the "
+          f"timed section): median {np.median(sampler):.3f}% of a pull, max "
+          f"{np.max(sampler):.3f}%; the probe's start and stop (outside the timed section): "
+          f"median {np.median(reading):.3f}% of a pull, max {np.max(reading):.3f}%")
     _load("end")
 
 
@@ -138,14 +143,19 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     _load("start")
     flagged = total = 0
     busy = 0
+    flagged_load: list[float] = []
+    thresholds: list[float] = []
     verdicts = [0, 0, 0]
     kinds: Counter[str] = Counter()
+    explained = 0
     arm_analyses = 0
     for r in range(repeats):
         analysis = _experiment(work, f"quiet-{r}", image, blocks, 100 + r, None)
         intf = analysis.image().interference
         assert intf is not None
         flagged += len(intf.disturbed_blocks)
+        flagged_load += [intf.block_interference[b] for b in intf.disturbed_blocks]
+        thresholds.append(intf.threshold_cores)
         total += blocks
         busy += intf.busy_machine
         verdicts = [a + b for a, b in zip(verdicts, _verdicts(analysis), strict=True)]
@@ -154,14 +164,24 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
             seen = {(d.arm or "").split(" vs ")[0] + "|" + d.kind for d in result.diagnostics
                     if d.severity == "warning"}
             kinds.update(s.split("|", 1)[1] for s in seen)
+            explained += len({d.arm for d in result.diagnostics if d.kind == "outliers"
+                              and d.severity == "info"} - {d.arm for d in result.diagnostics
+                                                           if d.kind == "outliers"
+                                                           and d.severity == "warning"})
     print(f"   blocks flagged disturbed: {flagged}/{total} = {flagged / total:.1%} "
           f"(experiments on a machine busy throughout: {busy}/{repeats})")
+    if flagged_load:
+        print(f"   flagged blocks' interference (other processes' CPU + steal): median "
+              f"{np.median(flagged_load):.2f} cores, min {np.min(flagged_load):.2f}; thresholds: "
+              f"median {np.median(thresholds):.2f} cores")
     print(f"   false faster/slower verdicts: {verdicts[1]}/{verdicts[0]} = "
           f"{verdicts[1] / verdicts[0]:.1%} (not marked unstable: {verdicts[2]})")
     few = kinds.pop("too_few_runs", 0)
     shown = ", ".join(f"{k} {v}/{arm_analyses} = {v / arm_analyses:.1%}"
                       for k, v in sorted(kinds.items())) or "none"
     print(f"   warnings per arm analysis (false alarms; target <= 10% each): {shown}")
+    print(f"   outliers all in disturbed blocks (explained by the probes, shown as info): "
+          f"{explained}/{arm_analyses} = {explained / arm_analyses:.1%}")
     if few:
         print(f"   (too_few_runs {few}/{arm_analyses}: true, with {blocks} < 10 blocks)")
     _load("end")

@@ -63,6 +63,20 @@ def test_daemon_leaves_nothing_behind(kind, docker_tools, containerd_tools, proc
             "TMPDIR", "/tmp"))
         if kind == "dockerd-overlay2":
             assert mounts_under(workdir)  # overlay2 bind-mounts its data root
+        # every daemon of the tree keeps its temp files in the work folder, not in /tmp
+        for pid in tree:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            tmpdir = next((e.decode()[7:] for e in environ if e.startswith(b"TMPDIR=")), None)
+            assert tmpdir is not None, f"pid {pid} has no TMPDIR"
+            assert Path(tmpdir).is_relative_to(workdir), (pid, tmpdir)
+        if kind == "containerd":  # its stack dump (SIGUSR1) lands there too
+            before = set(Path("/tmp").glob("containerd.*.stacks.log"))
+            os.kill(daemon.pid, signal.SIGUSR1)  # our own containerd, by PID
+            deadline = time.monotonic() + 10
+            while not list(workdir.rglob("containerd.*.stacks.log")):
+                assert time.monotonic() < deadline, "no stack dump in the work folder"
+                time.sleep(0.1)
+            assert set(Path("/tmp").glob("containerd.*.stacks.log")) == before
     for pid in tree:
         assert _gone(pid, process_running), f"pid {pid} still running"
     assert not workdir.exists()

@@ -139,6 +139,36 @@ def test_endless_manifest_is_refused_at_its_cap():
     assert host.filler_bytes < 32 * MiB
 
 
+@pytest.mark.parametrize("step", ["POST", "PUT"])
+def test_endless_error_body_during_a_push_is_read_only_up_to_a_prefix(step, small_image):
+    """A registry that answers a push's upload start (POST) or upload (PUT) with 500 and an
+    endless body: the push fails at once with the status and the body's first bytes, and the
+    client hangs up instead of reading the body into memory."""
+    from pullbench import push_image
+
+    with HostileHost(host="127.0.0.2") as host:
+        reply = HostileReply(500, {"Content-Type": "application/json"},
+                             b'{"errors": [{"code": "UNKNOWN", "message": "',
+                             endless_bytes=200 * MiB)
+        host.routes["/v2/app/blobs/uploads/"] = (
+            reply if step == "POST" else
+            HostileReply(202, {"Location": "/v2/app/blobs/uploads/session-1"}))
+        host.routes["/v2/app/blobs/uploads/session-1"] = reply
+        expected = rf'\({step}\) to 127\.0\.0\.2:\d+/app failed: HTTP 500 \{{"errors": \[\{{"code"'
+        with pytest.raises(RegistryUnavailable, match=expected):
+            push_image(small_image, f"{host.netloc}/app:v1", plain_http=True)
+    assert host.filler_bytes < 32 * MiB
+    assert [r.method for r in host.requests][-1] == step
+
+
+def test_upload_accepted_without_a_location_is_a_clear_error(small_image):
+    from pullbench import push_image
+
+    with HostileHost({"/v2/app/blobs/uploads/": HostileReply(202, {})}, host="127.0.0.2") as host:
+        with pytest.raises(RegistryError, match="without a Location header"):
+            push_image(small_image, f"{host.netloc}/app:v1", plain_http=True)
+
+
 # ----------------------------------------------------------------------------- 3 digests
 
 

@@ -105,6 +105,19 @@ def test_runnable_burners_raise_the_sampled_run_queue():
     assert got["other_cpu_s"] > 0.1
 
 
+def test_probe_reports_its_own_cost():
+    probe = InterferenceProbe(interval_s=0.005).start()
+    time.sleep(0.5)
+    got = probe.stop()
+    # the sampler woke ~100 times: some CPU, all of it inside this process's measured CPU
+    assert got["procs_running_samples"] >= 20
+    assert 0 < got["probe_sampler_cpu_s"] <= got["measured_cpu_s"] + 0.01
+    # start and stop take time too (counter reads, thread start and join), outside the pull
+    assert 0 < got["probe_overhead_s"] < 0.5
+    # without a sampler nothing of the probe runs during the pull
+    assert InterferenceProbe(interval_s=0).start().stop()["probe_sampler_cpu_s"] is None
+
+
 def test_probe_columns_in_experiment_rows_and_environment(tmp_path):
     spec = ExperimentSpec(name="t-intf", images=("synthetic-small",),
                           arms=("go-iocopy", "containerd-1m"), blocks=2, warmup_blocks=0,

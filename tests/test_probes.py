@@ -103,6 +103,8 @@ _UNMEASURED = (
     "read_count",
     "write_count",
     "median_write_bytes",
+    "hash_s",
+    "write_s",
 )
 
 
@@ -312,3 +314,103 @@ def test_write_histogram_agrees_with_strace(pushed_image, tmp_path, strategy):
     assert sum(seen.values()) == result["write_count"]
     assert power_of_two_histogram(seen) == {int(k): v for k, v in result["write_size_hist"].items()}
     assert sum(size * n for size, n in seen.items()) == result["total_bytes"]
+
+
+# --- the hash and write stages inside the transfer --------------------------------------------
+_STAGE_STRATEGIES = ["go-iocopy", "pr48602", "containerd-1m", "containerd-1m:on-read",
+                     "go-iocopy:thread", "go-iocopy:after", "requests-iter-content",
+                     "requests-iter-content:thread", "copyfileobj", "splice"]
+
+
+def _strategy(spec: str):
+    name, _, hash_mode = spec.partition(":")
+    if hash_mode == "on-read":
+        return get_strategy("tunable", read_size=64 * 1024, write_mode="fill",
+                            write_size=1 << 20, hash_mode="on-read")
+    return get_strategy(name, **({"hash_mode": hash_mode} if hash_mode else {}))
+
+
+@pytest.mark.parametrize("strategy", _STAGE_STRATEGIES)
+def test_hash_and_write_stages_are_timed_inside_each_blob(pushed_image, tmp_path, strategy):
+    result = pull(pushed_image.reference, _strategy(strategy), tmp_path / "s", plain_http=True,
+                  concurrency=1)
+    for layer in result.layers:
+        assert layer.hash_s > 0, layer
+        assert layer.write_s > 0 or layer.size_bytes == 0, layer
+        if not strategy.endswith(":thread"):  # the copy thread did both, one after the other
+            assert layer.hash_s + layer.write_s < layer.duration_s, layer
+    assert result.hash_s == pytest.approx(sum(layer.hash_s for layer in result.layers))
+    assert result.write_s == pytest.approx(sum(layer.write_s for layer in result.layers))
+    assert result.hash_s + result.write_s < result.transfer_s  # one blob at a time
+    row = result.to_row()
+    assert row["hash_s"] == result.hash_s
+    assert row["write_s"] == result.write_s
+
+
+def test_a_strategy_that_does_not_time_its_stages_reports_them_unknown(pushed_image, tmp_path):
+    from pullbench import CopyStrategy
+
+    class Untimed(CopyStrategy):
+        name = "untimed-test"
+
+        def transfer(self, response, fd, meter, *, limit, hasher):
+            for chunk in response.iter_content(65536):
+                meter.read(len(chunk))
+                hasher.update(chunk)  # not reported with meter.hashed
+                n = os.write(fd, chunk)
+                meter.wrote(n)  # no time given
+            return hasher
+
+    result = pull(pushed_image.reference, Untimed(), tmp_path / "u", plain_http=True)
+    assert result.hash_s is None
+    assert result.write_s is None
+    assert all(layer.hash_s is None and layer.write_s is None for layer in result.layers)
+    assert result.write_count > 0  # the rest is still measured
+
+
+def _timed_image(registry, tmp_path):
+    """Two uncompressed layers of random bytes, 1 MiB and 16 MiB (the config is tiny)."""
+    from test_unpack import TAR, E, make_tar, write_layout
+
+    from pullbench import ImageLayout, push_image
+
+    rng = __import__("numpy").random.default_rng(7)
+    small = make_tar(E("small", "f", rng.bytes(1 << 20)))
+    big = make_tar(E("big", "f", rng.bytes(16 << 20)))
+    layout = write_layout(tmp_path / "layout", [(TAR, small), (TAR, big)])
+    ref = f"{registry.host}/stages/timed:1"
+    push_image(ImageLayout(layout), ref)
+    return ref
+
+
+@pytest.mark.slow
+def test_the_stage_times_follow_the_mechanism_side_by_side(embedded_registry, tmp_path):
+    """Relative, in one run: hashing 16 MiB takes longer than hashing 1 MiB, and writing the
+    same bytes in 4 KiB writes takes longer than in 1 MiB writes (the per-call cost, context
+    §4). Minimum of three pulls each, against noise."""
+    ref = _timed_image(embedded_registry, tmp_path)
+    small4k = get_strategy("tunable", read_size=4096, write_mode="per-read")
+    fill1m = get_strategy("containerd-1m")
+    hash_small, hash_big, write_4k, write_1m = [], [], [], []
+    for i in range(3):
+        for strat, writes in ((small4k, write_4k), (fill1m, write_1m)):
+            r = pull(ref, strat, tmp_path / f"p{i}-{strat.name}", plain_http=True, concurrency=1)
+            layers = sorted(r.layers[1:], key=lambda layer: layer.size_bytes)
+            assert [layer.size_bytes > 4 << 20 for layer in layers] == [False, True]
+            writes.append(sum(layer.write_s for layer in layers))
+            if strat is fill1m:
+                hash_small.append(layers[0].hash_s)
+                hash_big.append(layers[1].hash_s)
+    assert min(hash_big) > 4 * min(hash_small), (hash_big, hash_small)  # 16x the bytes
+    # and it is the time hashing takes: sha256 of the same 16 MiB blob, here, now
+    import time
+
+    blob = max((p for p in (tmp_path / "p0-containerd-1m" / "blobs" / "sha256").iterdir()),
+               key=lambda p: p.stat().st_size).read_bytes()
+    direct = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        hashlib.sha256(blob).hexdigest()
+        direct.append(time.perf_counter() - t0)
+    assert 0.25 < min(hash_big) / min(direct) < 4, (hash_big, direct)
+    assert min(write_4k) > 2 * min(write_1m), (write_4k, write_1m)  # 256x the calls

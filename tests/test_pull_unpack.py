@@ -209,8 +209,8 @@ def test_analysis_gives_a_verdict_per_stage_when_arms_unpack(tmp_path):
     run_experiment(spec, tmp_path / "res", progress=False)
     analysis = analyze_folder(tmp_path / "res")
     image = analysis.images["synthetic-small"]
-    for metric in ("duration_s", "resolve_s", "transfer_s", "decompress_s", "unpack_s",
-                   "unpack_tail_s"):
+    for metric in ("duration_s", "resolve_s", "transfer_s", "hash_s", "write_s",
+                   "decompress_s", "unpack_s", "unpack_tail_s"):
         assert metric in image.metrics, (metric, image.skipped_metrics)
         assert image.metrics[metric].table, metric
 
@@ -245,6 +245,50 @@ def test_stage_breakdown_and_what_if_bounds(tmp_path):
     assert w.loc["b", "if_free_decompress_s"] == 4.0
     with pytest.raises(StatsInputError, match="unpack-stage columns"):
         stage_breakdown(rows.drop(columns=["decompress_s"]))
+    # rows made before the hash and write stages were timed: NaN there, the rest unchanged
+    assert b[["hash_s", "write_s", "receive_s"]].isna().all().all()
+    assert w["gain_hash"].isna().all()
+    assert w.loc["a", "if_free_decompress_s"] == 4.0
+
+
+def test_hash_and_write_stages_in_the_breakdown_and_the_what_if_bounds():
+    import pandas as pd
+
+    from pullbench import stage_breakdown, what_if_free
+
+    rows = pd.DataFrame({
+        "image": ["i"] * 2, "arm": ["a", "b"], "status": ["ok"] * 2,
+        "duration_s": [10.0, 10.0], "resolve_s": [1.0, 1.0], "transfer_s": [8.0, 3.0],
+        "hash_s": [3.0, 1.0], "write_s": [1.0, 0.5], "unpack_tail_s": [1.0, 6.0],
+        "decompress_s": [1.0, 4.0], "diff_hash_s": [0.5, 0.5], "unpack_s": [1.5, 1.5],
+        "decompress_cpu_s": [1.0, 4.0], "unpack_cpu_s": [1.0, 1.0],
+    })
+    b = stage_breakdown(rows).set_index("arm")
+    assert (b.loc["a", "hash_s"], b.loc["a", "write_s"], b.loc["a", "receive_s"]) == (3, 1, 4)
+    w = what_if_free(rows).set_index("arm")
+    # a: transfer 8 > apply 3 is the bottleneck; hashing for free leaves 8 - 3 = 5
+    assert w.loc["a", "model_s"] == 9.0
+    assert w.loc["a", "if_free_hash_s"] == 6.0
+    assert w.loc["a", "if_free_write_s"] == 8.0
+    assert w.loc["a", "gain_hash"] == pytest.approx(1 / 3)
+    # b: apply 6 > transfer 3: nothing inside the transfer is on the critical path
+    assert w.loc["b", "if_free_hash_s"] == w.loc["b", "model_s"] == 7.0
+    assert w.loc["b", "gain_write"] == 0.0
+    # one layer applied after its download (or anything with schedule "end"): no overlap, the
+    # stages add up; streaming, or several layers applied as they arrive, overlap
+    rows["unpack_schedule"], rows["unpack_order"] = ["after", "end"], ["in-order", "in-order"]
+    rows["layer_count"] = [2, 4]
+    w = what_if_free(rows).set_index("arm")
+    assert w.loc["a", "model_s"] == 1 + 8 + 3
+    assert w.loc["a", "if_free_hash_s"] == 1 + 5 + 3
+    assert w.loc["a", "if_free_unpack_s"] == 1 + 8 + 1.5
+    assert w.loc["b", "model_s"] == 1 + 3 + 6
+    assert w.loc["b", "gain_write"] == pytest.approx(0.05)
+    for schedule, layers in (("stream", 2), ("after", 4)):
+        rows["unpack_schedule"], rows["layer_count"] = schedule, layers
+        assert what_if_free(rows).set_index("arm").loc["a", "model_s"] == 9.0
+    rows["unpack_schedule"], rows["unpack_order"] = "after", "serial"
+    assert what_if_free(rows).set_index("arm").loc["a", "model_s"] == 12.0
 
 
 @pytest.mark.slow
@@ -262,5 +306,14 @@ def test_notebook_06_renders_the_shipped_run(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     text = "\n".join(o.get("text", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # breakdown + what-if
-    for metric in ("duration_s", "decompress_s", "unpack_s", "unpack_tail_s"):
-        assert f"debian-minbase: {metric} =" in text, metric
+    loopback, _, wan = text.partition("=== where-time-goes-debian-minbase-wan-200m "
+                                      "(profile wan-200m) ===")
+    assert "=== where-time-goes-debian-minbase (profile loopback) ===" in loopback
+    for part in (loopback, wan):
+        for metric in ("duration_s", "decompress_s", "unpack_s", "unpack_tail_s"):
+            assert f"debian-minbase: {metric} =" in part, metric
+    for metric in ("hash_s", "write_s"):  # timed since the wan-200m run
+        assert f"debian-minbase: {metric} =" in wan, metric
+    tables = "\n".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "wan-200m" in tables
+    assert "loopback" in tables

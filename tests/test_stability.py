@@ -241,7 +241,9 @@ def test_analysis_flags_the_loaded_blocks_and_an_interaction_as_unstable():
     text = format_verdict_table(analysis, "img", "duration_s")
     assert "UNSTABLE cand:" in text
     assert "UNSTABLE" in next(line for line in text.splitlines() if line.startswith("cand "))
-    assert "cand: 6 of 14 runs disturbed (other load)" in text  # ranked first in its line
+    # every arm got it, so it is one line, ranked first among the diagnostics
+    diagnostics = text.split("diagnostics (ranked", 1)[1].splitlines()
+    assert diagnostics[1].strip() == "every arm (2): 6 of 14 runs disturbed (other load)"
     # the quiet verdict, and the stability records, survive a JSON round trip
     again = Analysis.from_dict(json.loads(json.dumps(analysis.to_dict())))
     assert (again.metric(None, "duration_s").stability
@@ -281,3 +283,30 @@ def test_rows_without_interference_columns_analyse_as_before():
     assert analysis.image().interference is None
     assert analysis.metric(None, "duration_s").stability == ()
     assert "interference" not in analysis.to_dict()["images"]["img"]
+
+
+def test_outliers_in_disturbed_blocks_are_explained_and_others_stay_warnings():
+    df = _interference_rows(14, {3, 9}, quiet_ratio=1.0, loaded_ratio=1.0, seed=4)
+    slow = (df["arm"] == "base") & (df["block"] == 9)
+    df.loc[slow, "duration_s"] *= 3  # the disturbed run is the outlier
+    # rows out of block order: the diagnostic's run positions must still map to their blocks
+    df = df.sample(frac=1, random_state=5).reset_index(drop=True)
+
+    def outliers(frame: pd.DataFrame) -> list:
+        analysis = analyze_results(frame, baseline="base", metrics=("duration_s",),
+                                   n_resamples=200)
+        return [d for d in analysis.metric(None, "duration_s").diagnostics
+                if d.kind == "outliers" and d.arm == "base"]
+
+    (explained,) = outliers(df)
+    assert explained.severity == "info"
+    assert explained.details["blocks"] == [9]
+    assert explained.details["in_disturbed_blocks"] == 1
+    assert "explained by interference" in explained.message
+    # the same outlier in a quiet block is not explained: a warning naming its block
+    df.loc[(df["arm"] == "base") & (df["block"] == 9), "duration_s"] /= 3
+    df.loc[(df["arm"] == "base") & (df["block"] == 5), "duration_s"] *= 3
+    (unexplained,) = outliers(df)
+    assert unexplained.severity == "warning"
+    assert unexplained.details["blocks"] == [5]
+    assert unexplained.details["in_disturbed_blocks"] == 0

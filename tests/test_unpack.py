@@ -513,7 +513,9 @@ class _Containerd:
         cmd = [_need("containerd"), "--config", str(base / "config.toml")]
         if shutil.which("setpriv"):
             cmd = ["setpriv", "--pdeathsig", "TERM", "--", *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        (base / "tmp").mkdir()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "TMPDIR": str(base / "tmp")})
         deadline = time.monotonic() + 30
         while not self.sock.exists():
             assert self.proc.poll() is None, (base / "containerd.log").read_text()[-2000:]
@@ -639,3 +641,216 @@ def test_debian_minbase_unpacks_like_containerd(containerd, embedded_registry, t
     result = unpack_image(image.path, ours, decompressor="isal")
     assert result.files > 3000
     _assert_same_tree(ours, theirs)
+
+
+# --- against a real peer: dockerd (docker pull + docker create + docker export) -------------
+# The rootfs tar that `docker export` writes for a container that was created, never started,
+# is the image's layers merged by dockerd's storage driver plus dockerd's *init layer*
+# (moby/moby:daemon/initlayer/setup_unix.go, dockerd 20.10.24), which every container gets on
+# top of its image. That layer is the only thing docker adds; it:
+#   - unlinks each of these paths when it is a file or a symlink in the image and makes its
+#     own: empty files (mode 0755, root) at /.dockerenv, /etc/hosts, /etc/hostname,
+#     /etc/resolv.conf, /dev/console (the mount points a started container bind-mounts), and
+#     the symlink /etc/mtab -> /proc/mounts. Whatever the image had there is replaced, so these
+#     six paths are not compared; docker's entries are checked to be exactly the init layer's.
+#   - makes the directories /dev/pts, /dev/shm, /proc, /sys, and any missing parent (/dev,
+#     /etc), mode 0755, root -- only when the image does not have them (an existing directory is
+#     kept as the image has it and is compared like everything else).
+# docker export drops nothing else: it tars the mounted rootfs whole (moby/moby:daemon/
+# export.go, containerExport). It truncates mtimes to whole seconds (moby/moby:pkg/archive/
+# archive.go, FileInfoHeaderNoLookups): mtimes are compared at that resolution.
+# One real difference between the two peers, asserted rather than excluded: a directory that
+# a layer implies (a member's parent) but no layer lists is made mode 0600 by dockerd
+# (moby/moby:pkg/archive/diff.go, UnpackLayer: system.MkdirAll(parentPath, 0600)) and 0755 by
+# containerd (containerd/containerd:archive/tar.go, mkparent) and by pullbench.
+# dockerd 20.10 cannot decompress zstd layers (moby/moby#41759 came later), so the crafted
+# image for docker carries gzip where containerd's carries zstd.
+_INIT_LAYER_FILES = {".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf",
+                     "dev/console"}
+_INIT_LAYER_SYMLINKS = {"etc/mtab": "/proc/mounts"}
+_INIT_LAYER_DIRS = {"dev/pts", "dev/shm", "proc", "sys"}
+
+
+def _init_layer_parents() -> set[str]:
+    out = set()
+    for path in (*_INIT_LAYER_FILES, *_INIT_LAYER_SYMLINKS, *_INIT_LAYER_DIRS):
+        parts = path.split("/")[:-1]
+        out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
+
+
+def _tar_tree(tar_path: Path) -> dict[str, tuple]:
+    """The :func:`tree` tuple of every member of a rootfs tar, hard links resolved to their
+    target's content and grouped like inodes."""
+    kinds = {tarfile.REGTYPE: stat.S_IFREG, tarfile.AREGTYPE: stat.S_IFREG,
+             tarfile.DIRTYPE: stat.S_IFDIR, tarfile.SYMTYPE: stat.S_IFLNK,
+             tarfile.CHRTYPE: stat.S_IFCHR, tarfile.BLKTYPE: stat.S_IFBLK,
+             tarfile.FIFOTYPE: stat.S_IFIFO}
+    out: dict[str, tuple] = {}
+    linked: set[str] = set()
+    with tarfile.open(tar_path) as tar:
+        for m in tar:
+            name = m.name.rstrip("/").removeprefix("./")
+            if name in ("", "."):
+                continue
+            assert name not in out, f"{name} twice in docker's export"
+            if m.islnk():
+                target = m.linkname.rstrip("/").removeprefix("./")
+                t = out[target]
+                linked.add(target)
+                out[name] = (*t[:7], target)
+                continue
+            if m.isreg():
+                f = tar.extractfile(m)
+                assert f is not None
+                what: object = hashlib.sha256(f.read()).hexdigest()
+            elif m.issym():
+                what = m.linkname
+            elif m.ischr() or m.isblk():
+                what = (m.devmajor, m.devminor)
+            else:
+                what = None
+            out[name] = (kinds[m.type], m.mode & 0o7777, m.uid, m.gid,
+                         m.size if m.isreg() else None, what,
+                         None if m.isdir() else int(m.mtime) * 10**9, None)
+    for target in linked:
+        out[target] = (*out[target][:7], target)
+    return out
+
+
+def _hard_link_groups(t: dict[str, tuple]) -> dict[str, tuple]:
+    """Name each hard-link group by its smallest path (walk orders differ)."""
+    groups: dict[str, list[str]] = {}
+    for path, v in t.items():
+        if v[7] is not None:
+            groups.setdefault(v[7], []).append(path)
+    name = {p: min(ps) for ps in groups.values() for p in ps}
+    return {p: (*v[:7], name[p]) if v[7] is not None else v for p, v in t.items()}
+
+
+def _implied_dirs(layout: Path) -> set[str]:
+    """Directories some layer of ``layout`` implies (a member's parent) and none lists."""
+    listed: set[str] = set()
+    implied: set[str] = set()
+    for _media_type, digest, _size, _diff_id in image_layers(layout):
+        algorithm, _, encoded = digest.partition(":")
+        with tarfile.open(layout / "blobs" / algorithm / encoded) as tar:  # any compression
+            for name in tar.getnames():
+                parts = name.rstrip("/").removeprefix("./").split("/")
+                listed.add("/".join(parts))
+                implied.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return implied - listed
+
+
+def _assert_same_as_docker_export(ours: Path, exported: Path, layout: Path) -> None:
+    a = {k: (*v[:6], None if v[6] is None else v[6] // 10**9 * 10**9, v[7])
+         for k, v in tree(ours).items()}
+    for path in _implied_dirs(layout) & set(a):  # dockerd's mode for them (see above)
+        assert a[path][:2] == (stat.S_IFDIR, 0o755), (path, a[path])
+        a[path] = (a[path][0], 0o600, *a[path][2:])
+    b = _tar_tree(exported)
+    a, b = _hard_link_groups(a), _hard_link_groups(b)
+    # the init layer's own entries (see above): present in docker's export, as docker makes them
+    for path in _INIT_LAYER_FILES:
+        assert b[path][:6] == (stat.S_IFREG, 0o755, 0, 0, 0, hashlib.sha256().hexdigest()), \
+            (path, b[path])
+        a.pop(path, None)
+        b.pop(path)
+    for path, target in _INIT_LAYER_SYMLINKS.items():
+        assert (b[path][0], b[path][5]) == (stat.S_IFLNK, target), (path, b[path])
+        a.pop(path, None)
+        b.pop(path)
+    for path in _INIT_LAYER_DIRS | _init_layer_parents():
+        if path not in a:
+            assert b[path][:4] == (stat.S_IFDIR, 0o755, 0, 0), (path, b[path])
+            b.pop(path)
+    assert sorted(a) == sorted(b), (sorted(set(a) - set(b))[:20], sorted(set(b) - set(a))[:20])
+    differ = [(k, a[k], b[k]) for k in a if a[k] != b[k]]
+    assert not differ, differ[:10]
+
+
+class _Dockerd:
+    """pullbench's private dockerd (:class:`pullbench.arms.DockerDaemon`: own socket, data
+    root and exec root in a temp folder, dies with this process) and Debian's docker CLI."""
+
+    def __init__(self, client: str, base: Path) -> None:
+        from pullbench.arms import DockerDaemon
+
+        # vfs: each layer a plain directory (copied from its parent, hard links kept), so a
+        # hard link to a lower layer's file applies as it does in containerd's native
+        # snapshotter
+        self.daemon = DockerDaemon(storage_driver="vfs").start()
+        (base / "client-config").mkdir(parents=True)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        self.env["DOCKER_CONFIG"] = str(base / "client-config")
+        self.docker = [client, "-H", f"unix://{self.daemon.socket_path}"]
+        self.base = base
+
+    def _docker(self, *args: str) -> str:
+        proc = subprocess.run([*self.docker, *args], capture_output=True, text=True,
+                              timeout=300, check=False, env=self.env)
+        assert proc.returncode == 0, (args, proc.stderr[-2000:], self.daemon.log_tail())
+        return proc.stdout
+
+    def exported_rootfs(self, ref: str) -> Path:
+        """``docker pull REF``, ``docker create REF`` (never started), ``docker export``."""
+        self._docker("pull", "-q", ref)
+        # the images carry no command; create does not run it
+        cid = self._docker("create", ref, "/pullbench-never-run").strip()
+        out = self.base / f"export-{cid[:12]}.tar"
+        self._docker("export", "-o", str(out), cid)
+        self._docker("rm", cid)
+        return out
+
+    def close(self) -> None:
+        self.daemon.close()
+
+
+@pytest.fixture(scope="module")
+def dockerd(need_tool, tmp_path_factory):
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root; a private dockerd needs root")
+        pytest.skip("a private dockerd needs root")
+    need_tool("/usr/sbin/dockerd", "docker.io")
+    client = need_tool("/usr/bin/docker", "docker.io")
+    daemon = _Dockerd(client, tmp_path_factory.mktemp("dockerd"))
+    yield daemon
+    daemon.close()
+
+
+@pytest.mark.peers
+@pytest.mark.root
+@pytest.mark.slow
+def test_crafted_image_unpacks_like_docker_export(dockerd, embedded_registry, tmp_path):
+    from pullbench import ImageLayout, push_image
+
+    layers = [(GZ if media_type == ZST else media_type, tar)
+              for media_type, tar in _crafted_layers()]
+    layout = write_layout(tmp_path / "layout", layers)
+    ref = f"{embedded_registry.host}/unpack/crafted-docker:latest"
+    push_image(ImageLayout(layout), ref)
+    exported = dockerd.exported_rootfs(ref)
+    ours = tmp_path / "ours"
+    unpack_image(layout, ours, decompressor="zlib")
+    _assert_same_as_docker_export(ours, exported, layout)
+    t = tree(ours)
+    assert not {"etc/shadow", "opt/app/old", "home/user"} & set(t)
+    assert t["usr/bin/sudo2"][7] == t["usr/bin/su"][7] is not None  # across layers
+
+
+@pytest.mark.peers
+@pytest.mark.root
+@pytest.mark.slow
+def test_debian_minbase_unpacks_like_docker_export(dockerd, embedded_registry, tmp_path):
+    from pullbench import build_image, push_image
+
+    _need("debootstrap")
+    image = build_image("debian-minbase")  # cached per machine after the first build
+    ref = f"{embedded_registry.host}/unpack/debian-docker:bookworm"
+    push_image(image, ref)
+    exported = dockerd.exported_rootfs(ref)
+    ours = tmp_path / "ours"
+    result = unpack_image(image.path, ours, decompressor="isal")
+    assert result.files > 3000
+    _assert_same_as_docker_export(ours, exported, image.path)

@@ -283,10 +283,15 @@ class ManagedDaemon:
             (self.workdir / _OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}")
             self.prepare_workdir(self.workdir)
         try:
+            # the daemon's own temp files (containerd's stack dumps on SIGUSR1, temp mounts)
+            # stay in its work folder, removed with it, instead of piling up in /tmp
+            tmp = self.workdir / "tmp"
+            tmp.mkdir(exist_ok=True)
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
                     _dies_with_parent(self.command()), stdin=subprocess.DEVNULL, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True,
+                    env={**os.environ, "TMPDIR": str(tmp)},
                 )
             if not self._wait_ready():
                 tail = self.log_tail()

@@ -61,7 +61,8 @@ EXPLAIN_COLUMNS = ("median_write_bytes", "throughput_mb_s", "buffer_bytes", "pea
 PROBE_COLUMNS = frozenset({
     "cpu_user_s", "cpu_sys_s", "cpu_s", "cpu_ns_per_byte", "process_cpu_user_s",
     "process_cpu_sys_s", "peak_rss_bytes", "syscr", "syscw", "rchar", "wchar", "read_count",
-    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist",
+    "write_count", "median_write_bytes", "read_size_hist", "write_size_hist", "hash_s",
+    "write_s",
 })
 
 
@@ -145,8 +146,8 @@ def analyze_results(
         per-arm medians; ``to_dict()`` is what ``analysis.json`` holds.
 
     When the runs unpacked (arms with an unpack plan), each stage of :data:`STAGE_METRICS`
-    (resolve, transfer, decompress, unpack, and the unpack tail after the last blob) gets a
-    verdict of its own too.
+    (resolve, transfer, the hash and write stages inside the transfer, decompress, unpack, and
+    the unpack tail after the last blob) gets a verdict of its own too.
 
     When the rows carry the interference probes' ``interference_cores`` (runs made since they
     exist), each image also gets an :class:`InterferenceSummary` (disturbed runs and blocks,
@@ -250,7 +251,9 @@ def analyze_results(
                 summary=grid.summary(),
                 paired=bool(grid.paired),
                 incomplete_blocks_dropped=tuple(dropped),
-                diagnostics=_diagnostics(grid, baseline),
+                diagnostics=_diagnostics(
+                    grid, baseline, analysed,
+                    () if interference is None else interference.disturbed_blocks),
                 runs_needed={str(a): c.runs_needed_per_arm for a, c in grid.comparisons.items()},
                 stability=stability,
                 descriptives=_describe(analysed, metric, baseline),
@@ -556,23 +559,47 @@ def save_analysis(directory: str | Path, analysis: Analysis) -> bool:
     return True
 
 
-def _diagnostics(grid: Any, baseline: str) -> tuple[Diagnostic, ...]:
-    """The grid's diagnostics, JSON-ready; a comparison's own (arm None) gets "ARM vs BASELINE"."""
+def _diagnostics(grid: Any, baseline: str, data: pd.DataFrame | None = None,
+                 disturbed_blocks: Sequence[int] = ()) -> tuple[Diagnostic, ...]:
+    """The grid's diagnostics, JSON-ready; a comparison's own (arm None) gets "ARM vs BASELINE".
+
+    An ``outliers`` warning whose outlying runs all lie in disturbed blocks (``data``: the rows
+    the grid analysed, to map the runs back to their blocks) becomes an ``info``: the
+    interference probes already explain those runs, and the disturbance is the diagnostic
+    shown first. Outliers the probes do not explain stay warnings (``details`` say which
+    blocks held the outliers and how many of them were disturbed).
+    """
+    disturbed = {int(b) for b in disturbed_blocks}
     out = []
     for diag in grid.diagnostics:
         arm = diag.arm
+        severity, message = diag.severity, diag.message
+        details = _jsonable(diag.details)
         if arm is None:
             pair = [a for a, c in grid.comparisons.items() if diag in c.diagnostics]
             if len(pair) == 1:
                 arm = f"{pair[0]} vs {baseline}"
-        out.append(Diagnostic(kind=diag.kind, severity=diag.severity, message=diag.message,
-                              arm=arm, details=_jsonable(diag.details)))
+        elif diag.kind == "outliers" and data is not None and "block" in data.columns:
+            part = data[data["arm"] == arm]
+            if grid.paired:  # the grid sorts a blocked table by block (stable)
+                part = part.sort_values("block", kind="stable")
+            blocks = part["block"].astype(int).to_list()
+            where = [blocks[i] for i in diag.details.get("indices", ()) if i < len(blocks)]
+            explained = sum(b in disturbed for b in where)
+            details = {**details, "blocks": where, "in_disturbed_blocks": explained}
+            if where and explained == len(where) and severity == "warning":
+                severity = "info"
+                message = (f"explained by interference: every outlier run is in a disturbed "
+                           f"block ({', '.join(map(str, where))}); " + message)
+        out.append(Diagnostic(kind=diag.kind, severity=severity, message=message,
+                              arm=arm, details=details))
     return tuple(out)
 
 
 #: Per-stage metrics given a verdict of their own when the runs unpacked (an arm with an
 #: UnpackPlan: ``decompressor`` is set), besides the requested metrics on the total.
-STAGE_METRICS = ("resolve_s", "transfer_s", "decompress_s", "unpack_s", "unpack_tail_s")
+STAGE_METRICS = ("resolve_s", "transfer_s", "hash_s", "write_s", "decompress_s", "unpack_s",
+                 "unpack_tail_s")
 
 
 def _stage_metrics(ok: pd.DataFrame, metrics: Sequence[str]) -> list[str]:

@@ -60,7 +60,11 @@ and adds these columns to its row:
 ``cpus_online``
     CPUs of the machine (``os.cpu_count()``): the scale of the ``*_cores`` columns.
 ``probe_overhead_s``
-    Wall time the probe itself spent reading counters at the start and the end (not the sampler).
+    Wall time the probe itself spent at the start and the end, outside the timed pull: reading
+    the counters, starting and stopping the sampler thread.
+``probe_sampler_cpu_s``
+    CPU time of the sampler thread (``time.thread_time``) while the pull ran: the probe's cost
+    inside the timed section, taken from the same CPUs as the pull.
 
 Everything here reads ``/proc`` and ``/sys`` only; a counter the kernel does not offer gives None.
 """
@@ -93,6 +97,7 @@ INTERFERENCE_COLUMNS = (
     "steal_cpu_s", "interference_cores", "procs_running_mean", "procs_running_max",
     "procs_running_samples", "cpu_pressure_some", "cpu_mhz", "worker_nivcsw", "worker_nvcsw",
     "servers_nivcsw", "worker_run_delay_s", "worker_wait_share", "cpus_online", "probe_overhead_s",
+    "probe_sampler_cpu_s",
 )
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -226,7 +231,7 @@ def cpu_freq_mhz(cpus: Iterable[int]) -> float | None:
     values = []
     for cpu in cpus:
         try:
-            khz = Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq").read_text()
+            khz = _read_bytes(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq")
             values.append(int(khz) / 1000.0)
         except (OSError, ValueError):
             continue
@@ -267,10 +272,24 @@ class _Sampler(threading.Thread):
         self.first: dict[str, tuple[int, int]] = {}
         self.last: dict[str, tuple[int, int]] = {}
         self.started = threading.Event()
+        #: CPU time of this thread from its first sample to its exit, seconds
+        self.cpu_s: float | None = None
         self._stop_event = threading.Event()
+        #: tid -> open descriptor of its schedstat, re-read with pread (cheaper than reopening)
+        self._fds: dict[str, int] = {}
+
+    def _schedstat(self, tid: str) -> tuple[int, int] | None:
+        fd = self._fds.get(tid)
+        try:
+            if fd is None:
+                fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+            parts = os.pread(fd, 128, 0).split()
+            return int(parts[0]), int(parts[1])
+        except (OSError, IndexError, ValueError):
+            return None  # the thread exited: its last sample stands
 
     def sample_threads(self, *, initial: bool = False) -> None:
-        me = str(threading.get_native_id())
+        me = str(self.native_id)  # the sampler's own waits are not the puller's
         try:
             tids = [entry.name for entry in os.scandir("/proc/self/task")]
         except OSError:
@@ -278,7 +297,7 @@ class _Sampler(threading.Thread):
         for tid in tids:
             if tid == me:
                 continue
-            value = read_schedstat(tid)
+            value = self._schedstat(tid)
             if value is None:
                 continue
             if tid not in self.first:
@@ -292,6 +311,7 @@ class _Sampler(threading.Thread):
         except OSError:
             self.started.set()
             return
+        cpu0 = time.thread_time()
         try:
             self.sample_threads(initial=True)
             self.started.set()
@@ -304,11 +324,15 @@ class _Sampler(threading.Thread):
                 self.sample_threads()
         finally:
             os.close(fd)
+            self.cpu_s = time.thread_time() - cpu0
 
     def stop(self) -> list[int]:
         self._stop_event.set()
         self.join(timeout=5)
         self.sample_threads()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         return list(self.samples)
 
     def run_delay(self) -> tuple[float, float]:
@@ -385,9 +409,13 @@ class InterferenceProbe:
         self._start: _Reading | None = None
         self._sampler: _Sampler | None = None
         self._overhead_s = 0.0
+        self._freq_cpus: list[int] | None = None
 
     def _read(self) -> _Reading:
-        t0 = time.perf_counter()
+        if self._freq_cpus is None:  # decided once: the CPUs whose frequency the kernel exposes
+            cpus = (self.puller_cpus if self.puller_cpus is not None
+                    else sorted(os.sched_getaffinity(0)))
+            self._freq_cpus = [c for c in cpus if cpu_freq_mhz([c]) is not None]
         usage = resource.getrusage(resource.RUSAGE_SELF)
         try:
             ticks: CpuTicks | None = read_cpu_ticks()
@@ -400,28 +428,32 @@ class InterferenceProbe:
             self_nvcsw=usage.ru_nvcsw,
             others_cpu_s={pid: process_cpu_s(pid) for pid in pids},
             others_nivcsw={pid: process_nivcsw(pid) for pid in pids},
-            mhz=cpu_freq_mhz(self.puller_cpus if self.puller_cpus is not None
-                             else sorted(os.sched_getaffinity(0))),
+            mhz=cpu_freq_mhz(self._freq_cpus) if self._freq_cpus else None,
         )
-        self._overhead_s += time.perf_counter() - t0
         return reading
 
     def start(self) -> InterferenceProbe:
         """Take the first reading and start the sampler; return ``self``."""
+        t0 = time.perf_counter()
         if self.interval_s > 0:
             self._sampler = _Sampler(self.interval_s)
             self._sampler.start()
             self._sampler.started.wait(5)
         self._start = self._read()
+        self._overhead_s += time.perf_counter() - t0
         return self
 
     def stop(self) -> dict[str, Any]:
         """Take the last reading, stop the sampler and return the columns (see the module)."""
         if self._start is None:
             raise RuntimeError("InterferenceProbe.stop() before start()")
+        t0 = time.perf_counter()
         end = self._read()
         samples = self._sampler.stop() if self._sampler is not None else []
+        self._overhead_s += time.perf_counter() - t0
         out = self._columns(self._start, end, samples)
+        if self._sampler is not None:
+            out["probe_sampler_cpu_s"] = self._sampler.cpu_s
         if self._sampler is not None and self._sampler.last:
             wait, oncpu = self._sampler.run_delay()
             out["worker_run_delay_s"] = wait

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
 from .._errors import (
     ImageBuildError,
@@ -266,6 +267,9 @@ def _parse_target(target: str) -> ImageReference:
     return ref
 
 
+_ERROR_PREFIX = 4096  # bytes of a push's error body read for the message
+
+
 class _Pusher:
     def __init__(self, layout: ImageLayout, target: ImageReference, base: str,
                  session: requests.Session, verify: bool | str, auth: Any) -> None:
@@ -277,15 +281,27 @@ class _Pusher:
         self.auth = auth
 
     def _req(self, method: str, url: str, **kw: Any) -> requests.Response:
+        """One request; the answer's body is never read whole (streamed, then closed, or read
+        up to ``_ERROR_PREFIX`` bytes by :meth:`_fail`), so a registry that streams an endless
+        body into a push cannot grow this process's memory."""
         try:
-            return self.s.request(method, url, verify=self.verify, auth=self.auth,
-                                  timeout=(10, 300), **kw)
+            r = self.s.request(method, url, verify=self.verify, auth=self.auth,
+                               timeout=(10, 300), stream=True, **kw)
         except requests.ConnectionError as exc:
             raise RegistryUnavailable(f"cannot reach registry {self.t.registry}: {exc}",
                                       registry=self.t.registry) from exc
+        if r.status_code < 400:
+            r.close()
+        return r
 
     def _fail(self, what: str, r: requests.Response) -> RegistryError:
-        text = r.text[:500]
+        try:
+            head = r.raw.read(_ERROR_PREFIX, decode_content=True) or b""
+        except (OSError, ValueError, requests.RequestException, urllib3.exceptions.HTTPError):
+            head = b""
+        finally:
+            r.close()
+        text = head.decode("utf-8", "replace")[:500]
         cls = ImageNotFound if r.status_code == 404 else RegistryError
         if r.status_code >= 500:
             cls = RegistryUnavailable
@@ -304,6 +320,12 @@ class _Pusher:
             raise self._fail(f"blob {d.digest} (POST)", r)
         if r.status_code == 201:
             return
+        if not r.headers.get("Location"):
+            raise RegistryError(
+                f"push of blob {d.digest} to {self.t.registry}/{self.t.repository}: the upload "
+                "was accepted (HTTP 202) without a Location header to upload to; the registry "
+                "does not follow the OCI distribution spec's push flow",
+                registry=self.t.registry)
         location = urljoin(self.base + "/", r.headers["Location"])
         sep = "&" if "?" in location else "?"
         with self.layout.blob_path(d.digest).open("rb") as f:

@@ -32,7 +32,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,6 +93,10 @@ class LayerResult:
         ``/proc/thread-self/io`` deltas of those threads.
     resumes : int
         Range requests that continued this blob after its body was cut.
+    hash_s, write_s : float or None
+        Inside ``duration_s``: wall time computing the blob's digest and inside the write
+        system calls to its temp file (:class:`~pullbench.CopyStats`; with
+        ``hash_mode="thread"`` the hashing overlaps the copy). None when not measured.
     uncompressed_bytes : int or None
         With an :class:`~pullbench.UnpackPlan`, for layers: the uncompressed tar's size; the
         stage probes below are None without a plan (and for the config).
@@ -125,6 +129,8 @@ class LayerResult:
     rchar: int | None
     wchar: int | None
     resumes: int = 0
+    hash_s: float | None = None
+    write_s: float | None = None
     uncompressed_bytes: int | None = None
     decompress_s: float | None = None
     decompress_cpu_s: float | None = None
@@ -166,6 +172,12 @@ class PullResult:
         ``total_bytes / duration_s / 1e6`` (MB = 10^6 bytes; end to end).
     transfer_mb_s : float
         ``total_bytes / transfer_s / 1e6``.
+    hash_s, write_s : float or None
+        The hash and write stages inside the transfer: the blobs' digest computation and their
+        temp-file write system calls (wall seconds summed over blobs, so with concurrent
+        downloads the sum can exceed ``transfer_s``; :class:`~pullbench.CopyStats`). The rest
+        of a blob's time is receiving (socket reads, waiting for the network). None when not
+        measured (probes off, or a custom strategy that does not time them).
     layers : tuple of LayerResult
         In manifest order, config first.
     cpu_user_s, cpu_sys_s : float or None
@@ -257,6 +269,8 @@ class PullResult:
     buffer_bytes: int
     peak_rss_bytes: int | None
     dest: str = field(default="")
+    hash_s: float | None = None
+    write_s: float | None = None
     retries: int = 0
     resumes: int = 0
     backoff_s: float = 0.0
@@ -410,6 +424,8 @@ def _fetch_blob(
         rchar=sample.io.rchar if sample is not None else None,
         wchar=sample.io.wchar if sample is not None else None,
         resumes=stats.resumes,
+        hash_s=stats.hash_s,
+        write_s=stats.write_s,
     )
     return _BlobOutcome(layer, sample, stats, started, headers, ended)
 
@@ -625,11 +641,23 @@ def pull(
         buffer_bytes=parallel * per_copy,
         peak_rss_bytes=proc1[2] if proc1 else None,
         dest=str(dest),
+        hash_s=_stage_sum(layer.hash_s for layer in layers),
+        write_s=_stage_sum(layer.write_s for layer in layers),
         retries=retries1 - counters0[0],
         resumes=resumes + resumes1 - counters0[1],
         backoff_s=backoff1 - counters0[2] + sum(o.stats.backoff_s for o in outcomes),
         **(_stage_fields(plan, stage, transfer_end) if plan and stage else {}),
     )
+
+
+def _stage_sum(values: Iterable[float | None]) -> float | None:
+    """Sum of per-blob stage times; None when any blob's was not measured."""
+    total = 0.0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
 
 
 def _with_stage(layers: tuple[LayerResult, ...], stage: StageTimes) -> tuple[LayerResult, ...]:

@@ -11,6 +11,13 @@
 - Read and write sizes: :class:`Meter` keeps exact sizes and reports power-of-two histograms
   (bucket = smallest power of two ≥ size, so a 32,768-byte write lands in bucket 32768 and a
   32,769-byte one in 65536).
+- Hash and write stages inside the copy: :class:`Meter` accumulates the wall time of each write
+  call to the temp file (:meth:`Meter.write`) and the strategies the time of each digest update
+  (:attr:`Meter.hash_ns`), with :func:`time.perf_counter_ns` — ``CLOCK_MONOTONIC`` through the
+  vDSO, so no system call is added per read or write. Per-stage *CPU* would need
+  ``clock_gettime(CLOCK_THREAD_CPUTIME_ID)``, a real system call, around every call; it is not
+  taken: hashing is CPU-bound in user space and a page-cache write is CPU in the kernel, so on a
+  quiet machine their wall time is their CPU (on a loaded one it includes preemption).
 
 With probes off (``pull(..., probes=False)``) the puller hands strategies a :class:`NullMeter`:
 it counts nothing and measures no helper thread, so none of the above runs (only the wall clock).
@@ -182,6 +189,13 @@ class Meter:
     ``active`` is True: strategies that update :attr:`reads` directly in their copy loop (the
     built-in ones do, to save a method call per read) and helper threads that would measure their
     CPU check it first, and skip that work for a :class:`NullMeter`.
+
+    Stage times (nanoseconds, wall): :attr:`write_ns` is the time inside :meth:`write` (and the
+    ``ns`` given to :meth:`wrote`); :attr:`hash_ns` is what the strategy added with
+    :meth:`hashed` for its digest updates (inline, in a hashing thread, or re-reading the file).
+    :attr:`hash_timed` / :attr:`write_timed` say whether those stages were timed at all: a
+    custom strategy that hashes without :meth:`hashed`, or reports a write with :meth:`wrote`
+    and no ``ns``, leaves them unknown (None in the results), never a misleading 0.
     """
 
     active: bool = True
@@ -191,6 +205,10 @@ class Meter:
         self.writes: Counter[int] = Counter()
         self.buffer_bytes = 0
         self.helper = ProbeSample()
+        self.hash_ns = 0
+        self.write_ns = 0
+        self.hash_timed = False
+        self.write_timed = True
         self._lock = threading.Lock()
 
     def read(self, size: int) -> None:
@@ -198,15 +216,29 @@ class Meter:
         if size > 0:
             self.reads[size] += 1
 
-    def wrote(self, size: int) -> None:
-        """Record one write system call that wrote ``size`` bytes."""
+    def wrote(self, size: int, ns: int | None = None) -> None:
+        """Record one write system call that wrote ``size`` bytes in ``ns`` nanoseconds (None:
+        not timed, which makes the write stage unknown for this copy)."""
         if size > 0:
             self.writes[size] += 1
+        if ns is None:
+            self.write_timed = False
+        else:
+            self.write_ns += ns
+
+    def hashed(self, ns: int) -> None:
+        """Add ``ns`` nanoseconds of digest computation (thread-safe: a hashing thread calls
+        it once, at its end)."""
+        with self._lock:
+            self.hash_ns += ns
+            self.hash_timed = True
 
     def write(self, fd: int, data: memoryview | bytes) -> int:
-        """``os.write`` all of ``data`` to ``fd`` (looping on short writes), recording each."""
-        # the common case (one complete write) costs one os.write and one count: this runs once
-        # per write of the copy, so it is part of what the probes cost
+        """``os.write`` all of ``data`` to ``fd`` (looping on short writes), recording each and
+        the time spent in them."""
+        # the common case (one complete write) costs one os.write, one count and two vDSO clock
+        # reads: this runs once per write of the copy, so it is part of what the probes cost
+        t0 = time.perf_counter_ns()
         n = os.write(fd, data)
         writes = self.writes
         if n > 0:
@@ -220,6 +252,7 @@ class Meter:
                 if n > 0:
                     writes[n] += 1
                 done += n
+        self.write_ns += time.perf_counter_ns() - t0
         return total
 
     def hold(self, nbytes: int) -> None:
@@ -243,7 +276,8 @@ class Meter:
 class NullMeter(Meter):
     """A meter for ``probes=False``: counts no reads or writes and takes no helper-thread CPU.
 
-    :meth:`read`, :meth:`wrote` and :meth:`add_cpu` do nothing; :meth:`write` only does the
+    :meth:`read`, :meth:`wrote`, :meth:`hashed` and :meth:`add_cpu` do nothing (no stage is
+    timed); :meth:`write` only does the
     ``os.write`` loop. ``active`` is False, so built-in strategies skip their per-read counting and
     the hashing thread takes no CPU or ``/proc`` snapshots. :meth:`hold` still records the buffers
     declared (a property of the strategy, not a measurement). Nothing here is needed for
@@ -257,8 +291,11 @@ class NullMeter(Meter):
     def read(self, size: int) -> None:
         """Nothing (reads are not counted)."""
 
-    def wrote(self, size: int) -> None:
+    def wrote(self, size: int, ns: int | None = None) -> None:
         """Nothing (writes are not counted)."""
+
+    def hashed(self, ns: int) -> None:
+        """Nothing (stages are not timed)."""
 
     def write(self, fd: int, data: memoryview | bytes) -> int:
         """``os.write`` all of ``data`` to ``fd`` (looping on short writes); nothing recorded."""

@@ -77,6 +77,30 @@ class _Handler(QuietTLSHandler):
     def do_HEAD(self) -> None:
         self._answer()
 
+    def do_POST(self) -> None:
+        self._drain_request_body()
+        self._answer()
+
+    def do_PUT(self) -> None:
+        self._drain_request_body()
+        self._answer()
+
+    def do_PATCH(self) -> None:
+        self._drain_request_body()
+        self._answer()
+
+    def _drain_request_body(self) -> None:
+        """Read and drop the request's body (``Content-Length`` bytes, in 1 MiB pieces)."""
+        try:
+            left = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            left = 0
+        while left > 0:
+            piece = self.rfile.read(min(left, 1 << 20))
+            if not piece:
+                break
+            left -= len(piece)
+
     def _answer(self) -> None:
         host = self.server.hostile
         path = urlsplit(self.path).path

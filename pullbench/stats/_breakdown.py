@@ -3,14 +3,24 @@ were free" bounds, from results rows of pulls that unpacked (no I/O here).
 
 Wall time of a pull that unpacks splits into ``resolve_s`` + ``transfer_s`` (first blob
 request to last blob stored) + ``unpack_tail_s`` (last blob stored to root filesystem done) +
-the rest (manifest storing, thread start-up). CPU splits into the pull's own threads (transfer:
-socket reads, hashing, writes), the decompressor and the unpacker.
+the rest (manifest storing, thread start-up). Inside the transfer, ``hash_s`` (computing the
+blobs' digests) and ``write_s`` (the temp-file write calls) are timed separately; what is left
+of it is receiving (``receive_s``: socket reads and waiting for the network). Those three are
+wall seconds summed over blobs: with concurrent downloads they are thread-seconds and may add up
+to more than ``transfer_s``. CPU splits into the pull's own threads (transfer: socket reads,
+hashing, writes), the decompressor and the unpacker.
 
 The "what if" bound uses a two-stage pipeline model: the pull takes at least
 ``resolve + max(transfer, apply)``, where ``apply = decompress + diff_hash + unpack`` is the
-serial applier's work. Making one stage free (zero) gives the shortest total any optimisation
-of that stage can reach (its upper bound); it is a model, so it is reported next to the
-measured total, never instead of it.
+serial applier's work -- or ``resolve + transfer + apply`` when the schedule cannot overlap the
+two (the rows' ``unpack_schedule``/``unpack_order``/``layer_count``): ``end`` (nothing applied
+before the last blob is stored), and ``after`` when each layer is applied only once stored and
+the next download waits for it (``serial`` order) or there is one layer only. Making one stage
+free (zero) gives the shortest total any optimisation of that stage can reach (its upper
+bound); it is a model, so it is reported next to the measured total, never instead of it.
+Hashing or writing made free shortens the transfer by at most its own time (``transfer -
+hash_s``, never below zero): that treats every blob's hashing as on the critical path, which
+over-states the gain of concurrent downloads or of a hashing thread, so it stays an upper bound.
 """
 
 from __future__ import annotations
@@ -23,10 +33,13 @@ from .._errors import StatsInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["WALL_STAGES", "stage_breakdown", "what_if_free"]
+__all__ = ["TRANSFER_STAGES", "WALL_STAGES", "stage_breakdown", "what_if_free"]
 
 #: Wall-time stages of a pull that unpacks, in pipeline order.
 WALL_STAGES = ("resolve_s", "transfer_s", "unpack_tail_s")
+#: The stages timed inside the transfer (optional columns: rows made before they existed, or
+#: with probes off, lack them and get NaN).
+TRANSFER_STAGES = ("hash_s", "write_s")
 _NEEDED = ("duration_s", "resolve_s", "transfer_s", "unpack_tail_s", "decompress_s",
            "diff_hash_s", "unpack_s", "decompress_cpu_s", "unpack_cpu_s")
 
@@ -44,6 +57,12 @@ def _ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     rows = rows.dropna(subset=["decompress_s"])
     if rows.empty:
         raise StatsInputError("no successful runs that unpacked (decompress_s is empty)")
+    import pandas as pd
+
+    rows = rows.copy()
+    for col in TRANSFER_STAGES:
+        rows[col] = (pd.to_numeric(rows[col], errors="coerce") if col in rows.columns
+                     else float("nan"))
     return rows
 
 
@@ -61,7 +80,9 @@ def stage_breakdown(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -
     -------
     pandas.DataFrame
         One row per group: ``duration_s`` and the wall stages ``resolve_s``, ``transfer_s``,
-        ``unpack_tail_s``, ``other_s`` (the rest of the total); the CPU stages
+        ``unpack_tail_s``, ``other_s`` (the rest of the total); inside the transfer
+        ``hash_s``, ``write_s`` and ``receive_s`` (``transfer_s - hash_s - write_s``, never
+        below zero; NaN where the rows lack the hash/write columns); the CPU stages
         ``transfer_cpu_s`` (the pull's threads), ``decompress_cpu_s``, ``unpack_cpu_s``; and
         ``runs``. Medians over runs, each column separately.
 
@@ -70,19 +91,32 @@ def stage_breakdown(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -
     StatsInputError
         The rows have no unpack-stage columns, or no run unpacked.
     """
-    rows = _ok_rows(df).copy()
+    rows = _ok_rows(df)
     rows["other_s"] = (rows["duration_s"] - rows["resolve_s"] - rows["transfer_s"]
                        - rows["unpack_tail_s"]).clip(lower=0)
+    rows["receive_s"] = (rows["transfer_s"] - rows["hash_s"] - rows["write_s"]).clip(lower=0)
     if "cpu_user_s" in rows.columns and "cpu_sys_s" in rows.columns:
         rows["transfer_cpu_s"] = rows["cpu_user_s"] + rows["cpu_sys_s"]
     else:
         rows["transfer_cpu_s"] = float("nan")
-    cols = ["duration_s", *WALL_STAGES, "other_s", "transfer_cpu_s", "decompress_cpu_s",
-            "unpack_cpu_s"]
+    cols = ["duration_s", *WALL_STAGES, "other_s", *TRANSFER_STAGES, "receive_s",
+            "transfer_cpu_s", "decompress_cpu_s", "unpack_cpu_s"]
     groups = rows.groupby(list(by), sort=True)
     out = groups[cols].median()
     out["runs"] = groups.size()
     return out.reset_index()
+
+
+def _no_overlap(rows: pd.DataFrame) -> pd.Series:
+    """True where the schedule applies nothing while a download runs (see the module notes)."""
+    import pandas as pd
+
+    def col(name: str) -> pd.Series:
+        return rows[name] if name in rows.columns else pd.Series(None, index=rows.index)
+
+    schedule, order = col("unpack_schedule"), col("unpack_order")
+    one_layer = pd.to_numeric(col("layer_count"), errors="coerce") == 2  # config + 1 layer
+    return (schedule == "end") | ((schedule == "after") & ((order == "serial") | one_layer))
 
 
 def what_if_free(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> pd.DataFrame:
@@ -99,26 +133,39 @@ def what_if_free(df: pd.DataFrame, *, by: Sequence[str] = ("image", "arm")) -> p
     -------
     pandas.DataFrame
         One row per group: the measured ``duration_s``, the model's ``model_s`` (``resolve +
-        max(transfer, decompress + diff_hash + unpack)``), and ``if_free_transfer_s``,
-        ``if_free_decompress_s``, ``if_free_unpack_s``: the model with that stage at zero (the
-        best any optimisation of it can do), with ``gain_*`` the fraction of the model total it
-        would save.
+        max(transfer, decompress + diff_hash + unpack)``, or their sum where the schedule
+        cannot overlap them), and ``if_free_transfer_s``,
+        ``if_free_hash_s``, ``if_free_write_s``, ``if_free_decompress_s``,
+        ``if_free_unpack_s``: the model with that stage at zero (the best any optimisation of
+        it can do; hash and write are inside the transfer, see the module notes), with
+        ``gain_*`` the fraction of the model total it would save (NaN for hash and write where
+        the rows lack those columns).
 
     Raises
     ------
     StatsInputError
         As :func:`stage_breakdown`.
     """
-    rows = _ok_rows(df).copy()
+    import numpy as np
+
+    rows = _ok_rows(df)
+    serial = _no_overlap(rows)
+
+    def model(transfer: pd.Series, apply: pd.Series) -> pd.Series:
+        return rows["resolve_s"] + np.where(serial, transfer + apply,
+                                            np.maximum(transfer, apply))
+
     apply = rows["decompress_s"] + rows["diff_hash_s"] + rows["unpack_s"]
-    resolve, transfer = rows["resolve_s"], rows["transfer_s"]
-    rows["model_s"] = resolve + transfer.combine(apply, max)
-    rows["if_free_transfer_s"] = resolve + apply
-    rows["if_free_decompress_s"] = resolve + transfer.combine(apply - rows["decompress_s"], max)
-    rows["if_free_unpack_s"] = resolve + transfer.combine(apply - rows["unpack_s"], max)
-    cols = ["duration_s", "model_s", "if_free_transfer_s", "if_free_decompress_s",
-            "if_free_unpack_s"]
+    transfer = rows["transfer_s"]
+    rows["model_s"] = model(transfer, apply)
+    rows["if_free_transfer_s"] = model(transfer * 0, apply)
+    for stage in TRANSFER_STAGES:  # NaN stays NaN: not measured
+        rows[f"if_free_{stage}"] = model((transfer - rows[stage]).clip(lower=0), apply)
+    rows["if_free_decompress_s"] = model(transfer, apply - rows["decompress_s"])
+    rows["if_free_unpack_s"] = model(transfer, apply - rows["unpack_s"])
+    stages = ("transfer", "hash", "write", "decompress", "unpack")
+    cols = ["duration_s", "model_s", *(f"if_free_{s}_s" for s in stages)]
     out = rows.groupby(list(by), sort=True)[cols].median()
-    for stage in ("transfer", "decompress", "unpack"):
+    for stage in stages:
         out[f"gain_{stage}"] = 1 - out[f"if_free_{stage}_s"] / out["model_s"]
     return out.reset_index()

@@ -19,6 +19,9 @@ every arm of a normal 30-block run, because pull times are right-skewed and heav
   details say how many runs lie outside Tukey's 3 IQR fences (criterion.rs's "severe",
   bheisler/criterion.rs:src/stats/univariate/outliers/tukey.rs) and whether the first run in run
   order is one of the outliers, above the median (a cold cache; hyperfine's ``--warmup``).
+  :func:`pullbench.analyze_folder` turns the warning into an ``info`` when every outlier run
+  lies in a block the interference probes flagged disturbed: those runs are explained, and the
+  disturbance is shown first.
 - Drift: Mann–Kendall trend test (Kendall's tau of value against run order), p < 0.01,
   with Spearman's rho reported alongside.
 - Bimodality: Sarle's bimodality coefficient ``(g1**2 + 1) / (g2 + 3 (n-1)**2 / ((n-2)(n-3)))``

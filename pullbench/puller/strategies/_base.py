@@ -84,6 +84,14 @@ class CopyStats:
     helper : ProbeSample or None
         CPU and I/O of helper threads (the hashing thread), measured inside them; None when not
         measured.
+    hash_s : float or None
+        Wall time computing the blob's digest: the digest updates in the copy loop (inline),
+        in the hashing thread (``hash_mode="thread"``: it overlaps the copy), or re-reading the
+        file after it (``after``, ``splice``; also the re-hash of the bytes a resume keeps).
+        None when not measured (probes off, or a strategy that does not time its hashing).
+    write_s : float or None
+        Wall time inside the write system calls to the temp file (``os.write``; ``splice``'s
+        pipe → file splices). None when not measured.
 
     The derived properties (``read_count``, ``read_size_hist``, ``median_write_bytes`` ...) are
     None when the sizes were not counted.
@@ -98,6 +106,8 @@ class CopyStats:
     helper: ProbeSample | None = field(default_factory=ProbeSample)
     resumes: int = 0
     backoff_s: float = 0.0
+    hash_s: float | None = None
+    write_s: float | None = None
 
     @property
     def read_count(self) -> int | None:
@@ -211,7 +221,8 @@ class CopyStrategy:
             continues).
         meter : Meter
             Record each read (:meth:`Meter.read`) and write (:meth:`Meter.write` does the
-            ``os.write`` and records it).
+            ``os.write``, records and times it); add the time spent in ``hasher.update`` with
+            :meth:`Meter.hashed` (else the hash stage of the copy is reported as unknown).
         limit : int
             Read at most this many bytes (the bytes still missing + 1: a longer body is detected
             without reading all of it).
@@ -451,12 +462,15 @@ class CopyStrategy:
             helper=meter.helper if counted else None,
             resumes=resumes,
             backoff_s=backoff,
+            hash_s=meter.hash_ns / 1e9 if counted and meter.hash_timed else None,
+            write_s=meter.write_ns / 1e9 if counted and meter.write_timed else None,
         )
 
 
 def _rehash(fd: int, hasher: Any, meter: Meter, end: int | None = None) -> Any:
     """Hash a file's bytes ``[0, end)`` (all of it by default) by re-reading it (1 MiB
-    ``preadv`` calls; page-cache reads)."""
+    ``preadv`` calls; page-cache reads); the time, reads included, is the hash stage's."""
+    t0 = time.perf_counter_ns()
     buf = bytearray(_REHASH_CHUNK)
     view = memoryview(buf)
     offset = 0
@@ -464,9 +478,10 @@ def _rehash(fd: int, hasher: Any, meter: Meter, end: int | None = None) -> Any:
         want = _REHASH_CHUNK if end is None else min(_REHASH_CHUNK, end - offset)
         n = os.preadv(fd, [view[:want]], offset)
         if n == 0:
-            return hasher
+            break
         hasher.update(view[:n])
         offset += n
+    meter.hashed(time.perf_counter_ns() - t0)
     return hasher
 
 
@@ -491,20 +506,29 @@ class _HashWorker:
         self.thread.start()
 
     def _run(self) -> None:
-        probe = ThreadProbe() if self.meter.active else None
+        timed = self.meter.active
+        probe = ThreadProbe() if timed else None
         update = self.hasher.update
+        now = time.perf_counter_ns
+        busy = 0
         try:
             while True:
                 item = self.work.get()
                 if item is None:
                     break
-                update(item[1])
+                if timed:
+                    t0 = now()
+                    update(item[1])
+                    busy += now() - t0
+                else:
+                    update(item[1])
                 self.free.put(item[0])
         except BaseException as exc:  # pragma: no cover - hashlib does not fail on bytes
             self.error = exc
         finally:
             if probe is not None:
                 self.meter.add_cpu(probe.stop())
+                self.meter.hashed(busy)
 
     def close(self) -> Any:
         self.work.put(None)

@@ -9,6 +9,7 @@ import os
 import select
 import shutil
 import ssl
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -166,47 +167,58 @@ class SocketCopy(CopyStrategy):
         count = meter.active
         write = meter.write
         update = hasher.update if hasher is not None else None
+        now = time.perf_counter_ns
+        hash_ns = 0
         total = 0
         slot = 0
-        while total < limit:
-            if worker is not None:
-                slot = worker.free.get()
-            view = slots[slot]
-            want = limit - total
-            try:
-                n = read(view if want >= read_size else view[:want])
-            except _INTERRUPTIONS:
-                if wbuf is not None and buffered:  # keep what arrived: a resume continues there
-                    write(fd, wbuf[:buffered])
-                raise
-            if n == 0:
-                break
-            total += n
-            if count:
-                reads[n] += 1
-            data = view[:n]
-            if update is not None:
-                update(data)
-            elif worker is not None:
-                worker.work.put((slot, data))
-            if wbuf is None:
-                write(fd, data)
-                continue
-            # golang/go:src/bufio/bufio.go (*Writer).Write
-            while len(data) > wsize - buffered:
-                if buffered == 0:
-                    write(fd, data)  # large write, empty buffer: write directly
-                    data = data[:0]
+        try:
+            while total < limit:
+                if worker is not None:
+                    slot = worker.free.get()
+                view = slots[slot]
+                want = limit - total
+                try:
+                    n = read(view if want >= read_size else view[:want])
+                except _INTERRUPTIONS:
+                    if wbuf is not None and buffered:  # keep what arrived: a resume continues
+                        write(fd, wbuf[:buffered])
+                    raise
+                if n == 0:
                     break
-                room = wsize - buffered
-                wbuf[buffered:] = data[:room]
-                write(fd, wbuf)
-                buffered = 0
-                data = data[room:]
-            m = len(data)
-            if m:
-                wbuf[buffered : buffered + m] = data
-                buffered += m
+                total += n
+                if count:
+                    reads[n] += 1
+                data = view[:n]
+                if update is not None:
+                    if count:
+                        t0 = now()
+                        update(data)
+                        hash_ns += now() - t0
+                    else:
+                        update(data)
+                elif worker is not None:
+                    worker.work.put((slot, data))
+                if wbuf is None:
+                    write(fd, data)
+                    continue
+                # golang/go:src/bufio/bufio.go (*Writer).Write
+                while len(data) > wsize - buffered:
+                    if buffered == 0:
+                        write(fd, data)  # large write, empty buffer: write directly
+                        data = data[:0]
+                        break
+                    room = wsize - buffered
+                    wbuf[buffered:] = data[:room]
+                    write(fd, wbuf)
+                    buffered = 0
+                    data = data[room:]
+                m = len(data)
+                if m:
+                    wbuf[buffered : buffered + m] = data
+                    buffered += m
+        finally:
+            if update is not None:
+                meter.hashed(hash_ns)
         if wbuf is not None and buffered:
             write(fd, wbuf[:buffered])
 
@@ -231,42 +243,57 @@ class SocketCopy(CopyStrategy):
         write = meter.write
         on_read = hasher.update if hasher is not None and p["hash_mode"] == "on-read" else None
         update = hasher.update if hasher is not None and on_read is None else None
+        now = time.perf_counter_ns
+        hash_ns = 0
         total = 0
         eof = False
         slot = 0
-        while not eof and total < limit:
-            if worker is not None:
-                slot = worker.free.get()
-            buf = slots[slot]
-            filled = 0
-            cap = min(wsize, limit - total)
-            while filled < cap:
-                try:
-                    n = read(buf[filled : min(cap, filled + read_size)])
-                except _INTERRUPTIONS:
-                    if filled:  # keep what arrived: a resume continues there
-                        write(fd, buf[:filled])
-                    raise
-                if n == 0:
-                    eof = True
-                    break
-                if count:
-                    reads[n] += 1
-                if on_read is not None:
-                    on_read(buf[filled : filled + n])
-                filled += n
-            if filled == 0:
+        try:
+            while not eof and total < limit:
                 if worker is not None:
-                    worker.free.put(slot)
-                break
-            total += filled
-            data = buf[:filled]
-            if update is not None:
-                update(data)
-            elif worker is not None:
-                worker.work.put((slot, data))
-            write(fd, data)
-
+                    slot = worker.free.get()
+                buf = slots[slot]
+                filled = 0
+                cap = min(wsize, limit - total)
+                while filled < cap:
+                    try:
+                        n = read(buf[filled : min(cap, filled + read_size)])
+                    except _INTERRUPTIONS:
+                        if filled:  # keep what arrived: a resume continues there
+                            write(fd, buf[:filled])
+                        raise
+                    if n == 0:
+                        eof = True
+                        break
+                    if count:
+                        reads[n] += 1
+                    if on_read is not None:
+                        if count:
+                            t0 = now()
+                            on_read(buf[filled : filled + n])
+                            hash_ns += now() - t0
+                        else:
+                            on_read(buf[filled : filled + n])
+                    filled += n
+                if filled == 0:
+                    if worker is not None:
+                        worker.free.put(slot)
+                    break
+                total += filled
+                data = buf[:filled]
+                if update is not None:
+                    if count:
+                        t0 = now()
+                        update(data)
+                        hash_ns += now() - t0
+                    else:
+                        update(data)
+                elif worker is not None:
+                    worker.work.put((slot, data))
+                write(fd, data)
+        finally:
+            if on_read is not None or update is not None:
+                meter.hashed(hash_ns)
 
 class IterContentCopy(CopyStrategy):
     """The common Python idiom ``for chunk in r.iter_content(chunk_size): f.write(chunk)``.
@@ -314,6 +341,8 @@ class IterContentCopy(CopyStrategy):
         reads = meter.reads
         count = meter.active
         write = meter.write
+        now = time.perf_counter_ns
+        hash_ns = 0
         total = 0
         try:
             for chunk in response.raw.stream(self.params["chunk_size"], decode_content=False):
@@ -321,7 +350,12 @@ class IterContentCopy(CopyStrategy):
                 if count:
                     reads[n] += 1
                 if update is not None:
-                    update(chunk)
+                    if count:
+                        t0 = now()
+                        update(chunk)
+                        hash_ns += now() - t0
+                    else:
+                        update(chunk)
                 elif worker is not None:
                     worker.work.put((worker.free.get(), chunk))
                 write(fd, chunk)
@@ -331,6 +365,8 @@ class IterContentCopy(CopyStrategy):
         finally:
             if worker is not None:
                 worker.close()
+            if update is not None:
+                meter.hashed(hash_ns)
         return None if mode == "after" else hasher
 
 
@@ -375,12 +411,22 @@ class CopyfileobjCopy(CopyStrategy):
                 meter.read(len(data))
                 return data
 
+        now = time.perf_counter_ns
+
         class _Dst:
+            hash_ns = 0
+
             def write(self, data: bytes) -> int:
+                t0 = now()
                 hasher.update(data)
+                self.hash_ns += now() - t0
                 return meter.write(fd, data)
 
-        shutil.copyfileobj(_Src(), _Dst(), self.params["chunk_size"])
+        dst = _Dst()
+        try:
+            shutil.copyfileobj(_Src(), dst, self.params["chunk_size"])
+        finally:
+            meter.hashed(dst.hash_ns)
         return hasher
 
 
@@ -442,6 +488,7 @@ class SpliceCopy(CopyStrategy):
             chunk = self.params["chunk_size"]
             poller = select.poll()
             poller.register(sfd, select.POLLIN)
+            now = time.perf_counter_ns
             while consumed < budget:
                 try:
                     n = os.splice(sfd, w, min(chunk, budget - consumed))
@@ -455,8 +502,9 @@ class SpliceCopy(CopyStrategy):
                 consumed += n
                 left = n
                 while left:
+                    t0 = now()
                     m = os.splice(r, fd, left)
-                    meter.wrote(m)
+                    meter.wrote(m, now() - t0)
                     left -= m
         finally:
             os.close(r)
