@@ -76,3 +76,20 @@ def test_styled_table_writes_p_values_and_sizes_as_the_cli_does(shipped):
     assert "0.698" in html
     assert pd.isna(table.loc[0, "p_holm"])  # the baseline: a dash, not "nan"
     assert ">nan<" not in html
+
+
+def test_report_of_untraced_real_pullers_says_why_it_has_no_write_size_plot(tmp_path):
+    """Untraced dockerd runs record no write sizes: the report says so in a note, not an error."""
+    import shutil
+
+    from pullbench.experiment._report import PLOT_ERROR_CLASS, render_report
+
+    folder = tmp_path / "run"
+    shutil.copytree(pullbench.resolve_results_path("dockerd-pr48602-lan-1g-tls"), folder)
+    rows = pullbench.load_results(folder)
+    assert "write_size_hist" not in rows.columns  # what the plot would need
+    page = render_report(folder).read_text()
+    assert f'class="{PLOT_ERROR_CLASS}"' not in page
+    assert "no plot of share of write() calls per size bucket" in page
+    assert "only in traced runs" in page
+    assert page.count("<img") >= 4  # the other plots are drawn

@@ -512,6 +512,18 @@ def _plot_error(name: str, exc: BaseException) -> str:
             f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>")
 
 
+def _plot_missing(name: str, why: str) -> str:
+    """A visible note in place of a plot the rows have no data for (not an error)."""
+    return f'<p class="note"><b>no plot of {html.escape(name)}:</b> {html.escape(why)}</p>'
+
+
+def _is_filled(cell: Any) -> bool:
+    """A histogram cell with at least one bucket (dict, or its JSON text)."""
+    if isinstance(cell, dict):
+        return bool(cell)
+    return isinstance(cell, str) and cell.strip() not in ("", "{}", "null")
+
+
 def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
     """The report's plots of one image as ``<img>`` tags; a plot that fails becomes a visible
     note (class :data:`PLOT_ERROR_CLASS`) naming the plot and the error, never a silent gap."""
@@ -536,16 +548,25 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
              result.stability, metric=metric, baseline=analysis.baseline))
         for metric, result in analysis.images[image].metrics.items() if result.stability
     ]
+    def draw_hist() -> Any:
+        return plots.plot_write_size_histograms(sub, baseline=analysis.baseline)
+
+    draw.append(("share of write() calls per size bucket, one row per arm", draw_hist))
     draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
              for name, func in (
-                 ("share of write() calls per size bucket, one row per arm",
-                  plots.plot_write_size_histograms),
                  ("throughput against the median read size and the median write size, per arm",
                   plots.plot_throughput_vs_sizes),
                  ("throughput against the memory each arm holds in buffers",
                   plots.plot_speed_vs_memory))]
+    has_hist = ("write_size_hist" in sub.columns
+                and sub["write_size_hist"].map(_is_filled).any())
     blocks = []
     for name, make in draw:
+        if make is draw_hist and not has_hist:
+            blocks.append(_plot_missing(
+                name, "no run of this image recorded write sizes (real-puller arms record them "
+                      "only in traced runs: bench --trace, or an arm with trace=true)"))
+            continue
         try:
             blocks.append(_figure_to_img(make(), name))
         except Exception as exc:  # the report still renders, with the failure in plain sight
