@@ -29,7 +29,7 @@ and adds these columns to its row:
 ``interference_cores``
     ``(other_cpu_s + steal_cpu_s) / wall``: the one number used to flag disturbed runs.
 ``procs_running_mean``, ``procs_running_max``, ``procs_running_samples``
-    Runnable tasks on the machine, sampled every ``interval_s`` (50 ms) by a thread of the
+    Runnable tasks on the machine, sampled every ``interval_s`` (100 ms) by a thread of the
     worker from the fourth field of ``/proc/loadavg`` -- the kernel's ``nr_running()``, the same
     counter as ``procs_running`` in ``/proc/stat`` (torvalds/linux:fs/proc/loadavg.c,
     fs/proc/stat.c), read from the smaller file. The count includes the sampler itself and the
@@ -63,8 +63,8 @@ and adds these columns to its row:
     Wall time the probe itself spent at the start and the end, outside the timed pull: reading
     the counters, starting and stopping the sampler thread.
 ``probe_sampler_cpu_s``
-    CPU time of the sampler thread (``time.thread_time``) while the pull ran: the probe's cost
-    inside the timed section, taken from the same CPUs as the pull.
+    CPU time of the sampler thread (``time.thread_time``) from the probe's start to its stop:
+    the probe's cost inside the timed section, taken from the same CPUs as the pull.
 
 Everything here reads ``/proc`` and ``/sys`` only; a counter the kernel does not offer gives None.
 """
@@ -101,8 +101,10 @@ INTERFERENCE_COLUMNS = (
 )
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-#: Default period of the run-queue sampler, seconds.
-SAMPLE_INTERVAL_S = 0.05
+#: Default period of the run-queue sampler, seconds. Each wake costs about 0.1-0.3 ms of CPU
+#: on a loaded 2-core VM (``benchmarks/bench_interference.py`` prints the sampler's share of a
+#: pull): every 100 ms that is <= 0.3 % of a core, and a 0.2 s pull still gets two samples.
+SAMPLE_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,20 +313,20 @@ class _Sampler(threading.Thread):
         except OSError:
             self.started.set()
             return
-        cpu0 = time.thread_time()
         try:
             self.sample_threads(initial=True)
+            cpu0 = time.thread_time()  # the thread's start and first scan precede the pull
             self.started.set()
             while True:
                 value = read_procs_running(fd)
                 if value is not None:
                     self.samples.append(value)
                 if self._stop_event.wait(self.interval_s):
+                    self.cpu_s = time.thread_time() - cpu0
                     return
                 self.sample_threads()
         finally:
             os.close(fd)
-            self.cpu_s = time.thread_time() - cpu0
 
     def stop(self) -> list[int]:
         self._stop_event.set()
