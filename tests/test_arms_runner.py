@@ -287,3 +287,26 @@ def test_ctrl_c_stops_the_daemons_and_keeps_the_rows(real_pullers, tmp_path, pro
         assert pid is not None
         assert not process_running(pid), f"daemon {pid} survived Ctrl-C"
         assert not Path(workdir).exists()
+
+
+def test_external_arm_rows_carry_interference_with_the_client_in_the_measured_set(tmp_path):
+    """A real puller's client runs as the runner's child inside the timed run: its CPU belongs
+    to the measured set (RUSAGE_CHILDREN), not to 'other processes', and its rows get the same
+    interference columns as a strategy's, so disturbed blocks are flagged for every arm."""
+    from pullbench import ExperimentSpec, run_experiment
+
+    burn = (f"{sys.executable} -c \"import time; t = time.process_time()\n"
+            "while time.process_time() - t < 0.4: pass\"")
+    spec = ExperimentSpec.from_mapping({
+        "name": "burn", "images": ["synthetic-small"], "blocks": 2, "warmup_blocks": 0,
+        "arms": ["go-iocopy", {"kind": "command", "name": "burn", "params": {"command": burn}}],
+    })
+    result = run_experiment(spec, tmp_path / "out", progress=False)
+    rows = _rows(tmp_path / "out")
+    assert result.ok_runs == 4, [r["error"] for r in rows]
+    for row in rows:
+        assert row["interference_cores"] is not None, row["arm"]
+        assert row["other_cpu_s"] is not None
+    for row in (r for r in rows if r["arm"] == "burn"):
+        assert row["measured_cpu_s"] >= 0.35  # the client's 0.4 s of CPU, measured as ours
+        assert row["worker_wait_share"] is None  # the runner's threads are not the puller

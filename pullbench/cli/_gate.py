@@ -63,7 +63,8 @@ def gate_options(func: Any) -> Any:
         help="Exit 3 when the arm's verdict is VERDICT (faster, slower, equivalent, "
              "inconclusive), e.g. --fail-on slower or --fail-on pr48602=slower; without ARM= "
              "every arm compared with the baseline. Judged on the primary metric (the first "
-             "analysed: wall time unless --metric says otherwise), after results are written. "
+             "analysed: wall time, the spec's first metric, unless analyze/compare --metric "
+             "names another), after results are written. "
              "Repeatable.")(func)
 
 

@@ -376,6 +376,12 @@ class InterferenceProbe:
         None.
     interval_s : float
         Period of the run-queue sampler; 0 disables it.
+    include_children : bool
+        Count this process's waited-for children in the measured set (``RUSAGE_CHILDREN``:
+        every child that exited and was reaped during the pull, e.g. a real puller's client
+        process started and waited for inside the timed section). The ``worker_*`` switch
+        counts then include them; the run-delay columns, which see this process's own threads
+        only, are left None.
 
     Examples
     --------
@@ -386,9 +392,10 @@ class InterferenceProbe:
 
     def __init__(self, measured_pids: Mapping[str, int] | None = None, *,
                  puller_cpus: Iterable[int] | None = None, exclusive_puller_cpus: bool = False,
-                 interval_s: float = SAMPLE_INTERVAL_S) -> None:
+                 interval_s: float = SAMPLE_INTERVAL_S, include_children: bool = False) -> None:
         from ._isolation import descendants
 
+        self.include_children = include_children
         me = os.getpid()
         given = {role: int(pid) for role, pid in (measured_pids or {}).items() if pid}
         harness = given.get("harness")
@@ -419,6 +426,13 @@ class InterferenceProbe:
                     else sorted(os.sched_getaffinity(0)))
             self._freq_cpus = [c for c in cpus if cpu_freq_mhz([c]) is not None]
         usage = resource.getrusage(resource.RUSAGE_SELF)
+        self_cpu = usage.ru_utime + usage.ru_stime
+        nivcsw, nvcsw = usage.ru_nivcsw, usage.ru_nvcsw
+        if self.include_children:
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self_cpu += kids.ru_utime + kids.ru_stime
+            nivcsw += kids.ru_nivcsw
+            nvcsw += kids.ru_nvcsw
         try:
             ticks: CpuTicks | None = read_cpu_ticks()
         except OSError:
@@ -426,8 +440,7 @@ class InterferenceProbe:
         pids = set(self.measured_pids.values())
         reading = _Reading(
             wall=time.perf_counter(), ticks=ticks, pressure_us=read_cpu_pressure_us(),
-            self_cpu_s=usage.ru_utime + usage.ru_stime, self_nivcsw=usage.ru_nivcsw,
-            self_nvcsw=usage.ru_nvcsw,
+            self_cpu_s=self_cpu, self_nivcsw=nivcsw, self_nvcsw=nvcsw,
             others_cpu_s={pid: process_cpu_s(pid) for pid in pids},
             others_nivcsw={pid: process_nivcsw(pid) for pid in pids},
             mhz=cpu_freq_mhz(self._freq_cpus) if self._freq_cpus else None,
@@ -456,7 +469,7 @@ class InterferenceProbe:
         out = self._columns(self._start, end, samples)
         if self._sampler is not None:
             out["probe_sampler_cpu_s"] = self._sampler.cpu_s
-        if self._sampler is not None and self._sampler.last:
+        if self._sampler is not None and self._sampler.last and not self.include_children:
             wait, oncpu = self._sampler.run_delay()
             out["worker_run_delay_s"] = wait
             out["worker_wait_share"] = wait / (wait + oncpu) if wait + oncpu > 0 else None

@@ -68,7 +68,8 @@ def ratio_phrase(ratio: float | None, low: float | None, high: float | None, *, 
 
     The factor is the ratio, or its inverse below 1, so that it is at least 1; the bracket is
     the CI of that same factor (a bound below 1 means the CI reaches the other direction). Time
-    and rate metrics read faster/slower, others lower/higher.
+    and rate metrics read faster/slower, others lower/higher. A factor that rounds to 1.00 reads
+    ``about the same as go-iocopy (ratio 0.998 [0.995, 1.002])``.
 
     Parameters
     ----------
@@ -90,6 +91,10 @@ def ratio_phrase(ratio: float | None, low: float | None, high: float | None, *, 
         word = good if up else bad
     if ratio == 1:
         return f"1.00× the same as {reference}"
+    if round(ratio if up else 1 / ratio, 2) == 1.0:  # "1.00× slower" reads as a contradiction
+        lo_r = "-inf" if low is None or not np.isfinite(low) else f"{low:.3f}"
+        hi_r = "inf" if high is None or not np.isfinite(high) else f"{high:.3f}"
+        return f"about the same as {reference} (ratio {ratio:.3f} [{lo_r}, {hi_r}])"
 
     def factor(v: float | None) -> float:
         if v is None or not np.isfinite(v):

@@ -935,14 +935,30 @@ def _one_run(spec: ExperimentSpec, planned: PlannedRun, image: ImageInfo, endpoi
 
         if spec.cache_policy == "drop":
             drop_page_cache()
+        ext = external[arm.name]
+        measured = dict(run_context.get("measured_pids") or {})
+        if ext.daemon is not None and ext.daemon.pid:
+            measured["daemon"] = ext.daemon.pid  # and its children (dockerd's containerd)
+        # the client is this process's child, waited for inside the run: RUSAGE_CHILDREN
+        probe = (InterferenceProbe(measured, puller_cpus=run_context.get("puller_cpus"),
+                                   include_children=True)
+                 if run_context.get("interference", True) else None)
         try:
             started = time.perf_counter()
-            status, payload = run_external(external[arm.name], image, endpoint, dest,
-                                           run_timeout_s, run_context.get("puller_cpus"))
+            if probe is not None:
+                probe.start()
+            try:
+                status, payload = run_external(ext, image, endpoint, dest, run_timeout_s,
+                                               run_context.get("puller_cpus"))
+            except BaseException:
+                if probe is not None:
+                    probe.cancel()
+                raise
+            interference = probe.stop() if probe is not None else {}
             base["harness_wall_s"] = time.perf_counter() - started
         finally:
             shutil.rmtree(dest, ignore_errors=True)
-        return {**base, **payload, "status": status}
+        return {**base, **interference, **payload, "status": status}
     from ._arms import strategy_arm_columns
 
     base.update(strategy_arm_columns())

@@ -150,6 +150,8 @@ class SystemCheck:
     def summary(self) -> str:
         """One line: quiet or not, load, other CPU, the busiest process."""
         state = "quiet" if self.quiet else "NOT quiet"
+        if not self.quiet and self.problems:  # the reasons first, their fixes in format()
+            state += " (" + "; ".join(p.split(" (")[0].split(":")[0] for p in self.problems) + ")"
         load = (f"load {self.loadavg_1_5_15[0]:.2f} on {self.cpu_count} CPUs"
                 if self.loadavg_1_5_15 else f"{self.cpu_count} CPUs")
         other = (f"other processes {self.other_cpu_cores:.2f} cores"
@@ -243,7 +245,7 @@ def _command(pid: int, width: int = 70) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
-    text = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    text = " ".join(raw.replace(b"\0", b" ").decode(errors="replace").split())  # one line
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

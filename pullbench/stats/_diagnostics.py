@@ -197,8 +197,9 @@ def diagnose(values: Any, *, order: Any = None, name: str | None = None) -> list
             out.append(Diagnostic(
                 "drift", "warning",
                 f"values trend with run order (Mann–Kendall tau={tau.statistic:.2f}, "
-                f"p={tau.pvalue:.2g}): later runs got {direction}; interleave arms in "
-                "randomized blocks and analyse them paired",
+                f"p={tau.pvalue:.2g}): later runs got {direction} (warm-up, caches or the "
+                "machine changed during the run); randomized blocks analysed paired cancel a "
+                "drift every arm shares, not one arm's own: add warm-up blocks or re-run",
                 name, {"kendall_tau": float(tau.statistic), "mann_kendall_p": float(tau.pvalue),
                        "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)},
             ))
