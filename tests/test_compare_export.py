@@ -119,9 +119,19 @@ def test_environment_differences_leave_out_what_always_differs():
     b = {"captured_at": "t2", "registry": {"host": "127.0.0.1:2", "kind": "embedded"},
          "host": {"cpu_model": "Y", "kernel": "6.1"}, "spec": {"seed": 2, "concurrency": 1},
          "packages": {"numpy": "2.4"}}
+    # what differs between any two runs on one machine: pids, thread counts, one-instant
+    # readings, temp paths, the preflight's window
+    for env, n in ((a, 1), (b, 2)):
+        env["cpu_isolation"] = {"applied": {"registry": {"pid": 100 + n, "threads": n}}}
+        env["preflight"] = {"captured_at": f"t{n}", "window_s": 0.5 + n / 1000,
+                            "mem_available_bytes": n, "quiet": True,
+                            "top_processes": [{"pid": n}]}
+        env["registry"]["ca_bundle"] = f"/tmp/pullbench-registry-{n}/ca.pem"
     diffs = {d.key: (d.a, d.b) for d in environment_differences(a, b)}
     assert diffs == {"host.cpu_model": ('"X"', '"Y"'), "spec.concurrency": ("3", "1"),
                      "packages.numpy": (None, '"2.4"')}
+    b["preflight"]["quiet"] = False  # the machine's state is compared
+    assert {d.key for d in environment_differences(a, b)} >= {"preflight.quiet"}
 
 
 @pytest.mark.slow

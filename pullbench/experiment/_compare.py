@@ -40,7 +40,13 @@ __all__ = ["EnvironmentDifference", "RunComparison", "RunComparisonRow", "compar
 _VOLATILE_KEYS = frozenset({
     "captured_at", "destination.path", "registry.host", "registry.url", "sessions_ended", "seed",
     "spec.seed", "spec.name", "spec.dest_dir", "spec.blocks", "spec.warmup_blocks",
+    "host.cgroup.path", "preflight.window_s", "preflight.top_processes",
+    "registry.details.network.upstream",
 })
+# keys that differ between any two runs, whatever their parent (process ids, thread counts,
+# time stamps, temp paths, a memory reading taken at one instant)
+_VOLATILE_LEAVES = frozenset({"pid", "proxy_pid", "threads", "captured_at", "ca_bundle",
+                              "mem_available_bytes", "workdir"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,14 +171,16 @@ def environment_differences(env_a: Mapping[str, Any], env_b: Mapping[str, Any],
                             ) -> tuple[EnvironmentDifference, ...]:
     """The entries of two ``environment.json`` records that differ (volatile ones left out).
 
-    Time stamps, result paths, registry ports, seeds and the block counts are left out; the
-    host, kernel, CPU, load average, package versions, git commit, registry, network profile,
-    images and the rest of the spec are compared.
+    Time stamps, result and temp paths, registry ports, process ids, thread counts, seeds, the
+    block counts and one-instant readings (available memory, the preflight's busiest processes)
+    are left out; the host, kernel, CPU, load average, package versions, git commit, registry,
+    network profile, images and the rest of the spec are compared.
     """
     flat_a, flat_b = dict(_flatten(env_a)), dict(_flatten(env_b))
     out = []
     for key in sorted(set(flat_a) | set(flat_b)):
-        if key in _VOLATILE_KEYS or key.split(".", 1)[0] in _VOLATILE_KEYS:
+        if (key in _VOLATILE_KEYS or key.split(".", 1)[0] in _VOLATILE_KEYS
+                or key.rsplit(".", 1)[-1] in _VOLATILE_LEAVES):
             continue
         a = json.dumps(_jsonable(flat_a[key]), sort_keys=True) if key in flat_a else None
         b = json.dumps(_jsonable(flat_b[key]), sort_keys=True) if key in flat_b else None
@@ -339,12 +347,26 @@ def format_run_comparison(comparison: RunComparison) -> str:
     if c.environment_differences:
         out += ["", f"environment differences (A → B; {len(c.environment_differences)}): the "
                 "runs differ in more than the change if any of these matter"]
-        out += [f"  {d.key}: {_short(d.a)} → {_short(d.b)}" for d in c.environment_differences]
+        out += [f"  {d.key}: " + " → ".join(_short_pair(d.a, d.b))
+                for d in c.environment_differences]
     else:
         out += ["", "environment: no differences recorded (host, packages, commit, registry, "
                 "network, spec)"]
     out += [f"note: {n}" for n in c.notes]
     return "\n".join(out)
+
+
+def _short_pair(a: str | None, b: str | None, width: int = 60) -> tuple[str, str]:
+    """Both values shortened around where they first differ (a long common start is elided,
+    so two values that differ late do not print the same)."""
+    if a is None or b is None or (len(a) <= width and len(b) <= width):
+        return _short(a, width), _short(b, width)
+    pairs = zip(a, b, strict=False)
+    first = next((i for i, (x, y) in enumerate(pairs) if x != y), min(len(a), len(b)))
+    start = max(0, first - 20)
+    if start == 0:
+        return _short(a, width), _short(b, width)
+    return _short("…" + a[start:], width), _short("…" + b[start:], width)
 
 
 def _short(value: str | None, width: int = 60) -> str:
