@@ -102,6 +102,29 @@ def test_mounts_a_killed_dockerd_left_are_unmounted_on_close(docker_tools, proce
     assert not workdir.exists()
 
 
+def test_a_killed_dockerd_restarts_on_an_empty_data_root(docker_tools, process_running):
+    """What a SIGKILLed dockerd left (here: a stray layer folder, as a kill inside
+    DELETE /images leaves one no image references) is gone after the restart: the next run's
+    cold-state check can pass."""
+    from pullbench.arms import DockerDaemon
+
+    daemon = DockerDaemon(storage_driver="overlay2").start()
+    try:
+        stray = daemon.data_root / "image" / "overlay2" / "layerdb" / "sha256" / ("a" * 64)
+        stray.mkdir(parents=True)
+        pid = daemon.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # our own dockerd, by PID
+        assert _gone(pid, process_running)
+        daemon.restart()
+        assert daemon.running
+        assert daemon.restarts == 1
+        assert not stray.exists()
+        assert daemon.ready()
+    finally:
+        daemon.close()
+
+
 def test_daemon_dies_with_its_parent_even_on_sigkill(docker_tools, process_running, tmp_path):
     """A process that started dockerd is SIGKILLed: dockerd and its containerd stop, no mount
     stays, and the next start of a dockerd removes the orphaned work folder."""

@@ -154,15 +154,22 @@ class DockerDaemon(ManagedDaemon):
         return status == 200 and body == "OK"
 
     def restart(self) -> None:
-        """Start again after a death, first removing pid files of processes that are gone.
+        """Start again after a death on an empty data root, first removing pid files of
+        processes that are gone.
+
+        A dockerd killed mid-way (e.g. inside ``DELETE /images``) can leave a layer no image
+        references, which the Engine API cannot remove: every later cold-state check would
+        fail. The data root is this private daemon's own, and every run starts cold anyway, so
+        it is unmounted (overlay2 leaves mounts) and removed before the restart.
 
         dockerd checks ``exec-root/containerd/containerd.pid`` with ``kill(pid, 0)``, which
         succeeds on a zombie; when the killed dockerd's containerd was reparented to a pid 1
         that does not reap orphans, the new dockerd would wait for that zombie forever.
         """
-        from ._daemons import _pid_alive
+        from ._daemons import _pid_alive, _remove_folder
 
         self._stop_process()
+        _remove_folder(self.data_root)  # unmounts first; never removes through a mount
         for pidfile in (self._dir / "exec" / "containerd" / "containerd.pid",
                         self._dir / "dockerd.pid"):
             try:
