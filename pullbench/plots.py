@@ -59,6 +59,26 @@ def _set_alt(fig: _F, text: str) -> _F:
     return fig
 
 
+def describe_figure(fig: _F, text: str) -> _F:
+    """Attach alt text to a figure drawn elsewhere (a notebook's own plot); return it.
+
+    In a notebook the figure is then shown as ``<img alt=...>`` (IPython's HTML display), so
+    exported HTML describes it for screen readers, as pullbench's own plots do.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    text : str
+        What the figure shows, in words (its axes, units and what to read from it).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig``.
+    """
+    return _set_alt(fig, text)
+
+
 def figure_alt_text(fig: Any) -> str | None:
     """The description pullbench attached to a figure it drew (None for other figures)."""
     return getattr(fig, _ALT, None)
@@ -97,6 +117,7 @@ def _register_ipython_display() -> None:
 
 
 __all__ = [
+    "describe_figure",
     "figure_alt_text",
     "plot_arm_distributions",
     "plot_effect_vs_interference",
