@@ -19,6 +19,7 @@ from pullbench.experiment._report import PLOT_ERROR_CLASS, format_verdict_table,
 from pullbench.experiment._runner import run_experiment
 from pullbench.experiment._spec import ExperimentSpec
 from pullbench.stats._interference import (
+    DISTURBANCE_FLOOR_CORES,
     blocks_to_settle,
     disturbance_threshold,
     interference_dependence,
@@ -134,8 +135,11 @@ def _check_never_an_unflagged_wrong_direction(analysis: Analysis, loaded: set[in
     metric = analysis.metric(None, "duration_s")
     stab = {r.arm: r for r in metric.stability}
     assert set(stab) == {r.arm for r in metric.table}
-    if not intf.busy_machine:
-        # the loaded blocks stand out (the machine is shared: allow one to hide in the noise)
+    if not intf.busy_machine and intf.quiet_level_cores < DISTURBANCE_FLOOR_CORES:
+        # on a machine quiet apart from the burner the loaded blocks stand out (allow one to
+        # hide in the noise); when other programs already add more foreign work to every block
+        # than the flag's floor, the burner partly displaces theirs and detection is not what
+        # this run can show -- the guarantee below (never an unflagged flip) still holds
         assert len(loaded & set(intf.disturbed_blocks)) >= len(loaded) - 1, (
             intf.disturbed_blocks, sorted(loaded), intf.block_interference)
     for row in metric.table:
