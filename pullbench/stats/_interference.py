@@ -145,9 +145,7 @@ def disturbance_threshold(scores: Any, *, k: float = DISTURBANCE_K,
     x = np.sort(_finite(scores, "interference scores"))
     n = x.size
     n_ref = min(n, max(MIN_REFERENCE_RUNS, math.ceil(0.25 * n)))
-    # foreign CPU cannot be negative: a negative median is the readings' tick noise (each
-    # score carries about +-2 clock ticks), so the quiet level is at least 0
-    level = max(0.0, float(np.median(x[:n_ref])))
+    level = float(np.median(x[:n_ref]))
     half = x[: max(2, math.ceil(0.5 * n))]
     spread = float(1.4826 * np.median(np.abs(half - np.median(half))))
     threshold = level + max(k * spread, floor_cores)
