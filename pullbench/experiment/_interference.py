@@ -240,19 +240,6 @@ def cpu_freq_mhz(cpus: Iterable[int]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def read_schedstat(tid: int | str, pid: int | str = "self") -> tuple[int, int] | None:
-    """``(on-CPU ns, run-queue wait ns)`` of one thread from ``/proc/<pid>/task/<tid>/schedstat``.
-
-    The second value is the time the thread was runnable but waited for a CPU (the kernel's
-    ``run_delay``, Documentation/scheduler/sched-stats.rst). None when unavailable.
-    """
-    try:
-        parts = _read_bytes(f"/proc/{pid}/task/{tid}/schedstat").split()
-        return int(parts[0]), int(parts[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def read_cpu_pressure_us() -> int | None:
     """Total time (µs) some task waited for a CPU, machine-wide (``/proc/pressure/cpu``, PSI)."""
     try:

@@ -522,13 +522,6 @@ def _plot_missing(name: str, why: str) -> str:
     return f'<p class="note"><b>no plot of {html.escape(name)}:</b> {html.escape(why)}</p>'
 
 
-def _is_filled(cell: Any) -> bool:
-    """A histogram cell with at least one bucket (dict, or its JSON text)."""
-    if isinstance(cell, dict):
-        return bool(cell)
-    return isinstance(cell, str) and cell.strip() not in ("", "{}", "null")
-
-
 def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[str]:
     """The report's plots of one image as ``<img>`` tags; a plot that fails becomes a visible
     note (class :data:`PLOT_ERROR_CLASS`) naming the plot and the error, never a silent gap."""
@@ -538,39 +531,39 @@ def _report_figures(df: pd.DataFrame, analysis: Analysis, image: str) -> list[st
     from .. import plots
 
     sub = df[df["image"] == image]
-    draw: list[tuple[str, Any]] = [
+    # (what the plot shows, how to draw it, why it cannot be drawn: None when it can)
+    draw: list[tuple[str, Any, str | None]] = [
         (f"every run's {METRIC_LABELS.get(metric, metric)} per arm, and each arm's ratio to "
          f"{analysis.baseline} with its 95% CI against the ±{analysis.margin:.0%} equivalence "
          "band",
          lambda metric=metric: plots.plot_arm_distributions(
              sub, verdict_table(analysis, image, metric), metric=metric,
-             baseline=analysis.baseline, margin=analysis.margin))
+             baseline=analysis.baseline, margin=analysis.margin), None)
         for metric in analysis.images[image].metrics
     ]
     draw += [
         (f"{metric} ratio vs interference per block",
          lambda result=result, metric=metric: plots.plot_effect_vs_interference(
-             result.stability, metric=metric, baseline=analysis.baseline))
+             result.stability, metric=metric, baseline=analysis.baseline), None)
         for metric, result in analysis.images[image].metrics.items() if result.stability
     ]
-    def draw_hist() -> Any:
-        return plots.plot_write_size_histograms(sub, baseline=analysis.baseline)
-
-    draw.append(("share of write() calls per size bucket, one row per arm", draw_hist))
-    draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline))
-             for name, func in (
-                 ("throughput against the median read size and the median write size, per arm",
-                  plots.plot_throughput_vs_sizes),
-                 ("throughput against the memory each arm holds in buffers",
-                  plots.plot_speed_vs_memory))]
     has_hist = ("write_size_hist" in sub.columns
-                and sub["write_size_hist"].map(_is_filled).any())
+                and sub["write_size_hist"].map(plots._bench_hist).astype(bool).any())
+    no_hist = None if has_hist else (
+        "no run of this image recorded write sizes (real-puller arms record them only in "
+        "traced runs: bench --trace, or an arm with trace=true)")
+    draw += [(name, lambda func=func: func(sub, baseline=analysis.baseline), why)
+             for name, func, why in (
+                 ("share of write() calls per size bucket, one row per arm",
+                  plots.plot_write_size_histograms, no_hist),
+                 ("throughput against the median read size and the median write size, per arm",
+                  plots.plot_throughput_vs_sizes, None),
+                 ("throughput against the memory each arm holds in buffers",
+                  plots.plot_speed_vs_memory, None))]
     blocks = []
-    for name, make in draw:
-        if make is draw_hist and not has_hist:
-            blocks.append(_plot_missing(
-                name, "no run of this image recorded write sizes (real-puller arms record them "
-                      "only in traced runs: bench --trace, or an arm with trace=true)"))
+    for name, make, why in draw:
+        if why is not None:
+            blocks.append(_plot_missing(name, why))
             continue
         try:
             blocks.append(_figure_to_img(make(), name))
