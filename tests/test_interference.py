@@ -22,6 +22,7 @@ from pullbench.experiment._endpoints import default_registry_factory
 from pullbench.experiment._interference import (
     INTERFERENCE_COLUMNS,
     InterferenceProbe,
+    MachineCpuClock,
     process_cpu_s,
 )
 from pullbench.experiment._isolation import parse_cpu_setting, plan_cpus, thread_ids
@@ -93,6 +94,113 @@ def test_burner_on_the_pullers_cpu_is_other_cpu_there():
         os.sched_setaffinity(0, saved)
     assert burned > 0.2
     assert got["other_cpu_puller_cpus_s"] >= 0.8 * burned - 0.05
+
+
+def _scheduler_tick_s() -> float:
+    """1 / CONFIG_HZ of the running kernel (10 ms when its config cannot be read)."""
+    import gzip
+    import platform
+
+    for path in ("/proc/config.gz", f"/boot/config-{platform.release()}"):
+        try:
+            opener = gzip.open if path.endswith(".gz") else open
+            with opener(path, "rt") as fh:
+                for line in fh:
+                    if line.startswith("CONFIG_HZ="):
+                        return 1.0 / int(line.split("=")[1])
+        except (OSError, ValueError):
+            continue
+    return 0.01
+
+
+# the machine's side lags by at most one scheduler tick (a task never switched out is charged at
+# each tick), the measured side is exact: a window undercounts foreign CPU by this much at most
+_TICK_LAG_S = _scheduler_tick_s() + 0.002
+
+
+@needs_two_cpus
+def test_short_windows_see_a_burner_to_within_a_scheduler_tick():
+    """On 50 ms windows the nanosecond counters never lose more of a burner's CPU than their
+    lag allows; other programs on a shared machine can only add to ``other_cpu_s``. (The
+    tick-sampled ``/proc/stat`` estimate misses by more: this process's 1 ms bursts are charged
+    whole ticks or nothing.)"""
+    if MachineCpuClock().source is None:
+        pytest.skip("no cpuacct or cgroup v2 runtime accounting on this machine")
+    mine, other = _other_cpus()
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {mine})
+    shortfall = []
+    try:
+        with CpuBurner([other], seconds=10) as burner:
+            time.sleep(0.2)
+            for _ in range(20):
+                before = process_cpu_s(burner.pids[0])
+                probe = InterferenceProbe(interval_s=0).start()
+                end = time.perf_counter() + 0.05
+                while time.perf_counter() < end:  # the "pull": bursts of this process's CPU
+                    burst = time.perf_counter() + 0.001
+                    while time.perf_counter() < burst:
+                        pass
+                    time.sleep(0.001)
+                got = probe.stop()
+                burned = process_cpu_s(burner.pids[0]) - before
+                assert got["cpu_time_source"] in ("cpuacct", "cgroup2")
+                shortfall.append(burned - got["other_cpu_s"])
+    finally:
+        os.sched_setaffinity(0, saved)
+    assert max(shortfall) <= _TICK_LAG_S, shortfall
+
+
+def _cgroup2_mount() -> str | None:
+    for line in open("/proc/self/mountinfo").read().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[:1] == ["cgroup2"] and left.split()[3] == "/":
+            return left.split()[4]
+    return None
+
+
+def test_cgroup2_source_sums_the_top_level_groups(tmp_path):
+    """A real child group of the cgroup v2 root, a burner inside it: the ``cgroup2`` source
+    counts its CPU (the mount table and membership are narrowed to make that source the one
+    chosen; the counters read are the kernel's)."""
+    mount = _cgroup2_mount()
+    if mount is None or not os.access(mount, os.W_OK) or os.path.exists(f"{mount}/cgroup.freeze"):
+        pytest.skip("needs a writable cgroup v2 root")
+    group = f"{mount}/pullbench-test-{os.getpid()}"
+    os.mkdir(group)
+    try:
+        mountinfo = tmp_path / "mountinfo"
+        mountinfo.write_text("".join(line + "\n" for line in open("/proc/self/mountinfo")
+                                     .read().splitlines() if " - cgroup2 " in line))
+        membership = tmp_path / "cgroup"
+        membership.write_text(f"0::/{os.path.basename(group)}\n")
+        clock = MachineCpuClock(str(mountinfo), str(membership))
+        assert clock.source == "cgroup2"
+        with CpuBurner([None], seconds=5) as burner:
+            with open(f"{group}/cgroup.procs", "w") as fh:
+                fh.write(str(burner.pids[0]))
+            time.sleep(0.1)
+            before, start = process_cpu_s(burner.pids[0]), clock.read()
+            time.sleep(0.5)
+            end, burned = clock.read(), process_cpu_s(burner.pids[0]) - before
+            assert start is not None and end is not None
+            with open(f"{mount}/cgroup.procs", "w") as fh:
+                fh.write(str(burner.pids[0]))  # back to the root, so the group can go
+        assert burned > 0.1
+        assert os.path.basename(group) in end.parts_ns
+        assert end.busy_s_since(start) >= burned - _TICK_LAG_S
+        # its parts are groups, not CPUs
+        assert end.cpus_busy_s_since(start, [0]) is None
+    finally:
+        os.rmdir(group)
+
+
+def test_no_machine_clock_inside_a_foreign_cgroup_mount(tmp_path):
+    """A cgroup mount whose root is not the hierarchy's (a container's view) is not used."""
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("30 25 0:26 /docker/abc /sys/fs/cgroup/cpuacct rw - cgroup cgroup "
+                         "rw,cpuacct\n")
+    assert MachineCpuClock(str(mountinfo), str(tmp_path / "none")).source is None
 
 
 def test_runnable_burners_raise_the_sampled_run_queue():

@@ -4,20 +4,38 @@ An :class:`InterferenceProbe` wraps one pull (in the worker process, around the 
 and adds these columns to its row:
 
 ``other_cpu_s``
-    CPU time (user + nice + system, summed over all CPUs) that processes *outside the measured
-    set* consumed during the pull, seconds. The measured set is this process (the puller worker)
-    and the processes named in ``measured_pids`` (the registry, the shaping proxy, daemons of
-    real-puller arms). Computed as the machine's busy time from ``/proc/stat`` minus the measured
-    processes' own ``utime + stime`` (``getrusage(RUSAGE_SELF)`` for this process,
-    ``/proc/<pid>/stat`` for the others; both include threads that exited during the pull). Both
-    sides are tick-based, so the value carries about ±2 clock ticks (±20 ms at ``USER_HZ`` 100) of
-    noise per reading and can come out slightly negative on a quiet machine.
+    CPU time that processes *outside the measured set* consumed during the pull, seconds. The
+    measured set is this process (the puller worker) and the processes named in
+    ``measured_pids`` (the registry, the shaping proxy, daemons of real-puller arms). Computed as
+    the machine's CPU time minus the measured processes' own: both sides come from the
+    scheduler's nanosecond runtime accounting where the kernel offers it (``cpu_time_source``):
+    the machine's from the root ``cpuacct`` cgroup (cgroup v1, every task) or from the sum over
+    the top-level cgroups (cgroup v2; tasks left in the root cgroup, mostly kernel threads, are
+    not seen), the measured processes' from their CPU-time clocks (``clock_gettime`` of
+    ``CLOCK_PROCESS_CPUTIME_ID`` for this process, the process CPU clock of each other pid;
+    clock_getcpuclockid(3), exited threads included). A task that runs without being switched
+    out is accounted at every scheduler tick, so a reading lags by at most one tick per CPU
+    (4 ms at ``HZ`` 250). Without either cgroup counter the machine's side is ``/proc/stat``'s
+    user + nice + system, which the kernel samples at each tick: then the value carries about
+    +/-2 clock ticks (+/-20 ms at ``USER_HZ`` 100) of noise and can come out slightly negative on
+    a quiet machine.
+``other_cpu_ticks_s``
+    The same difference with the machine's side always from ``/proc/stat``'s tick-sampled
+    user + nice + system, kept beside ``other_cpu_s`` to show what the finer counters buy
+    (``benchmarks/bench_interference.py`` compares the flags each gives).
+``cpu_time_source``
+    Where the machine's CPU time came from: ``"cpuacct"`` (cgroup v1 root, nanoseconds),
+    ``"cgroup2"`` (sum of the top-level cgroups' ``usage_usec``, microseconds) or
+    ``"proc-stat"`` (tick-sampled). The disturbed-run threshold's floor depends on it
+    (:mod:`pullbench.stats._interference`).
 ``other_cpu_cores``
     ``other_cpu_s`` divided by the pull's wall time: how many cores' worth of foreign work ran
     alongside the pull (a CPU burner pinned to one core gives about 1.0).
 ``other_cpu_puller_cpus_s``
     The part of ``other_cpu_s`` that ran on the CPUs the puller was pinned to (busy time of those
-    CPUs minus this process's CPU); None when the puller was not pinned to CPUs of its own.
+    CPUs minus this process's CPU; per-CPU nanoseconds from ``cpuacct.usage_percpu`` when
+    ``cpu_time_source`` is ``"cpuacct"``, ``/proc/stat``'s per-CPU lines otherwise); None when
+    the puller was not pinned to CPUs of its own.
 ``measured_cpu_s``
     CPU time of the measured set during the pull.
 ``irq_cpu_s``
@@ -27,7 +45,10 @@ and adds these columns to its row:
     Time the hypervisor ran something else while this machine's CPUs wanted to run (``steal`` in
     ``/proc/stat``), over all CPUs.
 ``interference_cores``
-    ``(other_cpu_s + steal_cpu_s) / wall``: the one number used to flag disturbed runs.
+    ``(other_cpu_s + steal beyond one clock tick) / wall``: the one number used to flag
+    disturbed runs. ``/proc/stat`` counts steal in clock ticks, so the difference of two
+    readings is within one tick of the truth; one tick is taken off it (never below zero) so
+    that a rounding alone never makes a short pull look disturbed.
 ``procs_running_mean``, ``procs_running_max``, ``procs_running_samples``
     Runnable tasks on the machine, sampled every ``interval_s`` (100 ms) by a thread of the
     worker from the fourth field of ``/proc/loadavg`` -- the kernel's ``nr_running()``, the same
@@ -84,6 +105,8 @@ __all__ = [
     "INTERFERENCE_COLUMNS",
     "CpuTicks",
     "InterferenceProbe",
+    "MachineCpuClock",
+    "MachineCpuTime",
     "cpu_freq_mhz",
     "process_cpu_s",
     "process_nivcsw",
@@ -93,7 +116,9 @@ __all__ = [
 
 #: Columns an :class:`InterferenceProbe` adds to a row.
 INTERFERENCE_COLUMNS = (
-    "other_cpu_s", "other_cpu_cores", "other_cpu_puller_cpus_s", "measured_cpu_s", "irq_cpu_s",
+    "other_cpu_s", "other_cpu_cores", "other_cpu_puller_cpus_s", "other_cpu_ticks_s",
+    "cpu_time_source",
+    "measured_cpu_s", "irq_cpu_s",
     "steal_cpu_s", "interference_cores", "procs_running_mean", "procs_running_max",
     "procs_running_samples", "cpu_pressure_some", "cpu_mhz", "worker_nivcsw", "worker_nvcsw",
     "servers_nivcsw", "worker_run_delay_s", "worker_wait_share", "cpus_online", "probe_overhead_s",
@@ -157,6 +182,161 @@ def read_cpu_ticks(path: str = "/proc/stat") -> CpuTicks:
     return CpuTicks(busy=busy, irq=irq, steal=steal, per_cpu_busy=per_cpu)
 
 
+#: Values of ``cpu_time_source`` whose machine CPU time is the scheduler's runtime accounting.
+PRECISE_CPU_TIME_SOURCES = ("cpuacct", "cgroup2")
+
+
+@dataclass(frozen=True, slots=True)
+class MachineCpuTime:
+    """One reading of the machine's CPU time from the scheduler's runtime accounting.
+
+    Attributes
+    ----------
+    source : str
+        ``"cpuacct"`` or ``"cgroup2"`` (see :class:`MachineCpuClock`).
+    parts_ns : dict of str to int
+        Nanoseconds of CPU time so far by part: by CPU (``"0"``, ``"1"``, ...) for
+        ``"cpuacct"``, by top-level cgroup name for ``"cgroup2"``. Two readings are compared over
+        the parts both have (a cgroup removed between them takes its total with it).
+    per_cpu : bool
+        The parts are CPUs.
+    """
+
+    source: str
+    parts_ns: dict[str, int]
+    per_cpu: bool
+
+    def busy_s_since(self, earlier: MachineCpuTime) -> float:
+        """CPU time between ``earlier`` and this reading, seconds (parts both readings hold)."""
+        return sum(v - earlier.parts_ns[k] for k, v in self.parts_ns.items()
+                   if k in earlier.parts_ns) / 1e9
+
+    def cpus_busy_s_since(self, earlier: MachineCpuTime, cpus: Iterable[int]) -> float | None:
+        """CPU time of ``cpus`` between the readings, seconds; None when the parts are not CPUs."""
+        if not (self.per_cpu and earlier.per_cpu):
+            return None
+        keys = [str(c) for c in cpus]
+        return sum(self.parts_ns.get(k, 0) - earlier.parts_ns.get(k, 0) for k in keys) / 1e9
+
+
+def _mountinfo_cgroups(path: str = "/proc/self/mountinfo") -> list[tuple[str, str, str, str]]:
+    """(fstype, root, mount point, super options) of the cgroup mounts (proc(5) mountinfo)."""
+    out: list[tuple[str, str, str, str]] = []
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
+            out.append((tail[0], fields[3], fields[4].replace("\\040", " "), tail[2]))
+    return out
+
+
+class MachineCpuClock:
+    """The machine's CPU time from the scheduler's runtime accounting, where the kernel has it.
+
+    The kernel charges every task's runtime (nanoseconds, ``update_curr`` in
+    kernel/sched/fair.c) to its cgroups as it runs; unlike ``/proc/stat``, which samples the
+    running task at each tick, the total is exact up to the current slice (at most one tick
+    behind for a task that is never switched out). The sources, tried in this order:
+
+    ``"cpuacct"``
+        cgroup v1's ``cpuacct`` controller mounted at its root (mountinfo root ``/``): the root
+        group's ``cpuacct.usage_percpu`` holds every task's runtime, per CPU
+        (Documentation/admin-guide/cgroup-v1/cpuacct.rst).
+    ``"cgroup2"``
+        The cgroup v2 hierarchy mounted at its real root (no ``cgroup.freeze`` there: only the
+        root lacks it), with this process in a child group: the sum of ``usage_usec`` in the
+        top-level groups' ``cpu.stat`` (Documentation/admin-guide/cgroup-v2.rst). The root
+        group's own ``cpu.stat`` is not used: the kernel derives it from the tick-sampled
+        ``/proc/stat`` counters. Tasks left in the root group (mostly kernel threads) are not
+        counted.
+
+    Inside a container whose cgroup mount is its own group (mountinfo root not ``/``), neither
+    counter sees the rest of the machine and :attr:`source` is None (use ``/proc/stat``).
+
+    Parameters
+    ----------
+    mountinfo : str
+        Path of the mount table to search (the default is this process's).
+    cgroup : str
+        Path of the cgroup membership that decides whether this process is below the cgroup v2
+        root (the default is this process's).
+
+    Attributes
+    ----------
+    source : str or None
+        The source found, None when there is none.
+    """
+
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo",
+                 cgroup: str = "/proc/self/cgroup") -> None:
+        self.source: str | None = None
+        self._path: str | None = None
+        mounts = _mountinfo_cgroups(mountinfo)
+        for fstype, root, point, options in mounts:
+            if fstype == "cgroup" and root == "/" and "cpuacct" in options.split(","):
+                path = f"{point}/cpuacct.usage_percpu"
+                if self._try("cpuacct", path):
+                    return
+        for fstype, root, point, _options in mounts:
+            if (fstype == "cgroup2" and root == "/" and not Path(point, "cgroup.freeze").exists()
+                    and _self_in_child_cgroup2(cgroup) and self._try("cgroup2", point)):
+                return
+
+    def _try(self, source: str, path: str) -> bool:
+        self.source, self._path = source, path
+        try:
+            reading = self.read()
+        except (OSError, ValueError):
+            reading = None
+        if reading is None or not reading.parts_ns:
+            self.source = self._path = None
+            return False
+        return True
+
+    def read(self) -> MachineCpuTime | None:
+        """The machine's CPU time now; None when there is no source.
+
+        Raises
+        ------
+        OSError, ValueError
+            The counter file went away or holds something unexpected.
+        """
+        if self.source == "cpuacct" and self._path is not None:
+            values = _read_bytes(self._path).split()
+            return MachineCpuTime("cpuacct", {str(i): int(v) for i, v in enumerate(values)},
+                                  per_cpu=True)
+        if self.source == "cgroup2" and self._path is not None:
+            parts: dict[str, int] = {}
+            for entry in os.scandir(self._path):
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                try:
+                    text = _read_bytes(f"{entry.path}/cpu.stat")
+                except OSError:
+                    continue  # removed meanwhile, or no cpu.stat
+                if text.startswith(b"usage_usec "):
+                    parts[entry.name] = int(text.split(None, 2)[1]) * 1000
+            return MachineCpuTime("cgroup2", parts, per_cpu=False)
+        return None
+
+
+def _self_in_child_cgroup2(path: str = "/proc/self/cgroup") -> bool:
+    """This process sits below the root of the cgroup v2 hierarchy (its ``0::`` line)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:].strip() not in ("", "/")
+    except OSError:
+        pass
+    return False
+
+
 def read_procs_running(fd: int | None = None) -> int | None:
     """Runnable tasks on the machine now (``/proc/loadavg`` field 4, before the slash).
 
@@ -195,11 +375,28 @@ def _stat_fields(pid: int) -> list[bytes]:
     return raw[raw.rindex(b")") + 2:].split()
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """utime + stime of process ``pid`` (all its threads, exited ones included), seconds.
+def _process_cpu_clock(pid: int) -> int:
+    """The clock id of process ``pid``'s CPU-time clock (``clock_getcpuclockid(3)``: the kernel
+    encodes it as ``(~pid << 3) | CPUCLOCK_SCHED``, include/linux/posix-timers_types.h)."""
+    return ((~pid) << 3) | 2
 
-    Returns None when the process does not exist (any more).
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time of process ``pid`` (all its threads, exited ones included), seconds.
+
+    Read from the process's CPU-time clock (the scheduler's nanosecond runtime, the sum
+    ``utime + stime`` is scaled to); where that clock cannot be read, from ``utime + stime``
+    in ``/proc/<pid>/stat`` (clock ticks).
+
+    Returns
+    -------
+    float or None
+        None when the process does not exist (any more).
     """
+    try:
+        return time.clock_gettime_ns(_process_cpu_clock(pid)) / 1e9
+    except (OSError, OverflowError):
+        pass
     try:
         fields = _stat_fields(pid)
         return (int(fields[11]) + int(fields[12])) / _CLK_TCK
@@ -339,9 +536,21 @@ class _Reading:
     self_cpu_s: float
     self_nivcsw: int
     self_nvcsw: int
+    machine: MachineCpuTime | None
     others_cpu_s: dict[int, float | None]
     others_nivcsw: dict[int, int | None]
     mhz: float | None
+
+
+_MACHINE_CLOCK: list[MachineCpuClock] = []
+
+
+def _machine_cpu_clock() -> MachineCpuClock | None:
+    """The machine CPU clock of this process, found once (None when the kernel offers none)."""
+    if not _MACHINE_CLOCK:
+        _MACHINE_CLOCK.append(MachineCpuClock())
+    clock = _MACHINE_CLOCK[0]
+    return clock if clock.source is not None else None
 
 
 class InterferenceProbe:
@@ -406,14 +615,16 @@ class InterferenceProbe:
         self._sampler: _Sampler | None = None
         self._overhead_s = 0.0
         self._freq_cpus: list[int] | None = None
+        self._machine_clock = _machine_cpu_clock()
 
     def _read(self) -> _Reading:
         if self._freq_cpus is None:  # decided once: the CPUs whose frequency the kernel exposes
             cpus = (self.puller_cpus if self.puller_cpus is not None
                     else sorted(os.sched_getaffinity(0)))
             self._freq_cpus = [c for c in cpus if cpu_freq_mhz([c]) is not None]
+        machine = self._machine_clock.read() if self._machine_clock is not None else None
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        self_cpu = usage.ru_utime + usage.ru_stime
+        self_cpu = time.process_time()  # nanosecond runtime, exited threads included
         nivcsw, nvcsw = usage.ru_nivcsw, usage.ru_nvcsw
         if self.include_children:
             kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -427,7 +638,7 @@ class InterferenceProbe:
         pids = set(self.measured_pids.values())
         reading = _Reading(
             wall=time.perf_counter(), ticks=ticks, pressure_us=read_cpu_pressure_us(),
-            self_cpu_s=self_cpu, self_nivcsw=nivcsw, self_nvcsw=nvcsw,
+            self_cpu_s=self_cpu, self_nivcsw=nivcsw, self_nvcsw=nvcsw, machine=machine,
             others_cpu_s={pid: process_cpu_s(pid) for pid in pids},
             others_nivcsw={pid: process_nivcsw(pid) for pid in pids},
             mhz=cpu_freq_mhz(self._freq_cpus) if self._freq_cpus else None,
@@ -473,18 +684,35 @@ class InterferenceProbe:
         measured = self_cpu + others
         out: dict[str, Any] = dict.fromkeys(INTERFERENCE_COLUMNS)
         out["measured_cpu_s"] = measured
-        if a.ticks is not None and b.ticks is not None:
-            busy = (b.ticks.busy - a.ticks.busy) / _CLK_TCK
+        ticks = (a.ticks, b.ticks) if a.ticks is not None and b.ticks is not None else None
+        busy: float | None = None
+        on_puller: float | None = None
+        if a.machine is not None and b.machine is not None:
+            busy = b.machine.busy_s_since(a.machine)
+            if self.puller_cpus:
+                on_puller = b.machine.cpus_busy_s_since(a.machine, self.puller_cpus)
+            out["cpu_time_source"] = b.machine.source
+        elif ticks is not None:
+            busy = (ticks[1].busy - ticks[0].busy) / _CLK_TCK
+            out["cpu_time_source"] = "proc-stat"
+        steal = 0.0
+        if ticks is not None:
+            t0, t1 = ticks
+            steal = (t1.steal - t0.steal) / _CLK_TCK
+            out["irq_cpu_s"] = (t1.irq - t0.irq) / _CLK_TCK
+            out["steal_cpu_s"] = steal
+            out["other_cpu_ticks_s"] = (t1.busy - t0.busy) / _CLK_TCK - measured
+            if on_puller is None and self.puller_cpus:
+                on_puller = sum(t1.per_cpu_busy.get(c, 0) - t0.per_cpu_busy.get(c, 0)
+                                for c in self.puller_cpus) / _CLK_TCK
+        if busy is not None:
             other = busy - measured
-            steal = (b.ticks.steal - a.ticks.steal) / _CLK_TCK
             out["other_cpu_s"] = other
             out["other_cpu_cores"] = other / wall
-            out["irq_cpu_s"] = (b.ticks.irq - a.ticks.irq) / _CLK_TCK
-            out["steal_cpu_s"] = steal
-            out["interference_cores"] = (other + steal) / wall
-            if self.exclusive_puller_cpus and self.puller_cpus:
-                on_puller = sum(b.ticks.per_cpu_busy.get(c, 0) - a.ticks.per_cpu_busy.get(c, 0)
-                                for c in self.puller_cpus) / _CLK_TCK
+            # a difference of two tick counts is within one tick of the truth: a rounding alone
+            # must not make a short pull look disturbed
+            out["interference_cores"] = (other + max(0.0, steal - 1.0 / _CLK_TCK)) / wall
+            if self.exclusive_puller_cpus and on_puller is not None:
                 out["other_cpu_puller_cpus_s"] = on_puller - self_cpu
         if samples:
             out["procs_running_mean"] = sum(samples) / len(samples)
