@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -151,11 +152,11 @@ def test_short_windows_see_a_burner_to_within_a_scheduler_tick():
     assert max(shortfall) <= _TICK_LAG_S, shortfall
 
 
-def _cgroup2_mount() -> str | None:
-    for line in open("/proc/self/mountinfo").read().splitlines():
+def _cgroup2_mount() -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
         if right.split()[:1] == ["cgroup2"] and left.split()[3] == "/":
-            return left.split()[4]
+            return Path(left.split()[4])
     return None
 
 
@@ -164,35 +165,34 @@ def test_cgroup2_source_sums_the_top_level_groups(tmp_path):
     counts its CPU (the mount table and membership are narrowed to make that source the one
     chosen; the counters read are the kernel's)."""
     mount = _cgroup2_mount()
-    if mount is None or not os.access(mount, os.W_OK) or os.path.exists(f"{mount}/cgroup.freeze"):
+    if mount is None or not os.access(mount, os.W_OK) or (mount / "cgroup.freeze").exists():
         pytest.skip("needs a writable cgroup v2 root")
-    group = f"{mount}/pullbench-test-{os.getpid()}"
-    os.mkdir(group)
+    group = mount / f"pullbench-test-{os.getpid()}"
+    group.mkdir()
     try:
         mountinfo = tmp_path / "mountinfo"
-        mountinfo.write_text("".join(line + "\n" for line in open("/proc/self/mountinfo")
-                                     .read().splitlines() if " - cgroup2 " in line))
+        mountinfo.write_text("".join(line + "\n" for line in Path("/proc/self/mountinfo")
+                                     .read_text().splitlines() if " - cgroup2 " in line))
         membership = tmp_path / "cgroup"
-        membership.write_text(f"0::/{os.path.basename(group)}\n")
+        membership.write_text(f"0::/{group.name}\n")
         clock = MachineCpuClock(str(mountinfo), str(membership))
         assert clock.source == "cgroup2"
         with CpuBurner([None], seconds=5) as burner:
-            with open(f"{group}/cgroup.procs", "w") as fh:
-                fh.write(str(burner.pids[0]))
+            (group / "cgroup.procs").write_text(str(burner.pids[0]))
             time.sleep(0.1)
             before, start = process_cpu_s(burner.pids[0]), clock.read()
             time.sleep(0.5)
             end, burned = clock.read(), process_cpu_s(burner.pids[0]) - before
-            assert start is not None and end is not None
-            with open(f"{mount}/cgroup.procs", "w") as fh:
-                fh.write(str(burner.pids[0]))  # back to the root, so the group can go
+            assert start is not None
+            assert end is not None
+            (mount / "cgroup.procs").write_text(str(burner.pids[0]))  # back, so the group can go
         assert burned > 0.1
-        assert os.path.basename(group) in end.parts_ns
+        assert group.name in end.parts_ns
         assert end.busy_s_since(start) >= burned - _TICK_LAG_S
         # its parts are groups, not CPUs
         assert end.cpus_busy_s_since(start, [0]) is None
     finally:
-        os.rmdir(group)
+        group.rmdir()
 
 
 def test_no_machine_clock_inside_a_foreign_cgroup_mount(tmp_path):
