@@ -12,12 +12,15 @@ shared):
    (inside the timed section) and the wall time of the probe's start and stop (outside it).
    Target: < 0.5 % of a pull.
 2. **Quiet A/A.** go-iocopy against ``tunable`` with identical parameters, no injected load:
-   the share of blocks flagged disturbed (false flags), the share of verdicts faster/slower
+   the share of blocks flagged disturbed (false flags) -- by the score pullbench uses (the
+   scheduler's nanosecond runtime accounting, ``cpu_time_source``) and, side by side on the
+   same runs, by the same rule applied to the tick-sampled ``/proc/stat`` estimate recorded
+   beside it (``other_cpu_ticks_s``, floor 0.25 cores) -- the share of verdicts faster/slower
    (false positives), and per diagnostic the share of arm analyses that raise it (the
    diagnostics are calibrated to <= 10 % here).
 3. **Detection under injected load.** The same A/A with a CPU burner pinned to the puller's CPU,
    on in half of the blocks (a seeded pattern): the share of loaded blocks flagged, and of
-   unloaded blocks flagged.
+   unloaded blocks flagged, by both scores.
 4. **A/A under load.** From part 3's repeats: the false faster/slower rate, all and unflagged
    (not marked unstable). Target <= 0.05 over >= 20 repeats.
 
@@ -37,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 import pullbench
 from pullbench.experiment._analysis import analyze_folder
@@ -45,6 +49,7 @@ from pullbench.experiment._isolation import plan_cpus
 from pullbench.experiment._runner import _run_in_worker
 from pullbench.experiment._system import system_check
 from pullbench.servers import EmbeddedRegistry
+from pullbench.stats._interference import DISTURBANCE_FLOOR_CORES, DISTURBANCE_FLOOR_PRECISE_CORES
 
 ARMS = ("go-iocopy", "tunable")
 
@@ -101,8 +106,43 @@ def probe_cost(image: str, pairs: int, work: Path) -> None:
     _load("end")
 
 
+FLOORS = (0.1, 0.15, 0.2, 0.25)
+
+
+def _scores(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The analysed runs with their score: as pullbench computes it (``ns``), and the same
+    with the machine's side from /proc/stat's ticks (``ticks``)."""
+    runs = rows[(~rows["warmup"].astype(bool)) & (rows["status"] == "ok")].copy()
+    wall = runs["other_cpu_s"] / runs["other_cpu_cores"]
+    steal = (runs["steal_cpu_s"] - 1.0 / os.sysconf("SC_CLK_TCK")).clip(lower=0)
+    ticks = runs.copy()
+    ticks["interference_cores"] = (runs["other_cpu_ticks_s"] + steal) / wall
+    return {"ns": runs, "ticks": ticks}
+
+
+def _flags(runs: pd.DataFrame, floor: float) -> set[int]:
+    """Blocks holding a run above the disturbed-run threshold with this floor."""
+    score = runs["interference_cores"].to_numpy(dtype=float)
+    threshold = pullbench.disturbance_threshold(score, floor_cores=floor, cpu_count=os.cpu_count())
+    return {int(b) for b in runs.loc[score > threshold.threshold_cores, "block"]}
+
+
+def _floor_table(counts: dict[tuple[str, float], list[int]], label: str) -> None:
+    print(f"   {label} by floor (the same runs re-thresholded; pullbench uses "
+          f"{DISTURBANCE_FLOOR_PRECISE_CORES:g} with ns scores, "
+          f"{DISTURBANCE_FLOOR_CORES:g} with tick-sampled ones):")
+    for score in ("ns", "ticks"):
+        cells = []
+        for floor in FLOORS:
+            got, total = counts[(score, floor)]
+            cells.append(f"{floor:g}: {got}/{total} = {got / max(total, 1):.0%}")
+        print(f"     {score:>5} score  " + "   ".join(cells))
+
+
 def _experiment(work: Path, name: str, image: str, blocks: int, seed: int,
-                loaded: set[int] | None) -> pullbench.Analysis:
+                loaded: set[int] | None) -> tuple[pullbench.Analysis, dict[str, pd.DataFrame],
+                                                  str]:
+    """The analysis, the scored runs (:func:`_scores`) and the score's source."""
     spec = pullbench.ExperimentSpec(name=name, images=(image,), arms=ARMS, blocks=blocks,
                                     warmup_blocks=1, seed=seed)
     out = work / name
@@ -119,8 +159,9 @@ def _experiment(work: Path, name: str, image: str, blocks: int, seed: int,
 
             pullbench.run_experiment(spec, out, progress=False, before_run=switch)
     analysis = analyze_folder(out, n_resamples=999)
+    rows = pullbench.load_results(out)
     shutil.rmtree(out, ignore_errors=True)
-    return analysis
+    return analysis, _scores(rows), ",".join(sorted(set(rows["cpu_time_source"].dropna())))
 
 
 def _verdicts(analysis: pullbench.Analysis) -> tuple[int, int, int]:
@@ -149,8 +190,14 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     kinds: Counter[str] = Counter()
     explained = 0
     arm_analyses = 0
+    by_floor = {(score, floor): [0, 0] for score in ("ns", "ticks") for floor in FLOORS}
+    sources: set[str] = set()
     for r in range(repeats):
-        analysis = _experiment(work, f"quiet-{r}", image, blocks, 100 + r, None)
+        analysis, scored, source = _experiment(work, f"quiet-{r}", image, blocks, 100 + r, None)
+        sources.add(source)
+        for (score, floor), cell in by_floor.items():
+            cell[0] += len(_flags(scored[score], floor))
+            cell[1] += blocks
         intf = analysis.image().interference
         assert intf is not None
         flagged += len(intf.disturbed_blocks)
@@ -169,7 +216,9 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
                                                            if d.kind == "outliers"
                                                            and d.severity == "warning"})
     print(f"   blocks flagged disturbed: {flagged}/{total} = {flagged / total:.1%} "
-          f"(experiments on a machine busy throughout: {busy}/{repeats})")
+          f"(score from {'/'.join(sorted(sources))}; "
+          f"experiments on a machine busy throughout: {busy}/{repeats})")
+    _floor_table(by_floor, "quiet blocks flagged (false flags)")
     if flagged_load:
         print(f"   flagged blocks' interference (other processes' CPU + steal): median "
               f"{np.median(flagged_load):.2f} cores, min {np.min(flagged_load):.2f}; thresholds: "
@@ -192,12 +241,20 @@ def loaded_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
           f"in half of the {blocks} blocks (seeded pattern)")
     _load("start")
     hit = loaded_total = false_flag = unloaded_total = busy = 0
+    hits = {(score, floor): [0, 0] for score in ("ns", "ticks") for floor in FLOORS}
+    misses = {(score, floor): [0, 0] for score in ("ns", "ticks") for floor in FLOORS}
     verdicts = [0, 0, 0]
     started = time.monotonic()
     for r in range(repeats):
         rng = np.random.default_rng(1000 + r)
         loaded = {int(b) for b in rng.choice(blocks, blocks // 2, replace=False)}
-        analysis = _experiment(work, f"loaded-{r}", image, blocks, 200 + r, loaded)
+        analysis, scored, _ = _experiment(work, f"loaded-{r}", image, blocks, 200 + r, loaded)
+        for key in hits:
+            got = _flags(scored[key[0]], key[1])
+            hits[key][0] += len(got & loaded)
+            hits[key][1] += len(loaded)
+            misses[key][0] += len(got - loaded)
+            misses[key][1] += blocks - len(loaded)
         intf = analysis.image().interference
         assert intf is not None
         flagged = set(intf.disturbed_blocks)
@@ -212,6 +269,8 @@ def loaded_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     print(f"   detection: loaded blocks flagged {hit}/{loaded_total} = {hit / loaded_total:.1%}; "
           f"unloaded blocks flagged {false_flag}/{unloaded_total} = "
           f"{false_flag / unloaded_total:.1%} (machine busy throughout in {busy}/{repeats})")
+    _floor_table(hits, "loaded blocks flagged (detection)")
+    _floor_table(misses, "unloaded blocks flagged")
     print(f"   A/A false faster/slower under load: {verdicts[1]}/{verdicts[0]} = "
           f"{verdicts[1] / verdicts[0]:.1%}; not marked unstable: {verdicts[2]}/{verdicts[0]} = "
           f"{verdicts[2] / verdicts[0]:.1%} (target <= 5%)")
