@@ -20,7 +20,6 @@ from pullbench.experiment._runner import run_experiment
 from pullbench.experiment._spec import ExperimentSpec
 from pullbench.stats._interference import (
     DISTURBANCE_FLOOR_CORES,
-    DISTURBANCE_FLOOR_PRECISE_CORES,
     blocks_to_settle,
     disturbance_threshold,
     interference_dependence,
@@ -282,24 +281,15 @@ def test_analysis_of_a_load_independent_effect_is_stable_and_advises_on_inconclu
         analysis, "img", "duration_s")
 
 
-def test_the_floor_follows_the_counters_resolution():
-    """0.15 cores of foreign work is flagged when every score is from nanosecond accounting,
-    not when any is tick-sampled (or of unknown origin: results written before the column)."""
-    df = _interference_rows(10, set(), 0.8, 0.8, seed=6)
-    df.loc[df["block"] == 4, "interference_cores"] = 0.17
-    for sources, floor in ((["cpuacct"], DISTURBANCE_FLOOR_PRECISE_CORES),
-                           (["cgroup2", "cpuacct"], DISTURBANCE_FLOOR_PRECISE_CORES),
-                           (["cpuacct", "proc-stat"], DISTURBANCE_FLOOR_CORES),
-                           (None, DISTURBANCE_FLOOR_CORES)):
-        frame = df.copy()
-        if sources is not None:
-            frame["cpu_time_source"] = [sources[i % len(sources)] for i in range(len(frame))]
-        analysis = analyze_results(frame, baseline="base", metrics=("duration_s",),
-                                   n_resamples=200)
-        intf = analysis.image().interference
-        assert intf.threshold_cores == pytest.approx(intf.quiet_level_cores + floor), sources
-        assert intf.disturbed_blocks == ((4,) if floor < 0.15 else ()), sources
-        assert f"{floor:g})" in intf.rule
+def test_a_quiet_level_below_zero_is_shown_with_its_cause():
+    df = _interference_rows(8, {3}, 0.8, 0.8, seed=7)
+    text = format_verdict_table(analyze_results(df, baseline="base", metrics=("duration_s",),
+                                                n_resamples=200), "img", "duration_s")
+    assert "quiet level 0.02;" in text
+    df.loc[df["block"] != 3, "interference_cores"] -= 0.1  # tick-sampled scores of a quiet run
+    text = format_verdict_table(analyze_results(df, baseline="base", metrics=("duration_s",),
+                                                n_resamples=200), "img", "duration_s")
+    assert "quiet level -0.08, below zero from /proc/stat's tick rounding" in text
 
 
 def test_rows_without_interference_columns_analyse_as_before():

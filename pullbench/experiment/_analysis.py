@@ -291,12 +291,7 @@ INTERFERENCE_SCORE = "interference_cores"
 
 def _interference_summary(sub: pd.DataFrame) -> InterferenceSummary | None:
     """Disturbed runs and blocks of one image's analysed runs (None: no interference columns)."""
-    from ..stats._interference import (
-        DISTURBANCE_FLOOR_CORES,
-        DISTURBANCE_FLOOR_PRECISE_CORES,
-        disturbance_threshold,
-    )
-    from ._interference import PRECISE_CPU_TIME_SOURCES
+    from ..stats._interference import disturbance_threshold
 
     if INTERFERENCE_SCORE not in sub.columns:
         return None
@@ -305,12 +300,8 @@ def _interference_summary(sub: pd.DataFrame) -> InterferenceSummary | None:
     if not valid.any():
         return None
     cpus = pd.to_numeric(sub.get("cpus_online", pd.Series(dtype=float)), errors="coerce")
-    # the floor follows the counters' resolution: nanosecond accounting for every run, or not
-    sources = sub.loc[valid, "cpu_time_source"] if "cpu_time_source" in sub.columns else None
-    precise = sources is not None and bool(sources.isin(PRECISE_CPU_TIME_SOURCES).all())
     threshold = disturbance_threshold(
         scores[valid].to_numpy(),
-        floor_cores=DISTURBANCE_FLOOR_PRECISE_CORES if precise else DISTURBANCE_FLOOR_CORES,
         cpu_count=int(cpus.max()) if len(cpus) and cpus.notna().any() else None)
     disturbed = valid & (scores > threshold.threshold_cores)
     blocks = sub["block"].astype(int)

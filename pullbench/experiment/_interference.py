@@ -26,8 +26,7 @@ and adds these columns to its row:
 ``cpu_time_source``
     Where the machine's CPU time came from: ``"cpuacct"`` (cgroup v1 root, nanoseconds),
     ``"cgroup2"`` (sum of the top-level cgroups' ``usage_usec``, microseconds) or
-    ``"proc-stat"`` (tick-sampled). The disturbed-run threshold's floor depends on it
-    (:mod:`pullbench.stats._interference`).
+    ``"proc-stat"`` (tick-sampled).
 ``other_cpu_cores``
     ``other_cpu_s`` divided by the pull's wall time: how many cores' worth of foreign work ran
     alongside the pull (a CPU burner pinned to one core gives about 1.0).
@@ -180,10 +179,6 @@ def read_cpu_ticks(path: str = "/proc/stat") -> CpuTicks:
             else:
                 per_cpu[int(parts[0][3:])] = user + nice + system
     return CpuTicks(busy=busy, irq=irq, steal=steal, per_cpu_busy=per_cpu)
-
-
-#: Values of ``cpu_time_source`` whose machine CPU time is the scheduler's runtime accounting.
-PRECISE_CPU_TIME_SOURCES = ("cpuacct", "cgroup2")
 
 
 @dataclass(frozen=True, slots=True)

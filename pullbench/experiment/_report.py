@@ -413,9 +413,14 @@ def format_stability(analysis: Analysis | Mapping[str, Any], image: str | None =
     if intf is None or not result.stability:
         return []
     blocks = ", ".join(str(b) for b in intf.disturbed_blocks) or "none"
+    level = intf.quiet_level_cores
+    # scores from tick-sampled counters can come out below zero; the threshold is relative to
+    # them, so the level is shown as measured, with why
+    level_text = (f"{max(level, 0.0):.2f}" if level > -0.005 else
+                  f"{level:.2f}, below zero from /proc/stat's tick rounding")
     lines = [f"interference: {intf.n_disturbed_runs} of {intf.n_runs} runs disturbed (blocks: "
              f"{blocks}; threshold {intf.threshold_cores:.2f} cores of other work, quiet level "
-             f"{intf.quiet_level_cores:.2f}; rule in analysis.json)"]
+             f"{level_text}; rule in analysis.json)"]
     if intf.busy_machine:
         lines.append("interference: the machine was busy for the whole experiment: run on a quiet "
                      "machine (pullbench system check; bench --wait-quiet --require-quiet)")

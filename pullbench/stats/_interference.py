@@ -13,17 +13,16 @@ Disturbed runs (:func:`disturbance_threshold`)
     the machine was at its quietest then. Their median is the quiet level; the spread is
     ``1.4826 * MAD`` of the quietest half (a robust SD of the undisturbed level, measured where
     disturbance is least likely). A run is *disturbed* when its score exceeds
-    ``quiet level + max(K * spread, FLOOR)`` with :data:`DISTURBANCE_K` = 4. The floor keeps a
-    run from being flagged for less foreign work than the counters resolve or a pull notices:
-    :data:`DISTURBANCE_FLOOR_PRECISE_CORES` = 0.1 cores when every score comes from the
-    scheduler's nanosecond runtime accounting (``cpu_time_source`` ``cpuacct`` or ``cgroup2``:
-    a quiet 40 ms window scores within about +/-0.03 cores there, and a tenth of a core taken
-    from the puller's CPU already slows a CPU-bound pull by about a tenth), else
-    :data:`DISTURBANCE_FLOOR_CORES` = 0.25 cores (tick-sampled ``/proc/stat``: a single 10 ms
-    tick is 0.25 cores of a 40 ms pull; also the preflight's quiet criterion). A block with a
-    disturbed run is disturbed. When the quiet level itself exceeds :data:`BUSY_MACHINE_SHARE`
-    of the CPUs (a quarter; at least 0.25 cores), the machine was busy throughout: no run need
-    stand out, every verdict holds for that load only, and each is marked unstable.
+    ``quiet level + max(K * spread, FLOOR)`` with :data:`DISTURBANCE_K` = 4 and
+    :data:`DISTURBANCE_FLOOR_CORES` = 0.25 cores, calibrated on quiet and loaded A/A runs of
+    40 ms pulls (``benchmarks/bench_interference.py``, which re-thresholds the same runs with
+    floors 0.1-0.35): with the scheduler's nanosecond accounting a burner on the puller's CPU is
+    flagged in every loaded block at every one of those floors, while a quiet machine's own
+    housekeeping (a few ms of kernel work in a 40 ms pull) is flagged least at 0.25. It is also
+    the preflight's quiet criterion. A block with a disturbed run is disturbed. When the quiet
+    level itself exceeds :data:`BUSY_MACHINE_SHARE` of the CPUs (a quarter; at least 0.25
+    cores), the machine was busy throughout: no run need stand out, every verdict holds for
+    that load only, and each is marked unstable.
 Dependence (:func:`interference_dependence`)
     Ordinary least squares of the per-block log ratio on the block's interference (statsmodels
     ``OLS``): slope (change of the log ratio per core of interference), its ``1 - alpha`` CI and
@@ -55,7 +54,6 @@ from ._defaults import DEFAULT_ALPHA, DEFAULT_POWER
 __all__ = [
     "BUSY_MACHINE_SHARE",
     "DISTURBANCE_FLOOR_CORES",
-    "DISTURBANCE_FLOOR_PRECISE_CORES",
     "DISTURBANCE_K",
     "DisturbanceThreshold",
     "InterferenceDependence",
@@ -70,8 +68,6 @@ __all__ = [
 DISTURBANCE_K = 4.0
 #: The least excess over the quiet level (cores of foreign work) that makes a run disturbed.
 DISTURBANCE_FLOOR_CORES = 0.25
-#: The floor when every score comes from nanosecond runtime accounting (see the module).
-DISTURBANCE_FLOOR_PRECISE_CORES = 0.1
 #: A quiet level above this share of the CPUs (and at least :data:`DISTURBANCE_FLOOR_CORES`)
 #: means the machine was busy for the whole experiment.
 BUSY_MACHINE_SHARE = 0.25
@@ -137,9 +133,7 @@ def disturbance_threshold(scores: Any, *, k: float = DISTURBANCE_K,
     k : float
         Robust spreads above the quiet level.
     floor_cores : float
-        Least excess above the quiet level, cores (pass
-        :data:`DISTURBANCE_FLOOR_PRECISE_CORES` when every score comes from nanosecond runtime
-        accounting).
+        Least excess above the quiet level, cores.
     cpu_count : int, optional
         CPUs of the machine, for ``busy_machine`` (default: 2).
 
@@ -162,7 +156,7 @@ def disturbance_threshold(scores: Any, *, k: float = DISTURBANCE_K,
     rule = (f"disturbed when interference > quiet level {level:.3f} + max({k:g} x spread "
             f"{spread:.3f}, {floor_cores:g}) = {threshold:.3f} cores (quiet level: median of "
             f"the quietest {n_ref} of {n} runs; spread: 1.4826 MAD of the quietest half)")
-    busy = level > max(DISTURBANCE_FLOOR_CORES, BUSY_MACHINE_SHARE * (cpu_count or 2))
+    busy = level > max(floor_cores, BUSY_MACHINE_SHARE * (cpu_count or 2))
     return DisturbanceThreshold(quiet_level_cores=level, spread_cores=spread,
                                 threshold_cores=threshold, n_runs=n, n_reference=n_ref,
                                 busy_machine=busy, rule=rule, cpu_count=cpu_count)
