@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 import pullbench
-from pullbench.experiment._analysis import analyze_folder
+from pullbench.experiment._analysis import _interference_summary, analyze_folder
 from pullbench.experiment._burner import CpuBurner
 from pullbench.experiment._isolation import plan_cpus
 from pullbench.experiment._runner import _run_in_worker
@@ -114,17 +114,18 @@ def _scores(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     with the machine's side from /proc/stat's ticks (``ticks``)."""
     runs = rows[(~rows["warmup"].astype(bool)) & (rows["status"] == "ok")].copy()
     wall = runs["other_cpu_s"] / runs["other_cpu_cores"]
-    steal = (runs["steal_cpu_s"] - 1.0 / os.sysconf("SC_CLK_TCK")).clip(lower=0)
+    steal = runs["interference_cores"] - runs["other_cpu_cores"]
     ticks = runs.copy()
-    ticks["interference_cores"] = (runs["other_cpu_ticks_s"] + steal) / wall
+    ticks["other_cpu_cores"] = runs["other_cpu_ticks_s"] / wall
+    ticks["interference_cores"] = ticks["other_cpu_cores"] + steal
     return {"ns": runs, "ticks": ticks}
 
 
 def _flags(runs: pd.DataFrame, floor: float) -> set[int]:
-    """Blocks holding a run above the disturbed-run threshold with this floor."""
-    score = runs["interference_cores"].to_numpy(dtype=float)
-    threshold = pullbench.disturbance_threshold(score, floor_cores=floor, cpu_count=os.cpu_count())
-    return {int(b) for b in runs.loc[score > threshold.threshold_cores, "block"]}
+    """Blocks pullbench's rule flags (other CPU and steal, each against its own baseline) when
+    the threshold's floor is ``floor``."""
+    summary = _interference_summary(runs, floor_cores=floor)
+    return set(summary.disturbed_blocks) if summary is not None else set()
 
 
 def _floor_table(counts: dict[tuple[str, float], list[int]], label: str) -> None:
@@ -191,6 +192,7 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
     arm_analyses = 0
     by_floor = {(score, floor): [0, 0] for score in ("ns", "ticks") for floor in FLOORS}
     sources: set[str] = set()
+    by_steal = 0
     for r in range(repeats):
         analysis, scored, source = _experiment(work, f"quiet-{r}", image, blocks, 100 + r, None)
         sources.add(source)
@@ -200,6 +202,7 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
         intf = analysis.image().interference
         assert intf is not None
         flagged += len(intf.disturbed_blocks)
+        by_steal += intf.n_disturbed_by_steal
         flagged_load += [intf.block_interference[b] for b in intf.disturbed_blocks]
         thresholds.append(intf.threshold_cores)
         total += blocks
@@ -215,12 +218,13 @@ def quiet_aa(image: str, repeats: int, blocks: int, work: Path) -> None:
                                                            if d.kind == "outliers"
                                                            and d.severity == "warning"})
     print(f"   blocks flagged disturbed: {flagged}/{total} = {flagged / total:.1%} "
-          f"(score from {'/'.join(sorted(sources))}; "
-          f"experiments on a machine busy throughout: {busy}/{repeats})")
+          f"(score from {'/'.join(sorted(sources))}; runs above the host-steal threshold: "
+          f"{by_steal}; experiments on a machine busy throughout: {busy}/{repeats})")
     _floor_table(by_floor, "quiet blocks flagged (false flags)")
     if flagged_load:
         print(f"   flagged blocks' interference (other processes' CPU + steal): median "
-              f"{np.median(flagged_load):.2f} cores, min {np.min(flagged_load):.2f}; thresholds: "
+              f"{np.median(flagged_load):.2f} cores, min {np.min(flagged_load):.2f}; "
+              f"other-CPU thresholds: "
               f"median {np.median(thresholds):.2f} cores")
     print(f"   false faster/slower verdicts: {verdicts[1]}/{verdicts[0]} = "
           f"{verdicts[1] / verdicts[0]:.1%} (not marked unstable: {verdicts[2]})")

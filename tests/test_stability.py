@@ -281,6 +281,36 @@ def test_analysis_of_a_load_independent_effect_is_stable_and_advises_on_inconclu
         analysis, "img", "duration_s")
 
 
+def test_other_cpu_and_host_steal_get_their_own_thresholds():
+    """Steal that swings by a quarter core from run to run (a shared VM host) must not hide a
+    burner's 0.35 cores: each component is judged against its own quiet baseline."""
+    loaded = {1, 4, 6, 9, 11, 14}
+    df = _interference_rows(16, loaded, 1.0, 1.0, seed=8)
+    busy = df["block"].isin(loaded)
+    df["other_cpu_cores"] = np.where(busy, 0.35, 0.02) + 0.005 * (df["run_index"] % 3)
+    steal = np.random.default_rng(9).permutation(np.linspace(0.0, 0.5, len(df)))
+    steal[df.index[(df["block"] == 7) & (df["arm"] == "base")][0]] = 0.9  # a burst of steal
+    df["interference_cores"] = df["other_cpu_cores"] + steal
+    one = analyze_results(df.drop(columns=["other_cpu_cores"]), baseline="base",
+                          metrics=("duration_s",), n_resamples=200).image().interference
+    assert one.component is None
+    assert not loaded <= set(one.disturbed_blocks)  # one threshold: the steal's spread hides it
+    analysis = analyze_results(df, baseline="base", metrics=("duration_s",), n_resamples=200)
+    intf = analysis.image().interference
+    assert intf.component == "other_cpu_cores"
+    assert intf.threshold_cores == pytest.approx(intf.quiet_level_cores + 0.25)
+    over = steal > intf.steal_threshold_cores  # the biggest swings of steal, and the burst
+    assert 1 <= over.sum() <= 5
+    assert set(intf.disturbed_blocks) == loaded | set(df.loc[over, "block"])
+    assert intf.n_disturbed_by_steal == over.sum()
+    assert "host steal:" in intf.rule
+    again = Analysis.from_dict(json.loads(json.dumps(analysis.to_dict())))
+    assert again.image().interference == intf
+    text = format_verdict_table(analysis, "img", "duration_s")
+    assert (f"host steal: threshold {intf.steal_threshold_cores:.2f} cores, quiet level "
+            f"{intf.steal_quiet_level_cores:.2f}, {over.sum()} runs above it") in text
+
+
 def test_a_quiet_level_below_zero_is_shown_with_its_cause():
     df = _interference_rows(8, {3}, 0.8, 0.8, seed=7)
     text = format_verdict_table(analyze_results(df, baseline="base", metrics=("duration_s",),

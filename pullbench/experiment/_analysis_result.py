@@ -276,9 +276,20 @@ class InterferenceSummary:
     Attributes
     ----------
     score : str
-        The row column scored (``interference_cores``).
+        The row column scored (``interference_cores``); ``block_interference`` is its mean.
     quiet_level_cores, spread_cores, threshold_cores : float
-        See :class:`pullbench.stats._interference.DisturbanceThreshold`.
+        See :class:`pullbench.stats._interference.DisturbanceThreshold`: of ``component`` when
+        the score was split, else of the score.
+    component : str or None
+        ``"other_cpu_cores"`` when the score was split into other processes' CPU and host steal,
+        each with its own threshold (a run above either is disturbed); None for one threshold on
+        the score (rows without the components).
+    steal_quiet_level_cores, steal_threshold_cores : float or None
+        The host-steal component's quiet level and threshold (None unless split).
+    n_disturbed_by_steal : int
+        Runs above the steal threshold.
+    busy_level_cores : float or None
+        Quiet level of the whole score (other CPU + steal), which decides ``busy_machine``.
     busy_machine : bool
         The quiet level itself was above a quiet machine's (busy throughout).
     rule : str
@@ -306,6 +317,17 @@ class InterferenceSummary:
     disturbed_runs: tuple[str, ...] = ()
     disturbed_by_arm: Mapping[str, int] = field(default_factory=dict)
     runs_by_arm: Mapping[str, int] = field(default_factory=dict)
+    component: str | None = None
+    steal_quiet_level_cores: float | None = None
+    steal_threshold_cores: float | None = None
+    n_disturbed_by_steal: int = 0
+    busy_level_cores: float | None = None
+
+    @property
+    def busy_level(self) -> float:
+        """Quiet level of the whole score (``quiet_level_cores`` for older records)."""
+        return (self.busy_level_cores if self.busy_level_cores is not None
+                else self.quiet_level_cores)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (block keys as strings)."""
@@ -319,6 +341,11 @@ class InterferenceSummary:
             "disturbed_runs": list(self.disturbed_runs),
             "disturbed_by_arm": dict(self.disturbed_by_arm),
             "runs_by_arm": dict(self.runs_by_arm),
+            "component": self.component,
+            "steal_quiet_level_cores": self.steal_quiet_level_cores,
+            "steal_threshold_cores": self.steal_threshold_cores,
+            "n_disturbed_by_steal": self.n_disturbed_by_steal,
+            "busy_level_cores": self.busy_level_cores,
         })
         return out
 
@@ -344,6 +371,11 @@ class InterferenceSummary:
             disturbed_by_arm={str(k): int(v)
                               for k, v in (data.get("disturbed_by_arm") or {}).items()},
             runs_by_arm={str(k): int(v) for k, v in (data.get("runs_by_arm") or {}).items()},
+            component=None if data.get("component") is None else str(data["component"]),
+            steal_quiet_level_cores=_opt_float(data.get("steal_quiet_level_cores")),
+            steal_threshold_cores=_opt_float(data.get("steal_threshold_cores")),
+            n_disturbed_by_steal=int(data.get("n_disturbed_by_steal") or 0),
+            busy_level_cores=_opt_float(data.get("busy_level_cores")),
         )
 
 

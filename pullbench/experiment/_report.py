@@ -418,9 +418,14 @@ def format_stability(analysis: Analysis | Mapping[str, Any], image: str | None =
     # them, so the level is shown as measured, with why
     level_text = (f"{max(level, 0.0):.2f}" if level > -0.005 else
                   f"{level:.2f}, below zero from /proc/stat's tick rounding")
+    steal = ""
+    if intf.steal_threshold_cores is not None and intf.steal_quiet_level_cores is not None:
+        steal = (f"; host steal: threshold {intf.steal_threshold_cores:.2f} cores, quiet level "
+                 f"{max(intf.steal_quiet_level_cores, 0.0):.2f}, "
+                 f"{intf.n_disturbed_by_steal} runs above it")
     lines = [f"interference: {intf.n_disturbed_runs} of {intf.n_runs} runs disturbed (blocks: "
              f"{blocks}; threshold {intf.threshold_cores:.2f} cores of other work, quiet level "
-             f"{level_text}; rule in analysis.json)"]
+             f"{level_text}{steal}; rule in analysis.json)"]
     if intf.busy_machine:
         lines.append("interference: the machine was busy for the whole experiment: run on a quiet "
                      "machine (pullbench system check; bench --wait-quiet --require-quiet)")
