@@ -594,7 +594,7 @@ def plot_effect_vs_interference(stability: Sequence[Any], *, metric: str = "dura
         if row.slope_p is not None:
             title += f"\nslope {row.slope:+.3f}/core, p={row.slope_p:.2g}"
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("block interference (cores of other work)")
+        ax.set_xlabel("block interference (cores of other work + host steal)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"{metric} ratio vs {baseline or 'baseline'}")
     axes[0][0].legend(fontsize=7)
