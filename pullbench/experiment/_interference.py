@@ -44,10 +44,11 @@ and adds these columns to its row:
     Time the hypervisor ran something else while this machine's CPUs wanted to run (``steal`` in
     ``/proc/stat``), over all CPUs.
 ``interference_cores``
-    ``(other_cpu_s + steal beyond one clock tick) / wall``: the one number used to flag
-    disturbed runs. ``/proc/stat`` counts steal in clock ticks, so the difference of two
-    readings is within one tick of the truth; one tick is taken off it (never below zero) so
-    that a rounding alone never makes a short pull look disturbed.
+    ``(other_cpu_s + steal beyond one clock tick) / wall``: the run's interference score.
+    ``/proc/stat`` counts steal in clock ticks, so the difference of two readings is within one
+    tick of the truth; one tick is taken off it (never below zero) so that a rounding alone
+    never makes a short pull look disturbed. The analysis judges its two parts,
+    ``other_cpu_cores`` and the steal (the rest), each against its own quiet baseline.
 ``procs_running_mean``, ``procs_running_max``, ``procs_running_samples``
     Runnable tasks on the machine, sampled every ``interval_s`` (100 ms) by a thread of the
     worker from the fourth field of ``/proc/loadavg`` -- the kernel's ``nr_running()``, the same
