@@ -24,6 +24,7 @@ from pullbench.experiment._interference import (
     INTERFERENCE_COLUMNS,
     InterferenceProbe,
     MachineCpuClock,
+    _mountinfo_cgroups,
     process_cpu_s,
 )
 from pullbench.experiment._isolation import parse_cpu_setting, plan_cpus, thread_ids
@@ -153,11 +154,8 @@ def test_short_windows_see_a_burner_to_within_a_scheduler_tick():
 
 
 def _cgroup2_mount() -> Path | None:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        if right.split()[:1] == ["cgroup2"] and left.split()[3] == "/":
-            return Path(left.split()[4])
-    return None
+    return next((Path(point) for fstype, root, point, _ in _mountinfo_cgroups()
+                 if fstype == "cgroup2" and root == "/"), None)
 
 
 def test_cgroup2_source_sums_the_top_level_groups(tmp_path):

@@ -92,6 +92,7 @@ Everything here reads ``/proc`` and ``/sys`` only; a counter the kernel does not
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import threading
@@ -194,13 +195,15 @@ class MachineCpuTime:
         Nanoseconds of CPU time so far by part: by CPU (``"0"``, ``"1"``, ...) for
         ``"cpuacct"``, by top-level cgroup name for ``"cgroup2"``. Two readings are compared over
         the parts both have (a cgroup removed between them takes its total with it).
-    per_cpu : bool
-        The parts are CPUs.
     """
 
     source: str
     parts_ns: dict[str, int]
-    per_cpu: bool
+
+    @property
+    def per_cpu(self) -> bool:
+        """The parts are CPUs (``"cpuacct"``)."""
+        return self.source == "cpuacct"
 
     def busy_s_since(self, earlier: MachineCpuTime) -> float:
         """CPU time between ``earlier`` and this reading, seconds (parts both readings hold)."""
@@ -305,8 +308,7 @@ class MachineCpuClock:
         """
         if self.source == "cpuacct" and self._path is not None:
             values = _read_bytes(self._path).split()
-            return MachineCpuTime("cpuacct", {str(i): int(v) for i, v in enumerate(values)},
-                                  per_cpu=True)
+            return MachineCpuTime("cpuacct", {str(i): int(v) for i, v in enumerate(values)})
         if self.source == "cgroup2" and self._path is not None:
             parts: dict[str, int] = {}
             for entry in os.scandir(self._path):
@@ -318,7 +320,7 @@ class MachineCpuClock:
                     continue  # removed meanwhile, or no cpu.stat
                 if text.startswith(b"usage_usec "):
                     parts[entry.name] = int(text.split(None, 2)[1]) * 1000
-            return MachineCpuTime("cgroup2", parts, per_cpu=False)
+            return MachineCpuTime("cgroup2", parts)
         return None
 
 
@@ -366,11 +368,6 @@ def _read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def _stat_fields(pid: int) -> list[bytes]:
-    raw = _read_bytes(f"/proc/{pid}/stat")
-    return raw[raw.rindex(b")") + 2:].split()
-
-
 def _process_cpu_clock(pid: int) -> int:
     """The clock id of process ``pid``'s CPU-time clock (``clock_getcpuclockid(3)``: the kernel
     encodes it as ``(~pid << 3) | CPUCLOCK_SCHED``, include/linux/posix-timers_types.h)."""
@@ -393,9 +390,10 @@ def process_cpu_s(pid: int) -> float | None:
         return time.clock_gettime_ns(_process_cpu_clock(pid)) / 1e9
     except (OSError, OverflowError):
         pass
+    from ..servers._proxy import _proc_cpu_s
+
     try:
-        fields = _stat_fields(pid)
-        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        return _proc_cpu_s(pid)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -538,14 +536,10 @@ class _Reading:
     mhz: float | None
 
 
-_MACHINE_CLOCK: list[MachineCpuClock] = []
-
-
+@functools.cache
 def _machine_cpu_clock() -> MachineCpuClock | None:
     """The machine CPU clock of this process, found once (None when the kernel offers none)."""
-    if not _MACHINE_CLOCK:
-        _MACHINE_CLOCK.append(MachineCpuClock())
-    clock = _MACHINE_CLOCK[0]
+    clock = MachineCpuClock()
     return clock if clock.source is not None else None
 
 
