@@ -309,6 +309,13 @@ def test_other_cpu_and_host_steal_get_their_own_thresholds():
     text = format_verdict_table(analysis, "img", "duration_s")
     assert (f"host steal: threshold {intf.steal_threshold_cores:.2f} cores, quiet level "
             f"{intf.steal_quiet_level_cores:.2f}, {over.sum()} runs above it") in text
+    # the diagnostics name the cause the counts show: here both kinds of disturbance
+    assert "runs disturbed (other load or host steal)" in text
+    quiet = df.assign(other_cpu_cores=0.02)
+    quiet["interference_cores"] = quiet["other_cpu_cores"] + steal
+    text = format_verdict_table(analyze_results(quiet, baseline="base", metrics=("duration_s",),
+                                                n_resamples=200), "img", "duration_s")
+    assert "runs disturbed (host steal)" in text
 
 
 def test_a_quiet_level_below_zero_is_shown_with_its_cause():

@@ -235,10 +235,15 @@ def format_diagnostics(result: MetricAnalysis, arms: Sequence[str] = (),
         per_arm.setdefault(arm, []).append((rank.get(d.kind, len(rank)), _short(d)))
     by_arm = dict(getattr(interference, "disturbed_by_arm", None) or {})
     runs = getattr(interference, "runs_by_arm", None) or {}
+    # the cause, as far as the summary's counts tell it (steal is counted for the whole image)
+    by_steal = getattr(interference, "n_disturbed_by_steal", 0) or 0
+    disturbed = getattr(interference, "n_disturbed_runs", 0) or 0
+    cause = ("other load" if not by_steal else
+             "host steal" if by_steal >= disturbed else "other load or host steal")
     for arm, count in by_arm.items():
         if count:
             per_arm.setdefault(arm, []).append(
-                (0, f"{count} of {runs.get(arm, '?')} runs disturbed (other load)"))
+                (0, f"{count} of {runs.get(arm, '?')} runs disturbed ({cause})"))
     if not per_arm and not infos:
         return []
     order = {a: i for i, a in enumerate(arms)}

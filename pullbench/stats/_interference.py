@@ -291,9 +291,9 @@ def unstable_reason(*, verdict_all: str | None, verdict_quiet: str | None,
         factor = math.exp(dependence.slope)
         reasons.append(
             f"the effect depends on interference: the ratio changes x{factor:.3f} per core of "
-            f"other load (slope {dependence.slope:+.3f} [{dependence.slope_ci_low:+.3f}, "
-            f"{dependence.slope_ci_high:+.3f}] per core, p = {dependence.p:.2g}, "
-            f"{dependence.n} blocks)")
+            f"interference (other processes' CPU + host steal; slope {dependence.slope:+.3f} "
+            f"[{dependence.slope_ci_low:+.3f}, {dependence.slope_ci_high:+.3f}] per core, "
+            f"p = {dependence.p:.2g}, {dependence.n} blocks)")
     if busy_level_cores is not None:
         reasons.append(
             f"machine busy throughout ({busy_level_cores:.2f} cores of other work in the "
